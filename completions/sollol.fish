@@ -1,0 +1,1 @@
+complete --command sollol --no-files --arguments "(env _SOLLOL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) sollol)" --condition "env _SOLLOL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) sollol"

@@ -1,0 +1,3 @@
+from sollol_cli.cli import main
+
+main()

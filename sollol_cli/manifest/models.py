@@ -1,0 +1,428 @@
+"""Pydantic models of cluster.yaml. Strict (`extra="forbid"`) because humans type it; every field defaults.
+
+Cross-field rules (duplicates, shard models without rpc nodes, ...) live in `Cluster`'s validator so that
+they are reported with the same file:line mapping as type errors.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+LOCAL = "local"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def check_address(value: str) -> str:
+    """An IP literal or a DNS name; IP literals are what llama.cpp's static builds need."""
+    value = value.strip()
+    if value == LOCAL:
+        return value
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9.]+", value) or not _HOSTNAME.match(value):
+        raise ValueError(f"'{value}' is not an IP address or host name")
+    return value
+
+
+def check_bind(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise ValueError(f"bind must be an IP address literal, not '{value}'") from None
+
+
+class HostKeyPolicy(StrEnum):
+    strict = "strict"
+    accept_new = "accept-new"
+    off = "off"
+
+
+class SshOptions(Strict):
+    """How sollol reaches nodes over SSH."""
+
+    user: str = Field("root", description="Login user on the nodes.")
+    port: Port = Field(22, description="SSH port.")
+    identity_file: str | None = Field(None, description="Private key file on the controller (~ is expanded).")
+    host_key_policy: HostKeyPolicy = Field(
+        HostKeyPolicy.strict,
+        description="strict: key must be in known_hosts; accept-new: trust on first use, recorded in sollol's "
+        "own known_hosts, changed keys refused; off: no checking (warns loudly).",
+    )
+    known_hosts: str | None = Field(
+        None, description="known_hosts file to verify against (default ~/.ssh/known_hosts)."
+    )
+    use_ssh_config: bool = Field(False, description="Also read ~/.ssh/config.")
+    use_agent: bool = Field(False, description="Also offer keys from the running ssh-agent.")
+    connect_timeout: float = Field(10.0, gt=0, description="Seconds to establish the TCP connection and log in.")
+    command_timeout: float = Field(120.0, gt=0, description="Seconds any single remote command may take.")
+
+
+class SshOverrides(Strict):
+    """Per-node SSH settings; anything unset comes from the cluster-wide `ssh` section."""
+
+    user: str | None = None
+    port: Port | None = None
+    identity_file: str | None = None
+    host_key_policy: HostKeyPolicy | None = None
+    known_hosts: str | None = None
+
+
+class OllamaRole(Strict):
+    """Run `ollama serve` on the node."""
+
+    port: Port = Field(11434, description="Port Ollama listens on.")
+    bind: str | None = Field(None, description="Address to bind (default: the node's address).")
+    models: list[str] = Field(default_factory=list, description="Models to pull if missing.")
+    environment: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment, e.g. OLLAMA_NUM_PARALLEL: '4'."
+    )
+    binary: str = Field("ollama", description="The ollama executable on the node.")
+    install: bool = Field(
+        False,
+        description="Run the official installer when Ollama is missing (real nodes only; never in tests).",
+    )
+
+    _bind = field_validator("bind")(classmethod(lambda cls, v: check_bind(v)))
+
+    @field_validator("environment", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+        return value
+
+
+class RpcRole(Strict):
+    """Run llama.cpp's `rpc-server` (no authentication: bound to the node's cluster address only)."""
+
+    port: Port = Field(50052, description="Port rpc-server listens on.")
+    bind: str | None = Field(
+        None,
+        description="Address to bind (default: the node's address; 0.0.0.0 only if you accept the risk).",
+    )
+    threads: int | None = Field(None, ge=1, description="CPU threads (default: rpc-server's own).")
+    cache: bool = Field(True, description="Tensor cache (-c): much faster reloads of the same model.")
+    memory_mb: int | None = Field(None, ge=1, description="Memory to advertise in MiB (-m).")
+    device: str | None = Field(None, description="Device to serve (-d), e.g. CUDA0.")
+
+    _bind = field_validator("bind")(classmethod(lambda cls, v: check_bind(v)))
+
+
+class LlamacppRole(Strict):
+    """Run `llama-server` with a whole GGUF on the node (task distribution)."""
+
+    port: Port = Field(8080, description="Port llama-server listens on.")
+    bind: str | None = Field(None, description="Address to bind (default: the node's address).")
+    model: str = Field(description="GGUF path on the node.")
+    alias: str | None = Field(None, description="Model name clients use (default: the file name without .gguf).")
+    slots: int = Field(1, ge=1, le=256, description="Parallel requests (-np).")
+    context: int | None = Field(None, ge=256, description="Context size (-c), shared by all slots.")
+    threads: int | None = Field(None, ge=1, description="CPU threads (-t).")
+    gpu_layers: int = Field(999, ge=0, description="Layers to offload (-ngl).")
+
+    _bind = field_validator("bind")(classmethod(lambda cls, v: check_bind(v)))
+
+
+class Resources(Strict):
+    """Hints used when nothing can be measured on the node."""
+
+    ram_gib: float | None = Field(None, gt=0, description="RAM usable for models, GiB.")
+    vram_gib: float | None = Field(None, ge=0, description="GPU memory, GiB.")
+
+
+def _role_shorthand(value: Any) -> Any:
+    """`rpc: true` or `rpc:` (empty) means the role with all defaults; `false` means no role."""
+    if value is True or value is None:
+        return {}
+    if value is False:
+        return None
+    return value
+
+
+class Node(Strict):
+    """A machine sollol manages over SSH (or `address: local` for the controller itself)."""
+
+    name: str = Field(description="Unique node name.")
+    address: str = Field(description="IP address or host name on the cluster network, or 'local'.")
+    transport: Literal["ssh", "local"] | None = Field(
+        None, description="ssh (default) or local (this machine, no SSH); 'address: local' implies local."
+    )
+    ssh: SshOverrides | None = None
+    priority: int = Field(0, description="Routing tier: higher tiers are preferred while they have capacity.")
+    resources: Resources | None = None
+    ollama: OllamaRole | None = None
+    rpc: RpcRole | None = None
+    llamacpp: LlamacppRole | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use letters, digits, '.', '_' or '-' (at most 63)")
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return check_address(value)
+
+    @field_validator("ollama", "rpc", "llamacpp", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return _role_shorthand(value)
+
+    @property
+    def is_local(self) -> bool:
+        return self.transport == "local" or self.address == LOCAL
+
+    @property
+    def host(self) -> str:
+        """The address other machines use; `local` nodes are reached on loopback."""
+        return "127.0.0.1" if self.address == LOCAL else self.address
+
+    @property
+    def roles(self) -> list[str]:
+        return [r for r in ("ollama", "rpc", "llamacpp") if getattr(self, r) is not None]
+
+
+class BackendKind(StrEnum):
+    ollama = "ollama"
+    llamacpp = "llamacpp"
+    rpc = "rpc"
+
+
+DEFAULT_PORTS = {BackendKind.ollama: 11434, BackendKind.llamacpp: 8080, BackendKind.rpc: 50052}
+
+
+class Backend(Strict):
+    """A backend sollol uses but does not manage (no SSH), e.g. an Ollama someone else runs."""
+
+    name: str | None = Field(None, description="Display name (default: kind@address:port).")
+    kind: BackendKind
+    address: str
+    port: Port | None = Field(None, description="Default: 11434 ollama, 8080 llamacpp, 50052 rpc.")
+    priority: int = 0
+
+    _address = field_validator("address")(classmethod(lambda cls, v: check_address(v)))
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or DEFAULT_PORTS[self.kind]
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.kind.value}@{self.address}:{self.effective_port}"
+
+
+class LlamaCpp(Strict):
+    """Which llama.cpp binaries to use."""
+
+    bin_dir: str | None = Field(
+        None,
+        description="Directory on the controller with rpc-server and llama-server to upload "
+        "(default: sollol's own build, `sollol llama-cpp build`).",
+    )
+    node_bin_dir: str | None = Field(
+        None, description="Directory already on every node holding the binaries (skips the upload)."
+    )
+    protocol: str | None = Field(
+        None,
+        pattern=r"^\d+\.\d+\.\d+$",
+        description="Expected RPC protocol version, e.g. 7.0.0 (default: the build's).",
+    )
+
+
+class ModelMode(StrEnum):
+    auto = "auto"
+    distribute = "distribute"
+    shard = "shard"
+
+
+class Model(Strict):
+    """A model the cluster serves."""
+
+    name: str = Field(description="Name clients use, e.g. codellama:13b.")
+    gguf: str | None = Field(None, description="GGUF path on the controller (instead of an Ollama store).")
+    ollama_model: str | None = Field(None, description="Ollama model to take the GGUF from (default: name).")
+    store: str | None = Field(None, description="Ollama model store directory (default: the usual places).")
+    store_node: str | None = Field(None, description="Node whose Ollama store holds the model (default: controller).")
+    mode: ModelMode = Field(ModelMode.auto, description="auto: distribute if it fits on one node, else shard.")
+    context: int = Field(4096, ge=256, description="Context size in tokens.")
+    slots: int = Field(1, ge=1, le=64, description="Parallel requests of a sharded model's coordinator.")
+    tensor_split: list[float] | None = Field(None, description="Share of layers per rpc node, in node order.")
+    coordinator: str | None = Field(None, description="Node that runs the sharding coordinator (default: controller).")
+    keep_alive: float = Field(300.0, ge=0, description="Seconds an idle coordinator stays loaded.")
+
+    @field_validator("tensor_split")
+    @classmethod
+    def _split(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and (not value or any(v < 0 for v in value) or sum(value) <= 0):
+            raise ValueError("tensor_split needs non-negative shares with a positive sum")
+        return value
+
+
+class Gateway(Strict):
+    """`sollol serve`."""
+
+    host: str = Field("127.0.0.1", description="Address to bind; 127.0.0.1 keeps the gateway private.")
+    port: Port = 11434
+    api_key_env: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Environment variable holding the API key."
+    )
+
+    _host = field_validator("host")(classmethod(lambda cls, v: check_bind(v)))
+
+
+class Routing(Strict):
+    retries: int = Field(2, ge=0, le=10, description="Other backends to try when one fails before the first byte.")
+    queue_length: int = Field(64, ge=0, description="Requests that may wait when every backend is busy.")
+    queue_wait: float = Field(30.0, ge=0, description="Seconds a request may wait for a free slot.")
+    probe_interval: float = Field(5.0, gt=0, description="Seconds between health probes.")
+    connect_timeout: float = Field(3.0, gt=0, description="Seconds to connect to a backend.")
+    read_timeout: float = Field(300.0, gt=0, description="Seconds a backend may stay silent mid-request.")
+
+
+def check_cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise ValueError(f"'{value}' is not a CIDR like 10.0.0.0/24") from None
+
+
+class Discovery(Strict):
+    subnets: list[Annotated[str, AfterValidator(check_cidr)]] = Field(
+        default_factory=list, description="CIDRs `sollol discover` scans by default."
+    )
+    ports: list[Port] = Field(default_factory=lambda: [11434, 8080, 50052])
+
+
+class Cluster(Strict):
+    """cluster.yaml: the whole cluster."""
+
+    name: str = Field("cluster", description="Cluster name (used for the state file).")
+    ssh: SshOptions = Field(default_factory=SshOptions, description="How to reach nodes.")
+    nodes: list[Node] = Field(default_factory=list, description="Machines sollol manages.")
+    backends: list[Backend] = Field(default_factory=list, description="Backends used as they are (no SSH).")
+    llama_cpp: LlamaCpp = Field(default_factory=LlamaCpp, description="llama.cpp binaries.")
+    models: list[Model] = Field(default_factory=list, description="Models and how to run them.")
+    gateway: Gateway = Field(default_factory=Gateway, description="`sollol serve` settings.")
+    routing: Routing = Field(default_factory=Routing, description="Retries, queueing, probes.")
+    discovery: Discovery = Field(default_factory=Discovery, description="`sollol discover` defaults.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use letters, digits, '.', '_' or '-' (at most 63)")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Cluster:
+        problems = cross_check(self)
+        if problems:
+            # Raised as one error per location; the loader splits them back out (see loader._cross_problems).
+            raise ValueError(CrossCheckProblems(problems))
+        return self
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+
+class CrossCheckProblems(list[tuple[tuple[str | int, ...], str]]):
+    """Problems found across fields: (location, message) pairs."""
+
+    def __str__(self) -> str:
+        return "; ".join(msg for _, msg in self)
+
+
+def listeners(cluster: Cluster) -> list[tuple[tuple[str | int, ...], str, int]]:
+    """Every (location, host, port) the cluster listens on or talks to."""
+    found: list[tuple[tuple[str | int, ...], str, int]] = []
+    for i, node in enumerate(cluster.nodes):
+        for role in node.roles:
+            spec = getattr(node, role)
+            host = spec.bind or node.host
+            found.append((("nodes", i, role, "port"), host, spec.port))
+    for i, backend in enumerate(cluster.backends):
+        found.append((("backends", i, "port"), backend.address, backend.effective_port))
+    return found
+
+
+def cross_check(cluster: Cluster) -> list[tuple[tuple[str | int, ...], str]]:
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    seen: dict[str, int] = {}
+    for i, node in enumerate(cluster.nodes):
+        if node.name in seen:
+            problems.append(
+                (("nodes", i, "name"), f"duplicate node name '{node.name}' (also nodes[{seen[node.name]}])")
+            )
+        else:
+            seen[node.name] = i
+    taken: dict[tuple[str, int], tuple[str | int, ...]] = {}
+    for loc, host, port in listeners(cluster):
+        if (host, port) in taken:
+            problems.append((loc, f"{host}:{port} is already used by {_dotted(taken[(host, port)])}"))
+        else:
+            taken[(host, port)] = loc
+    names = set(seen)
+    rpc_nodes = [n for n in cluster.nodes if n.rpc is not None]
+    rpc_backends = [b for b in cluster.backends if b.kind is BackendKind.rpc]
+    model_names: dict[str, int] = {}
+    for i, model in enumerate(cluster.models):
+        key = model.name.lower()
+        if key in model_names:
+            problems.append(
+                (("models", i, "name"), f"duplicate model '{model.name}' (also models[{model_names[key]}])")
+            )
+        model_names.setdefault(key, i)
+        if model.mode is ModelMode.shard and not rpc_nodes and not rpc_backends:
+            problems.append((("models", i, "mode"), "mode 'shard' needs at least one node with an 'rpc' role"))
+        for field in ("coordinator", "store_node"):
+            ref = getattr(model, field)
+            if ref is not None and ref not in names:
+                problems.append((("models", i, field), f"no node named '{ref}'{_suggest(ref, names)}"))
+        if model.gguf and model.ollama_model:
+            problems.append((("models", i, "gguf"), "give either 'gguf' or 'ollama_model', not both"))
+        if (
+            model.tensor_split is not None
+            and rpc_nodes
+            and len(model.tensor_split) != len(rpc_nodes) + len(rpc_backends)
+        ):
+            count = len(rpc_nodes) + len(rpc_backends)
+            message = f"has {len(model.tensor_split)} shares but the cluster has {count} rpc backends"
+            problems.append((("models", i, "tensor_split"), message))
+    return problems
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def _suggest(word: str, options: set[str] | list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""

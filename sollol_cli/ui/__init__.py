@@ -1,0 +1,1 @@
+"""Terminal rendering (the only package that imports rich). Humans read stderr, scripts read stdout."""

@@ -1,0 +1,39 @@
+"""The two consoles: `err` for humans (progress, tables, errors), `out` for data (`--json`, tokens)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import cache
+from typing import Any
+
+from rich.console import Console
+
+
+@cache
+def err() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@cache
+def out() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def interactive() -> bool:
+    """Live displays only when a person watches stderr; piped output stays quiet and plain."""
+    return sys.stderr.isatty()
+
+
+def print_json(data: Any) -> None:
+    """Machine output: compact-but-readable JSON on stdout, no colour, no wrapping."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def warn(message: str) -> None:
+    err().print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
+
+
+def info(message: str) -> None:
+    err().print(message, markup=False, highlight=False)

@@ -1,0 +1,146 @@
+"""A corpus of broken manifests: each gives the documented exit code, file:line:col and no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.unit.cli_helpers import invoke
+
+GOOD_NODE = "nodes:\n  - name: a\n    address: 10.0.0.1\n"
+
+# (id, file content, exit code, expected stderr lines before the final "error:" line; {f} is the file path)
+CASES: list[tuple[str, str | bytes, int, list[str]]] = [
+    ("yaml-syntax-bad-indent", "nodes:\n  - name: a\n   address: x\n", 3,
+     ["{f}:3:4: YAML syntax error: expected <block end>, but found '<block mapping start>'"]),
+    ("yaml-syntax-unclosed-flow", "nodes: [\n  {name: a\n", 3,
+     ["{f}:3:1: YAML syntax error: expected ',' or '}', but got '<stream end>'"]),
+    ("yaml-tab-indent", "nodes:\n\t- name: a\n", 3,
+     ["{f}:2:1: YAML syntax error: found character '\\t' that cannot start any token"]),
+    ("yaml-duplicate-key", "name: a\nname: b\n", 3,
+     ['{f}:2:1: YAML syntax error: found duplicate key "name" with value "b" (original value: "a")']),
+    ("empty-file", "", 3, ["{f}:1:1: the manifest is empty; start with 'nodes:'"]),
+    ("only-comments", "# nothing here\n", 3, ["{f}:1:1: the manifest is empty; start with 'nodes:'"]),
+    ("top-level-list", "- a\n- b\n", 3, ["{f}:1:1: the manifest must be a mapping of keys, not a list"]),
+    ("top-level-scalar", "hello\n", 3, ["{f}:1:1: the manifest must be a mapping of keys, not a str"]),
+    ("unknown-top-key", "nodse: []\n", 3, ["{f}:1:1: nodse: unknown key 'nodse'; did you mean 'nodes'?"]),
+    ("unknown-node-key", GOOD_NODE + "    adress: x\n", 3,
+     ["{f}:4:5: nodes[0].adress: unknown key 'adress'; did you mean 'address'?"]),
+    ("unknown-role-key", GOOD_NODE + "    rpc:\n      prot: 50052\n", 3,
+     ["{f}:5:7: nodes[0].rpc.prot: unknown key 'prot'; did you mean 'port'?"]),
+    ("missing-address", "nodes:\n  - name: a\n", 3, ["{f}:2:5: nodes[0].address: missing required key 'address'"]),
+    ("missing-name", "nodes:\n  - address: 10.0.0.1\n", 3, ["{f}:2:5: nodes[0].name: missing required key 'name'"]),
+    ("nodes-not-list", "nodes: {a: 1}\n", 3, ["{f}:1:1: nodes: expected a list, got a mapping"]),
+    ("node-not-mapping", "nodes:\n  - just-a-name\n", 3,
+     ["{f}:2:5: nodes[0]: expected a mapping of keys, got 'just-a-name'"]),
+    ("port-not-number", GOOD_NODE + "    rpc: {port: fifty}\n", 3,
+     ["{f}:4:17: nodes[0].rpc.port: expected a whole number, got 'fifty'"]),
+    ("port-too-big", GOOD_NODE + "    rpc: {port: 70000}\n", 3,
+     ["{f}:4:17: nodes[0].rpc.port: input should be less than or equal to 65535"]),
+    ("port-zero", "ssh: {port: 0}\n", 3, ["{f}:1:13: ssh.port: input should be greater than or equal to 1"]),
+    ("bad-address", "nodes:\n  - name: a\n    address: 300.1.2.3\n", 3,
+     ["{f}:3:14: nodes[0].address: '300.1.2.3' is not an IP address or host name"]),
+    ("bad-address-chars", "nodes:\n  - name: a\n    address: 'my host'\n", 3,
+     ["{f}:3:14: nodes[0].address: 'my host' is not an IP address or host name"]),
+    ("bind-hostname", GOOD_NODE + "    rpc: {bind: myhost}\n", 3,
+     ["{f}:4:17: nodes[0].rpc.bind: bind must be an IP address literal, not 'myhost'"]),
+    ("bad-node-name", "nodes:\n  - name: 'a b'\n    address: 10.0.0.1\n", 3,
+     ["{f}:2:11: nodes[0].name: use letters, digits, '.', '_' or '-' (at most 63)"]),
+    ("bad-policy", "ssh: {host_key_policy: yes-please}\n", 3,
+     ["{f}:1:24: ssh.host_key_policy: input should be 'strict', 'accept-new' or 'off'"]),
+    ("bad-mode", "models:\n  - name: m\n    mode: sharded\n", 3,
+     ["{f}:3:11: models[0].mode: input should be 'auto', 'distribute' or 'shard'"]),
+    ("bad-cidr", "discovery: {subnets: [10.0.0.0/33]}\n", 3,
+     ["{f}:1:23: discovery.subnets[0]: '10.0.0.0/33' is not a CIDR like 10.0.0.0/24"]),
+    ("bool-not-bool", GOOD_NODE + "    rpc: {cache: maybe}\n", 3,
+     ["{f}:4:18: nodes[0].rpc.cache: expected true or false, got 'maybe'"]),
+    ("duplicate-node-names", "nodes:\n  - {name: a, address: 10.0.0.1}\n  - {name: a, address: 10.0.0.2}\n", 3,
+     ["{f}:3:6: nodes[1].name: duplicate node name 'a' (also nodes[0])"]),
+    ("duplicate-address-port",
+     "nodes:\n  - {name: a, address: 10.0.0.1, rpc: {}}\n  - {name: b, address: 10.0.0.1, rpc: {}}\n", 3,
+     ["{f}:3:34: nodes[1].rpc.port: 10.0.0.1:50052 is already used by nodes[0].rpc.port"]),
+    ("shard-without-rpc", GOOD_NODE + "models:\n  - {name: big, mode: shard}\n", 3,
+     ["{f}:5:17: models[0].mode: mode 'shard' needs at least one node with an 'rpc' role"]),
+    ("unknown-coordinator", GOOD_NODE + "    rpc: {}\nmodels:\n  - {name: big, coordinator: aa}\n", 3,
+     ["{f}:6:17: models[0].coordinator: no node named 'aa'; did you mean 'a'?"]),
+    ("several-problems-at-once", "ssh:\n  usr: root\n  port: x\nnodes:\n  - name: a\n", 3,
+     ["{f}:2:3: ssh.usr: unknown key 'usr'; did you mean 'user'?",
+      "{f}:3:9: ssh.port: expected a whole number, got 'x'",
+      "{f}:5:5: nodes[0].address: missing required key 'address'"]),
+    ("non-utf8", b"name: caf\xe9\n", 3, ["{f}:1:10: file is not UTF-8 text; save it as UTF-8"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("content", "code", "lines"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_manifest(tmp_path: Path, content: str | bytes, code: int, lines: list[str]) -> None:
+    path = tmp_path / "cluster.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    result = invoke("validate", str(path))
+    expected = [line.replace("{f}", str(path)) for line in lines]
+    noun = "problem" if len(lines) == 1 else "problems"
+    assert result.stderr.splitlines() == [*expected, f"error: invalid manifest: {len(lines)} {noun}"]
+    assert result.exit_code == code
+    assert result.stdout == ""
+
+
+def test_directory_is_a_usage_error(tmp_path: Path) -> None:
+    result = invoke("validate", str(tmp_path))
+    assert result.exit_code == 2
+    assert (
+        result.stderr
+        == f"error: manifest {tmp_path} is a directory; give the YAML file, e.g. {tmp_path}/cluster.yaml\n"
+    )
+
+
+def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:
+    result = invoke("validate", str(tmp_path / "nope.yaml"))
+    assert result.exit_code == 2
+    assert result.stderr == f"error: manifest {tmp_path}/nope.yaml does not exist; check the path\n"
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    # chmod does not stop root, so point the manifest at a file whose read fails for everyone.
+    path = tmp_path / "cluster.yaml"
+    path.symlink_to("/proc/self/mem")
+    result = invoke("validate", str(path))
+    assert result.exit_code == 2
+    assert result.stderr == f"error: cannot read manifest {path}: Input/output error; check its permissions\n"
+
+
+def test_path_through_a_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = invoke("validate", str(blocker / "cluster.yaml"))
+    assert result.exit_code == 2
+    assert result.stderr == f"error: manifest {blocker}/cluster.yaml does not exist; check the path\n"
+
+
+def test_no_manifest_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = invoke("validate")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: no manifest: ./cluster.yaml does not exist and SOLLOL_MANIFEST is not set; "
+        "pass the manifest path or create cluster.yaml (examples: examples/clusters/)\n"
+    )
+
+
+def test_manifest_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text(GOOD_NODE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SOLLOL_MANIFEST", str(path))
+    result = invoke("validate", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert '"manifest": "' + str(path) + '"' in result.stdout
+
+
+def test_verbose_twice_shows_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.yaml"
+    path.write_text("nodes: 3\n")
+    quiet = invoke("validate", str(path))
+    loud = invoke("validate", str(path), "-vv")
+    assert "Traceback" not in quiet.stderr
+    assert "Traceback" in loud.stderr
+    assert quiet.exit_code == loud.exit_code == 3

@@ -1,0 +1,68 @@
+"""The CLI shell: start-up imports, exit codes, version."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import typer
+
+from sollol_cli import __version__
+from sollol_cli.cli._run import run
+from sollol_cli.errors import PartialFailure, UnreachableError
+from tests.unit.cli_helpers import invoke
+
+HEAVY = ("aiohttp", "asyncssh", "gguf", "numpy")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["validate", "examples/clusters/homelab.yaml"]])
+def test_startup_does_not_import_heavy_modules(args: list[str]) -> None:
+    code = (
+        "import sys\n"
+        "from sollol_cli.cli import app\n"
+        "try:\n"
+        f"    app({args!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_version() -> None:
+    result = invoke("--version")
+    assert result.stdout == f"sollol {__version__}\n"
+    assert result.exit_code == 0
+
+
+def test_unknown_command_is_usage_error() -> None:
+    result = invoke("frobnicate")
+    assert result.exit_code == 2
+    assert "No such command 'frobnicate'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "message"),
+    [
+        (PartialFailure("2 of 3 nodes failed"), 1, "error: 2 of 3 nodes failed\n"),
+        (UnreachableError("no node answered"), 4, "error: no node answered\n"),
+        (KeyboardInterrupt(), 130, "interrupted\n"),
+        (
+            RuntimeError("boom"),
+            1,
+            "error: internal error: RuntimeError: boom (run again with --verbose for the traceback)\n",
+        ),
+    ],
+)
+def test_error_boundary(exc: BaseException, code: int, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    def body() -> None:
+        raise exc
+
+    with pytest.raises(typer.Exit) as exit_info:
+        run(body)
+    assert exit_info.value.exit_code == code
+    captured = capsys.readouterr()
+    assert captured.err == message
+    assert "Traceback" not in captured.err
