@@ -1,0 +1,1 @@
+"""Declarative provisioning: gather facts, plan (pure), apply over a CommandRunner, record state."""

@@ -1,0 +1,203 @@
+"""What a node looks like right now: one shell script gathers it, a pure parser reads it.
+
+The node is the source of truth for what sollol runs there: every service sollol starts leaves a pidfile
+(`pid starttime digest kind host port`) in the cluster's run directory, so a controller killed half-way
+through `up` loses nothing; the next `up` (or `down`) finds the process from the node itself.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+from sollol_cli.provision.services import run_dir
+
+
+@dataclass(frozen=True)
+class RunningService:
+    """A service recorded by a pidfile on the node."""
+
+    name: str
+    pid: int
+    start_time: int
+    digest: str
+    kind: str
+    host: str
+    port: int
+    alive: bool
+    manager: str = "process"  # process | systemd-system | systemd-user (pid/start_time 0 for units)
+
+
+@dataclass(frozen=True)
+class Listener:
+    host: str
+    port: int
+    pid: int | None
+    process: str | None
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    os: str = ""
+    arch: str = ""
+    hostname: str = ""
+    user: str = ""
+    home: str = ""
+    systemd: str = "none"  # system | user | none
+    mem_total_bytes: int | None = None
+    mem_available_bytes: int | None = None
+    gpus: tuple[tuple[int, int], ...] = ()  # (free, total) bytes per GPU from nvidia-smi
+    binaries: dict[str, str] = field(default_factory=dict)  # remote path -> sha256 (absent: missing)
+    ollama_path: str | None = None
+    ollama_version: str | None = None
+    services: dict[str, RunningService] = field(default_factory=dict)
+    listeners: tuple[Listener, ...] = ()
+
+    def listener_on(self, host: str, port: int) -> Listener | None:
+        """Who listens on host:port, counting wildcard binds (0.0.0.0 / ::) as every address."""
+        for listener in self.listeners:
+            if listener.port == port and listener.host in (host, "0.0.0.0", "::", "*"):
+                return listener
+        return None
+
+
+def facts_script(cluster: str, binary_paths: list[str], ollama_binary: str | None) -> str:
+    """A POSIX shell script printing `key=value` lines; every probe tolerates missing tools."""
+    lines = [
+        'echo "os=$(uname -s)"',
+        'echo "arch=$(uname -m)"',
+        'echo "hostname=$(hostname 2>/dev/null || cat /etc/hostname)"',
+        'echo "user=$(id -un)"',
+        'echo "home=$HOME"',
+        # systemd is usable as root with systemd as PID 1, or as a user with lingering enabled
+        'if [ -d /run/systemd/system ]; then if [ "$(id -u)" = 0 ]; then echo systemd=system; '
+        'elif loginctl show-user "$(id -un)" -p Linger 2>/dev/null | grep -q yes; then echo systemd=user; fi; fi',
+        'awk \'/^MemTotal:/{print "mem_total_kb=" $2} /^MemAvailable:/{print "mem_available_kb=" $2}\' /proc/meminfo',
+        "command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=memory.free,memory.total "
+        "--format=csv,noheader,nounits 2>/dev/null | sed 's/ //g; s/^/gpu=/'",
+    ]
+    for path in binary_paths:
+        word = _word(path)
+        lines.append(f'[ -f {word} ] && echo "bin={path} $(sha256sum {word} | cut -d" " -f1)"')
+    if ollama_binary:
+        word = _word(ollama_binary)
+        lines.append(
+            f'if p=$(command -v {word} 2>/dev/null); then echo "ollama_path=$p"; '
+            f'echo "ollama_version=$({word} --version 2>/dev/null | head -n1)"; fi'
+        )
+    rundir = _word(run_dir(cluster))
+    lines.append(
+        f'for f in {rundir}/*.pid; do [ -f "$f" ] || continue; set -- $(cat "$f"); '
+        'n=$(basename "$f" .pid); '
+        'if [ -r /proc/$1/stat ] && [ "$(cut -d" " -f22 /proc/$1/stat)" = "$2" ] '
+        '&& [ "$(cut -d" " -f3 /proc/$1/stat)" != Z ]; then a=alive; else a=dead; fi; '
+        'echo "svc=$n $* $a"; done'
+    )
+    lines.append(
+        f'for f in {rundir}/*.unit; do [ -f "$f" ] || continue; set -- $(cat "$f"); '
+        'n=$(basename "$f" .unit); u=""; [ "$1" = systemd-user ] && u=--user; '
+        'if systemctl $u is-active --quiet "$n.service" 2>/dev/null; then a=alive; else a=dead; fi; '
+        'echo "unit=$n $* $a"; done'
+    )
+    lines.append('ss -ltnpH 2>/dev/null | awk \'{print "listen=" $4 " " $6}\'')
+    return "\n".join(lines) + "\ntrue\n"
+
+
+def _word(path: str) -> str:
+    if path.startswith("$HOME/"):
+        return '"$HOME"/' + shlex.quote(path[6:])
+    return shlex.quote(path)
+
+
+def parse_facts(text: str, home_alias: str = "$HOME") -> NodeFacts:
+    """Parse the script's output. `bin=` paths keep the form they were asked with ($HOME/...)."""
+    values: dict[str, str] = {}
+    gpus: list[tuple[int, int]] = []
+    binaries: dict[str, str] = {}
+    services: dict[str, RunningService] = {}
+    listeners: list[Listener] = []
+    for raw in text.splitlines():
+        key, sep, value = raw.partition("=")
+        if not sep:
+            continue
+        if key == "gpu":
+            free, _, total = value.partition(",")
+            if free.isdigit() and total.isdigit():
+                gpus.append((int(free) * 2**20, int(total) * 2**20))
+        elif key == "bin":
+            path, _, sha = value.rpartition(" ")
+            binaries[path] = sha
+        elif key == "svc":
+            service = _parse_service(value)
+            if service is not None:
+                services[service.name] = service
+        elif key == "unit":
+            unit = _parse_unit(value)
+            if unit is not None:
+                services[unit.name] = unit
+        elif key == "listen":
+            listener = _parse_listener(value)
+            if listener is not None:
+                listeners.append(listener)
+        else:
+            values[key] = value
+    return NodeFacts(
+        os=values.get("os", ""),
+        arch=values.get("arch", ""),
+        hostname=values.get("hostname", ""),
+        user=values.get("user", ""),
+        home=values.get("home", ""),
+        systemd=values.get("systemd", "none"),
+        mem_total_bytes=_kib(values.get("mem_total_kb")),
+        mem_available_bytes=_kib(values.get("mem_available_kb")),
+        gpus=tuple(gpus),
+        binaries=binaries,
+        ollama_path=values.get("ollama_path") or None,
+        ollama_version=_ollama_version(values.get("ollama_version")),
+        services=services,
+        listeners=tuple(listeners),
+    )
+
+
+def _kib(value: str | None) -> int | None:
+    return int(value) * 1024 if value and value.isdigit() else None
+
+
+def _ollama_version(line: str | None) -> str | None:
+    """`ollama version is 0.5.7` (also with a client/server warning before it) -> `0.5.7`."""
+    if not line:
+        return None
+    return line.strip().rsplit(" ", 1)[-1] or None
+
+
+def _parse_service(value: str) -> RunningService | None:
+    parts = value.split()
+    if len(parts) != 8 or not (parts[1].isdigit() and parts[2].isdigit() and parts[6].isdigit()):
+        return None  # a truncated pidfile (controller killed mid-write): treat as not ours
+    name, pid, start, digest, kind, host, port, state = parts
+    return RunningService(name, int(pid), int(start), digest, kind, host, int(port), state == "alive")
+
+
+def _parse_unit(value: str) -> RunningService | None:
+    parts = value.split()  # name manager digest kind host port state
+    if len(parts) != 7 or not parts[5].isdigit() or not parts[1].startswith("systemd-"):
+        return None
+    name, manager, digest, kind, host, port, state = parts
+    return RunningService(name, 0, 0, digest, kind, host, int(port), state == "alive", manager)
+
+
+def _parse_listener(value: str) -> Listener | None:
+    """`10.0.0.1:50052 users:(("rpc-server",pid=123,fd=3))` or `[::]:22 ...` -> Listener."""
+    address, _, users = value.partition(" ")
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    host = host.strip("[]")
+    if "%" in host:
+        host = host.split("%", 1)[0]
+    pid = process = None
+    if "pid=" in users:
+        process = users.split('"', 2)[1] if users.count('"') >= 2 else None
+        digits = users.split("pid=", 1)[1].split(",", 1)[0]
+        pid = int(digits) if digits.isdigit() else None
+    return Listener(host, int(port), pid, process)

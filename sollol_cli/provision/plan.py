@@ -1,0 +1,179 @@
+"""The provisioning planner: (desired services, node facts) -> ordered steps. Pure, tested as data.
+
+Running `up` twice plans no changes the second time; a changed setting restarts only that service.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sollol_cli.provision.facts import NodeFacts, RunningService
+from sollol_cli.provision.services import BinarySource, ServiceSpec
+
+
+@dataclass(frozen=True)
+class Upload:
+    binary: BinarySource
+
+
+@dataclass(frozen=True)
+class Stop:
+    service: RunningService
+    reason: str
+
+
+@dataclass(frozen=True)
+class Forget:
+    """A record of a service that is no longer running: remove it."""
+
+    service: RunningService
+
+
+@dataclass(frozen=True)
+class Start:
+    spec: ServiceSpec
+    manager: str  # process | systemd-system | systemd-user
+    reason: str
+
+
+@dataclass(frozen=True)
+class Keep:
+    """Running with the wanted settings: only check that it still answers."""
+
+    spec: ServiceSpec
+    service: RunningService
+
+
+@dataclass(frozen=True)
+class EnsureModels:
+    spec: ServiceSpec
+    models: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Fail:
+    service: str
+    reason: str
+
+
+Step = Upload | Stop | Forget | Start | Keep | EnsureModels | Fail
+CHANGES = (Upload, Stop, Start)
+
+OLLAMA_INSTALL_HINT = "install it (https://ollama.com/download) or set ollama.install: true"
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    node: str
+    steps: tuple[Step, ...]
+
+    @property
+    def changes(self) -> bool:
+        return any(isinstance(step, CHANGES) for step in self.steps)
+
+    @property
+    def failures(self) -> list[Fail]:
+        return [step for step in self.steps if isinstance(step, Fail)]
+
+
+def manager_for(facts: NodeFacts, preferred: str = "auto") -> str:
+    if preferred == "process":
+        return "process"
+    if facts.systemd in ("system", "user"):
+        return f"systemd-{facts.systemd}"
+    return "process"
+
+
+def plan_up(
+    node: str,
+    desired: list[ServiceSpec],
+    sources: dict[str, BinarySource],
+    facts: NodeFacts,
+    *,
+    manager: str = "auto",
+) -> NodePlan:
+    steps: list[Step] = []
+    wanted = {spec.name: spec for spec in desired}
+    running = facts.services
+
+    for name, service in sorted(running.items()):
+        if name not in wanted:
+            steps.append(Stop(service, "no longer in the manifest") if service.alive else Forget(service))
+
+    uploads: dict[str, BinarySource] = {}
+    for spec in desired:
+        source = sources.get(_binary_name(spec))
+        if (
+            source is not None
+            and source.local_path is not None
+            and facts.binaries.get(source.remote_path) != source.sha256
+        ):
+            uploads[source.name] = source
+        elif source is not None and source.local_path is None and source.remote_path not in facts.binaries:
+            steps.append(Fail(spec.name, f"{source.remote_path} does not exist on the node (llama_cpp.node_bin_dir)"))
+    steps.extend(Upload(source) for source in uploads.values())
+
+    how = manager_for(facts, manager)
+    for spec in desired:
+        if spec.kind == "ollama" and facts.ollama_path is None:
+            steps.append(
+                Fail(spec.name, f"ollama is not installed ('{spec.argv[0]}' not found); {OLLAMA_INSTALL_HINT}")
+            )
+            continue
+        current = running.get(spec.name)
+        if current is not None and current.alive and current.digest == spec.digest:
+            steps.append(Keep(spec, current))
+        else:
+            ours = current.pid if current is not None and current.alive else None
+            if current is not None and current.alive:
+                steps.append(Stop(current, "settings changed"))
+            elif current is not None:
+                steps.append(Forget(current))
+            listener = facts.listener_on(spec.host, spec.port)
+            if listener is not None and (listener.pid is None or listener.pid != ours):
+                who = f"pid {listener.pid} ({listener.process})" if listener.pid else "another process"
+                steps.append(
+                    Fail(spec.name, f"port {spec.port} on {spec.host} is in use by {who}; free it or change the port")
+                )
+                continue
+            reason = "settings changed" if current is not None and current.alive else "not running"
+            steps.append(Start(spec, how, reason))
+        if spec.models:
+            steps.append(EnsureModels(spec, spec.models))
+    return NodePlan(node, tuple(steps))
+
+
+def plan_down(node: str, facts: NodeFacts) -> NodePlan:
+    """Stop everything this cluster's `up` started on the node (by its records), nothing else."""
+    steps: list[Step] = []
+    for _, service in sorted(facts.services.items()):
+        steps.append(Stop(service, "sollol down") if service.alive else Forget(service))
+    return NodePlan(node, tuple(steps))
+
+
+def _binary_name(spec: ServiceSpec) -> str:
+    return {"rpc": "rpc-server", "llamacpp": "llama-server"}.get(spec.kind, "")
+
+
+def describe(step: Step) -> str:
+    """One human line per step (used by `up --dry-run`)."""
+    match step:
+        case Upload(binary):
+            return f"upload {binary.name} -> {binary.remote_path} (sha256 {str(binary.sha256)[:12]})"
+        case Stop(service, reason):
+            return (
+                f"stop {service.name} (pid {service.pid}): {reason}"
+                if service.pid
+                else f"stop {service.name}: {reason}"
+            )
+        case Forget(service):
+            return f"forget {service.name} (not running)"
+        case Start(spec, manager, reason):
+            return f"start {spec.name} on {spec.host}:{spec.port} [{manager}]: {reason}"
+        case Keep(spec, service):
+            return f"keep {spec.name} on {spec.host}:{spec.port} (running, up to date)"
+        case EnsureModels(spec, models):
+            return f"ensure models on {spec.name}: {', '.join(models)}"
+        case Fail(service, reason):
+            return f"fail {service}: {reason}"
+    raise AssertionError(step)

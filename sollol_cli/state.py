@@ -1,0 +1,81 @@
+"""sollol's local record of what `up` started, per cluster (JSON, written atomically).
+
+The nodes' own pidfiles are the source of truth for what runs there; this file lets commands that do
+not connect to nodes (status, run, serve) know the services, versions and protocol `up` saw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+class ServiceState(BaseModel):
+    name: str
+    kind: str
+    host: str
+    port: int
+    digest: str
+    manager: str = "process"
+    pid: int | None = None
+    start_time: int | None = None
+    version: str | None = None  # Ollama version, llama.cpp build, or rpc protocol
+
+
+class NodeState(BaseModel):
+    address: str
+    services: dict[str, ServiceState] = Field(default_factory=dict)
+    binaries: dict[str, str] = Field(default_factory=dict)  # remote path -> sha256
+    os: str = ""
+    arch: str = ""
+    mem_total_bytes: int | None = None
+    mem_available_bytes: int | None = None
+    updated_at: float = 0.0
+
+
+class ClusterState(BaseModel):
+    cluster: str
+    manifest: str = ""
+    manifest_sha256: str = ""
+    updated_at: float = 0.0
+    nodes: dict[str, NodeState] = Field(default_factory=dict)
+
+
+def state_path(state_dir: Path, cluster: str) -> Path:
+    return state_dir / "clusters" / f"{cluster}.json"
+
+
+def load_state(state_dir: Path, cluster: str) -> ClusterState:
+    path = state_path(state_dir, cluster)
+    try:
+        return ClusterState.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        return ClusterState(cluster=cluster)
+    except ValueError:
+        # A corrupt file must not block `up`/`down`: the nodes' pidfiles are authoritative anyway.
+        path.replace(path.with_suffix(f".corrupt-{int(time.time())}"))
+        return ClusterState(cluster=cluster)
+
+
+def save_state(state_dir: Path, state: ClusterState) -> Path:
+    """Write atomically: a reader (or a controller killed mid-write) sees the old or the new file, never half."""
+    path = state_path(state_dir, state.cluster)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state.updated_at = time.time()
+    data = json.dumps(state.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,144 @@
+"""The planner as data: (manifest node, node facts) -> the steps `up` / `down` take, as human lines."""
+
+from __future__ import annotations
+
+import pytest
+
+from sollol_cli.manifest.models import Cluster
+from sollol_cli.provision.facts import Listener, NodeFacts, RunningService
+from sollol_cli.provision.plan import describe, plan_down, plan_up
+from sollol_cli.provision.services import binary_sources, node_services
+
+SHA = "a" * 64
+OLD = "b" * 64
+BIN = "$HOME/.sollol/bin/rpc-server"
+LBIN = "$HOME/.sollol/bin/llama-server"
+
+
+def cluster(node_yaml: dict, **top: object) -> Cluster:
+    return Cluster.model_validate({"name": "lab", "nodes": [{"name": "n1", "address": "10.0.0.1", **node_yaml}], **top})
+
+
+def desired(c: Cluster):  # type: ignore[no-untyped-def]
+    sources = binary_sources(
+        c, {"rpc-server": ("/cache/rpc-server", SHA), "llama-server": ("/cache/llama-server", SHA)}
+    )
+    return node_services(c.name, c.nodes[0], sources), sources
+
+
+def running(c: Cluster, kind: str, *, alive: bool = True, digest: str | None = None, pid: int = 100) -> RunningService:
+    specs, _ = desired(c)
+    spec = next(s for s in specs if s.kind == kind)
+    return RunningService(spec.name, pid, 5, digest or spec.digest, kind, spec.host, spec.port, alive)
+
+
+RPC = {"rpc": {"port": 50052}}
+RPC_CHANGED = {"rpc": {"port": 50052, "threads": 4}}
+OLLAMA = {"ollama": {"models": ["tiny"]}}
+
+
+def case(node_yaml, facts_kw, expected, **top):  # type: ignore[no-untyped-def]
+    return (node_yaml, facts_kw, expected, top)
+
+
+CASES = {
+    "fresh node: upload, start": case(RPC, {}, [
+        f"upload rpc-server -> {BIN} (sha256 aaaaaaaaaaaa)",
+        "start sollol-lab-rpc-50052 on 10.0.0.1:50052 [process]: not running",
+    ]),
+    "binary present: start only": case(RPC, {"binaries": {BIN: SHA}}, [
+        "start sollol-lab-rpc-50052 on 10.0.0.1:50052 [process]: not running",
+    ]),
+    "converged: keep": case(RPC, {"binaries": {BIN: SHA}, "running": [("rpc", True, None)]}, [
+        "keep sollol-lab-rpc-50052 on 10.0.0.1:50052 (running, up to date)",
+    ]),
+    "old binary: upload and restart": case(RPC, {"binaries": {BIN: OLD}, "running": [("rpc", True, "0" * 16)]}, [
+        f"upload rpc-server -> {BIN} (sha256 aaaaaaaaaaaa)",
+        "stop sollol-lab-rpc-50052 (pid 100): settings changed",
+        "start sollol-lab-rpc-50052 on 10.0.0.1:50052 [process]: settings changed",
+    ]),
+    "died: forget and start again": case(RPC, {"binaries": {BIN: SHA}, "running": [("rpc", False, None)]}, [
+        "forget sollol-lab-rpc-50052 (not running)",
+        "start sollol-lab-rpc-50052 on 10.0.0.1:50052 [process]: not running",
+    ]),
+    "port taken by a stranger": case(RPC, {"binaries": {BIN: SHA}, "listeners": [("10.0.0.1", 50052, 77, "python3")]}, [
+        "fail sollol-lab-rpc-50052: port 50052 on 10.0.0.1 is in use by pid 77 (python3); free it or change the port",
+    ]),
+    "wildcard listener counts": case(RPC, {"binaries": {BIN: SHA}, "listeners": [("0.0.0.0", 50052, None, None)]}, [
+        "fail sollol-lab-rpc-50052: port 50052 on 10.0.0.1 is in use by another process; free it or change the port",
+    ]),
+    "own old process on the port is fine": case(
+        RPC, {"binaries": {BIN: SHA}, "running": [("rpc", True, "0" * 16)], "listeners": [("10.0.0.1", 50052, 100, "rpc-server")]},
+        ["stop sollol-lab-rpc-50052 (pid 100): settings changed",
+         "start sollol-lab-rpc-50052 on 10.0.0.1:50052 [process]: settings changed"],
+    ),
+    "ollama missing": case(OLLAMA, {}, [
+        "fail sollol-lab-ollama-11434: ollama is not installed ('ollama' not found); "
+        "install it (https://ollama.com/download) or set ollama.install: true",
+    ]),
+    "ollama present: start and ensure models": case(OLLAMA, {"ollama_path": "/usr/bin/ollama"}, [
+        "start sollol-lab-ollama-11434 on 10.0.0.1:11434 [process]: not running",
+        "ensure models on sollol-lab-ollama-11434: tiny",
+    ]),
+    "systemd node uses units": case(RPC, {"binaries": {BIN: SHA}, "systemd": "system"}, [
+        "start sollol-lab-rpc-50052 on 10.0.0.1:50052 [systemd-system]: not running",
+    ]),
+    "node binaries given: missing on node fails": case(RPC, {}, [
+        "fail sollol-lab-rpc-50052: /opt/llama/rpc-server does not exist on the node (llama_cpp.node_bin_dir)",
+        "start sollol-lab-rpc-50052 on 10.0.0.1:50052 [process]: not running",
+    ], llama_cpp={"node_bin_dir": "/opt/llama"}),
+    "role removed: stop it": case({}, {"running": [("rpc", True, None)]}, [
+        "stop sollol-lab-rpc-50052 (pid 100): no longer in the manifest",
+    ]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("node_yaml", "facts_kw", "expected", "top"), CASES.values(), ids=CASES.keys())
+def test_plan_up(node_yaml: dict, facts_kw: dict, expected: list[str], top: dict) -> None:
+    c = cluster(node_yaml, **top)
+    specs, sources = desired(c)
+    reference = cluster(node_yaml or RPC, **top)
+    services = {}
+    for kind, alive, digest in facts_kw.pop("running", []):
+        service = running(reference, kind, alive=alive, digest=digest)
+        services[service.name] = service
+    listeners = tuple(Listener(*item) for item in facts_kw.pop("listeners", []))
+    facts = NodeFacts(services=services, listeners=listeners, **facts_kw)
+    plan = plan_up("n1", specs, sources, facts)
+    assert [describe(step) for step in plan.steps] == expected
+
+
+def test_changed_port_restarts_only_that_service() -> None:
+    before = cluster({"rpc": {"port": 50052}, "ollama": {}})
+    after = cluster({"rpc": {"port": 50099}, "ollama": {}})
+    services = {s.name: s for s in (running(before, "rpc"), running(before, "ollama"))}
+    facts = NodeFacts(services=services, binaries={BIN: SHA}, ollama_path="/usr/bin/ollama")
+    specs, sources = desired(after)
+    plan = plan_up("n1", specs, sources, facts)
+    assert [describe(step) for step in plan.steps] == [
+        "stop sollol-lab-rpc-50052 (pid 100): no longer in the manifest",
+        "start sollol-lab-rpc-50099 on 10.0.0.1:50099 [process]: not running",
+        "keep sollol-lab-ollama-11434 on 10.0.0.1:11434 (running, up to date)",
+    ]
+    assert plan.changes
+
+
+def test_converged_plan_has_no_changes() -> None:
+    c = cluster({"rpc": {}, "llamacpp": {"model": "/m/tiny.gguf"}})
+    services = {s.name: s for s in (running(c, "rpc"), running(c, "llamacpp"))}
+    specs, sources = desired(c)
+    plan = plan_up("n1", specs, sources, NodeFacts(services=services, binaries={BIN: SHA, LBIN: SHA}))
+    assert not plan.changes
+    assert not plan.failures
+
+
+def test_plan_down_stops_only_recorded_services() -> None:
+    c = cluster(RPC_CHANGED)
+    facts = NodeFacts(
+        services={"a": running(c, "rpc"), "b": running(cluster(OLLAMA), "ollama", alive=False)},
+        listeners=(Listener("10.0.0.1", 9999, 55, "rpc-server"),),  # same binary name, not ours
+    )
+    assert [describe(step) for step in plan_down("n1", facts).steps] == [
+        "stop sollol-lab-rpc-50052 (pid 100): sollol down",
+        "forget sollol-lab-ollama-11434 (not running)",
+    ]
