@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from sollol_cli.cli.commands import completion, llamacpp, schema, validate
+from sollol_cli.cli.commands import completion, llamacpp, logs, provision, run, schema, status, validate
 
 app = typer.Typer(
     name="sollol",
@@ -42,6 +42,11 @@ def _root(
 
 
 app.command("validate")(validate.validate)
+app.command("up")(provision.up)
+app.command("down")(provision.down)
+app.command("logs")(logs.logs)
+app.command("run")(run.run)
+app.command("status")(status.status)
 app.command("schema")(schema.schema)
 app.command("completion")(completion.completion)
 app.add_typer(llamacpp.app, name="llama-cpp")

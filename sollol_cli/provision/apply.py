@@ -1,0 +1,354 @@
+"""Bring nodes to the planned state, concurrently. Each node's work catches its own errors, so one failed
+node never stops the others; results come back per node, never as the first exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from sollol_cli import events
+from sollol_cli.errors import SollolError
+from sollol_cli.manifest.models import Cluster, Node
+from sollol_cli.provision import services as svc
+from sollol_cli.provision.facts import NodeFacts, RunningService, facts_script, parse_facts
+from sollol_cli.provision.plan import (
+    EnsureModels,
+    Fail,
+    Forget,
+    Keep,
+    NodePlan,
+    Start,
+    Stop,
+    Upload,
+    describe,
+    plan_down,
+    plan_up,
+)
+from sollol_cli.provision.readiness import Readiness, probe_service
+from sollol_cli.ssh.runner import CommandRunner
+
+Status = Literal["changed", "unchanged", "failed", "unreachable", "planned"]
+RunnerFactory = Callable[[Node], Awaitable[CommandRunner]]
+Prober = Callable[[svc.ServiceSpec], Awaitable[Readiness]]
+
+
+class StepError(SollolError):
+    """Why: one step on one node failed; the node is reported failed and the others carry on."""
+
+
+@dataclass
+class ServiceOutcome:
+    name: str
+    kind: str
+    host: str
+    port: int
+    digest: str
+    manager: str
+    pid: int | None = None
+    start_time: int | None = None
+    version: str | None = None
+    ready: bool = False
+
+
+@dataclass
+class NodeOutcome:
+    node: str
+    status: Status
+    plan: NodePlan | None = None
+    failures: list[str] = field(default_factory=list)
+    services: list[ServiceOutcome] = field(default_factory=list)
+    facts: NodeFacts | None = None
+    changed: list[str] = field(default_factory=list)  # human lines of what was done
+
+    @property
+    def error(self) -> str | None:
+        return self.failures[0] if self.failures else None
+
+
+@dataclass(frozen=True)
+class Options:
+    dry_run: bool = False
+    ready_timeout: float = 60.0
+    manager: str = "auto"  # auto | process
+
+
+DEFAULT_OPTIONS = Options()
+
+
+def _home_path(path: str, home: str) -> str:
+    return home + path[len("$HOME") :] if path.startswith("$HOME/") else path
+
+
+class NodeJob:
+    """Provision one node: connect, gather facts, plan, apply, verify."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        node: Node,
+        sources: dict[str, svc.BinarySource],
+        reporter: events.Reporter,
+        prober: Prober,
+        options: Options,
+    ) -> None:
+        self.cluster, self.node, self.sources = cluster, node, sources
+        self.report, self.prober, self.options = reporter, prober, options
+        self.desired = svc.node_services(cluster.name, node, sources)
+
+    def _step(self, step: str, detail: str = "") -> None:
+        self.report(events.StepStarted(self.node.name, step, detail))
+
+    async def gather(self, runner: CommandRunner) -> NodeFacts:
+        self._step("facts")
+        ollama = self.node.ollama.binary if self.node.ollama else None
+        paths = [source.remote_path for source in self.sources.values()]
+        result = await runner.run(facts_script(self.cluster.name, paths, ollama), timeout=30)
+        if result.exit_status != 0:
+            raise StepError(f"gathering facts failed: {result.stderr.strip() or result.stdout.strip()}")
+        return parse_facts(result.stdout)
+
+    async def up(self, runner: CommandRunner) -> NodeOutcome:
+        facts = await self.gather(runner)
+        plan = plan_up(self.node.name, self.desired, self.sources, facts, manager=self.options.manager)
+        outcome = NodeOutcome(self.node.name, "planned", plan, facts=facts)
+        if self.options.dry_run:
+            return outcome
+        failed = {step.service for step in plan.failures}
+        outcome.failures.extend(f"{step.service}: {step.reason}" for step in plan.failures)
+        for step in plan.steps:
+            if isinstance(step, Fail):
+                continue
+            try:
+                await self._apply(runner, step, facts, outcome)
+            except SollolError as exc:
+                name = _service_of(step)
+                failed.add(name)
+                outcome.failures.append(f"{_verb(step)} {name}: {exc.message}")
+                self.report(events.StepFailed(self.node.name, _verb(step), exc.message))
+        outcome.status = "failed" if outcome.failures else ("changed" if outcome.changed else "unchanged")
+        return outcome
+
+    async def down(self, runner: CommandRunner) -> NodeOutcome:
+        facts = await self.gather(runner)
+        plan = plan_down(self.node.name, facts)
+        outcome = NodeOutcome(self.node.name, "planned", plan, facts=facts)
+        if self.options.dry_run:
+            return outcome
+        for step in plan.steps:
+            try:
+                await self._apply(runner, step, facts, outcome)
+            except SollolError as exc:
+                outcome.failures.append(f"{_verb(step)} {_service_of(step)}: {exc.message}")
+        outcome.status = "failed" if outcome.failures else ("changed" if outcome.changed else "unchanged")
+        return outcome
+
+    async def _apply(self, runner: CommandRunner, step: object, facts: NodeFacts, outcome: NodeOutcome) -> None:
+        match step:
+            case Upload(binary):
+                self._step("upload", binary.name)
+                await self._upload(runner, binary, facts.home)
+                outcome.changed.append(describe(step))
+            case Stop(service, _):
+                self._step("stop", service.name)
+                await self._stop(runner, service, facts.home)
+                outcome.changed.append(describe(step))
+            case Forget(service):
+                await runner.run(f"rm -f {_record_paths(self.cluster.name, service.name)}", timeout=15)
+            case Start(spec, manager, _):
+                self._step("start", spec.name)
+                pid, start = await self._start(runner, spec, manager, facts.home)
+                outcome.changed.append(describe(step))
+                started = ServiceOutcome(spec.name, spec.kind, spec.host, spec.port, spec.digest, manager, pid, start)
+                outcome.services.append(started)
+                started.version = await self._wait_ready(runner, spec, manager, pid, start)
+                started.ready = True
+                self.report(events.StepDone(self.node.name, "ready", f"{spec.kind} on {spec.host}:{spec.port}"))
+            case Keep(spec, running):
+                kept = ServiceOutcome(
+                    spec.name, spec.kind, spec.host, spec.port, spec.digest, running.manager,
+                    running.pid or None, running.start_time or None,
+                )  # fmt: skip
+                outcome.services.append(kept)
+                readiness = await self.prober(spec)
+                if not readiness.ready:
+                    raise StepError(f"running but not answering on {spec.host}:{spec.port}: {readiness.detail}")
+                kept.version, kept.ready = readiness.version, True
+            case EnsureModels(spec, models):
+                pulled = await self._ensure_models(spec, models)
+                if pulled:
+                    outcome.changed.append(f"pulled {', '.join(pulled)} on {spec.name}")
+
+    async def _upload(self, runner: CommandRunner, binary: svc.BinarySource, home: str) -> None:
+        assert binary.local_path is not None and binary.sha256 is not None
+        final = _home_path(binary.remote_path, home)
+        tmp = f"{final}.upload"
+        await runner.run(f"mkdir -p {_q(final.rsplit('/', 1)[0])}", timeout=15, check=True)
+        await runner.put_file(Path(binary.local_path), tmp, mode=0o755, reporter=self.report)
+        # rename over the old file: a running rpc-server keeps its inode, no "text file busy"
+        result = await runner.run(f"mv -f {_q(tmp)} {_q(final)} && sha256sum {_q(final)}", timeout=60, check=True)
+        got = result.stdout.split()[0] if result.stdout.split() else ""
+        if got != binary.sha256:
+            raise StepError(f"checksum mismatch after upload of {binary.name}: {got[:12]} != {binary.sha256[:12]}")
+
+    async def _stop(self, runner: CommandRunner, service: RunningService, home: str) -> None:
+        records = _record_paths(self.cluster.name, service.name)
+        if service.manager.startswith("systemd-"):
+            scope: svc.SystemdScope = "user" if service.manager == "systemd-user" else "system"
+            unit = f"{service.name}.service"
+            spec_path = f"/etc/systemd/system/{unit}" if scope == "system" else f"{home}/.config/systemd/user/{unit}"
+            command = (
+                f"{svc.systemctl(scope, 'disable', '--now', unit)}; rm -f {_q(spec_path)} {records}; "
+                f"{svc.systemctl(scope, 'daemon-reload')}"
+            )
+        else:
+            command = f"{svc.detached_stop(service.pid, service.start_time)} && rm -f {records}"
+        result = await runner.run(command, timeout=30)
+        if result.exit_status != 0:
+            raise StepError(f"could not stop pid {service.pid}: {(result.stdout + result.stderr).strip()}")
+
+    async def _start(self, runner: CommandRunner, spec: svc.ServiceSpec, manager: str, home: str) -> tuple[int, int]:
+        if manager.startswith("systemd-"):
+            scope: svc.SystemdScope = "user" if manager == "systemd-user" else "system"
+            path = svc.unit_path(spec, scope, home)
+            dirs = [path.rsplit("/", 1)[0], _home_path(svc.run_dir(spec.cluster), home)]
+            dirs.append(_home_path(spec.log_path, home).rsplit("/", 1)[0])
+            await runner.run("mkdir -p " + " ".join(_q(d) for d in dirs), timeout=15, check=True)
+            await runner.write_file(path, svc.unit_text(spec, home=home).encode(), mode=0o644)
+            record = f"{manager} {spec.digest} {spec.kind} {spec.host} {spec.port}\n"
+            await runner.write_file(_home_path(f"{svc.run_dir(spec.cluster)}/{spec.name}.unit", home), record.encode())
+            unit = f"{spec.name}.service"
+            await runner.run(
+                f"{svc.systemctl(scope, 'daemon-reload')} && {svc.systemctl(scope, 'enable', '--now', unit)}",
+                timeout=60,
+                check=True,
+            )
+            return 0, 0
+        result = await runner.run(svc.detached_start(spec), timeout=30)
+        parts = result.stdout.split()
+        if result.exit_status != 0 or len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise StepError(f"could not start: {(result.stderr or result.stdout).strip()[-300:]}")
+        return int(parts[0]), int(parts[1])
+
+    async def _wait_ready(
+        self, runner: CommandRunner, spec: svc.ServiceSpec, manager: str, pid: int, start: int
+    ) -> str | None:
+        self._step("ready", f"{spec.kind} on {spec.host}:{spec.port}")
+        deadline = time.monotonic() + self.options.ready_timeout
+        last = Readiness(False, detail="no answer yet")
+        while time.monotonic() < deadline:
+            last = await self.prober(spec)
+            if last.ready:
+                return last.version
+            if manager == "process":
+                check = await runner.run(svc.process_check({"s": (pid, start)}), timeout=15)
+                if "s dead" in check.stdout:
+                    tail = await self._log_tail(runner, spec)
+                    raise StepError(f"{spec.kind} exited right after start: {tail}")
+            await asyncio.sleep(0.25)
+        raise StepError(f"not ready after {self.options.ready_timeout:.0f}s ({last.detail})")
+
+    async def _log_tail(self, runner: CommandRunner, spec: svc.ServiceSpec, lines: int = 3) -> str:
+        result = await runner.run(f"tail -n {lines} {svc._shell_word(spec.log_path)} 2>/dev/null", timeout=15)
+        text = " | ".join(line.strip() for line in result.stdout.splitlines() if line.strip())
+        return text or "no output in its log"
+
+    async def _ensure_models(self, spec: svc.ServiceSpec, models: tuple[str, ...]) -> list[str]:
+        from sollol_cli.backends.base import BackendRef
+        from sollol_cli.backends.ollama import OllamaBackend
+        from sollol_cli.router import normalize_model_name
+
+        backend = OllamaBackend(BackendRef(self.node.name, "ollama", spec.host, spec.port))
+        present = {normalize_model_name(str(m.get("name", ""))) for m in await backend.tags()}
+        pulled = []
+        for model in models:
+            if normalize_model_name(model) in present:
+                continue
+            self._step("pull", model)
+            async for chunk in backend.pull({"model": model, "stream": True}):
+                if "total" in chunk:
+                    self.report(
+                        events.StepProgress(
+                            self.node.name, "pull", float(chunk.get("completed", 0)), float(chunk["total"]), model
+                        )
+                    )
+            pulled.append(model)
+            self.report(events.StepDone(self.node.name, "pull", model))
+        return pulled
+
+
+def _q(path: str) -> str:
+    return svc._shell_word(path)
+
+
+def _record_paths(cluster: str, name: str) -> str:
+    base = svc.run_dir(cluster)
+    return f"{_q(f'{base}/{name}.pid')} {_q(f'{base}/{name}.unit')}"
+
+
+def _service_of(step: object) -> str:
+    match step:
+        case Upload(binary):
+            return binary.name
+        case Stop(service, _) | Forget(service):
+            return service.name
+        case Start(spec, _, _) | Keep(spec, _) | EnsureModels(spec, _):
+            return spec.name
+    return "?"
+
+
+def _verb(step: object) -> str:
+    return type(step).__name__.lower().replace("ensuremodels", "pull")
+
+
+async def run_nodes(
+    cluster: Cluster,
+    action: Literal["up", "down"],
+    *,
+    connect: RunnerFactory,
+    sources: dict[str, svc.BinarySource],
+    reporter: events.Reporter = events.ignore,
+    prober: Prober = probe_service,
+    options: Options = DEFAULT_OPTIONS,
+    only: list[str] | None = None,
+) -> list[NodeOutcome]:
+    """Run `up` or `down` on every node (or `only` these) concurrently; one outcome per node."""
+    nodes = [n for n in cluster.nodes if only is None or n.name in only]
+
+    async def one(node: Node) -> NodeOutcome:
+        job = NodeJob(cluster, node, sources, reporter, prober, options)
+        reporter(events.StepStarted(node.name, "connect", node.host))
+        try:
+            runner = await connect(node)
+        except SollolError as exc:
+            reporter(events.StepFailed(node.name, "connect", exc.message))
+            return NodeOutcome(node.name, "unreachable", failures=[f"connect: {exc.message}"])
+        try:
+            async with runner:
+                outcome = await (job.up(runner) if action == "up" else job.down(runner))
+        except SollolError as exc:
+            reporter(events.StepFailed(node.name, "facts", exc.message))
+            return NodeOutcome(node.name, "failed", failures=[exc.message])
+        if outcome.status in ("failed",):
+            reporter(events.StepFailed(node.name, action, outcome.failures[0]))
+        else:
+            reporter(events.StepDone(node.name, action, outcome.status))
+        return outcome
+
+    return list(await asyncio.gather(*(one(node) for node in nodes)))
+
+
+def check_protocols(outcomes: list[NodeOutcome], expected: str) -> None:
+    """rpc-servers must all speak the coordinator's protocol; a node that differs is failed, not hidden."""
+    for outcome in outcomes:
+        for service in outcome.services:
+            if service.kind == "rpc" and service.ready and service.version and service.version != expected:
+                outcome.failures.append(
+                    f"{service.name}: rpc protocol {service.version} differs from the coordinator's {expected}; "
+                    "use the same llama.cpp build on every node"
+                )
+                outcome.status = "failed"

@@ -1,0 +1,151 @@
+"""`up` and `down` for a whole cluster: binaries, nodes in parallel, protocol check, state file."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from sollol_cli import events
+from sollol_cli.errors import UsageError
+from sollol_cli.manifest.loader import LoadedManifest
+from sollol_cli.manifest.models import Cluster
+from sollol_cli.provision.apply import DEFAULT_OPTIONS, NodeOutcome, Options, check_protocols, run_nodes
+from sollol_cli.provision.connect import runner_factory
+from sollol_cli.provision.services import BinarySource, binary_sources
+from sollol_cli.settings import Settings
+from sollol_cli.state import NodeState, ServiceState, load_state, save_state
+
+
+@dataclass(frozen=True)
+class ClusterOutcome:
+    action: Literal["up", "down"]
+    nodes: list[NodeOutcome]
+    dry_run: bool
+
+    @property
+    def exit_code(self) -> int:
+        if self.nodes and all(n.status == "unreachable" for n in self.nodes):
+            return 4
+        return 1 if any(n.status in ("failed", "unreachable") for n in self.nodes) else 0
+
+
+def needs_llama_binaries(cluster: Cluster) -> bool:
+    return any(node.rpc is not None or node.llamacpp is not None for node in cluster.nodes)
+
+
+def controller_binaries(cluster: Cluster, settings: Settings) -> dict[str, tuple[str, str]]:
+    """Binaries to upload: `llama_cpp.bin_dir`, else settings overrides / sollol's cached build."""
+    if cluster.llama_cpp.node_bin_dir or not needs_llama_binaries(cluster):
+        return {}
+    if cluster.llama_cpp.bin_dir:
+        base = Path(cluster.llama_cpp.bin_dir).expanduser()
+        found = {}
+        for name in ("rpc-server", "llama-server"):
+            path = base / name
+            if not path.is_file():
+                raise UsageError(
+                    f"llama_cpp.bin_dir: {path} does not exist",
+                    hint="point it at a directory with rpc-server and llama-server",
+                )
+            found[name] = (str(path), _sha256(path))
+        return found
+    from sollol_cli.llamacpp.build import resolve_binaries
+
+    binaries = resolve_binaries(settings)
+    if binaries is None:
+        raise UsageError(
+            "no llama.cpp binaries to put on the nodes",
+            hint="run `sollol llama-cpp build` once, or set llama_cpp.bin_dir or llama_cpp.node_bin_dir",
+        )
+    return {
+        "rpc-server": (str(binaries.rpc_server), binaries.sha256["rpc-server"]),
+        "llama-server": (str(binaries.llama_server), binaries.sha256["llama-server"]),
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def expected_protocol(cluster: Cluster) -> str:
+    from sollol_cli.llamacpp.sdist import RPC_PROTOCOL_VERSION
+
+    return cluster.llama_cpp.protocol or ".".join(map(str, RPC_PROTOCOL_VERSION))
+
+
+async def provision(
+    loaded: LoadedManifest,
+    action: Literal["up", "down"],
+    settings: Settings,
+    *,
+    reporter: events.Reporter = events.ignore,
+    options: Options = DEFAULT_OPTIONS,
+    only: list[str] | None = None,
+    sources: dict[str, BinarySource] | None = None,
+) -> ClusterOutcome:
+    cluster = loaded.cluster
+    if sources is None:
+        sources = binary_sources(cluster, controller_binaries(cluster, settings) if action == "up" else {})
+    try:
+        outcomes = await run_nodes(
+            cluster, action, connect=runner_factory(cluster, settings), sources=sources,
+            reporter=reporter, options=options, only=only,
+        )  # fmt: skip
+    finally:
+        from sollol_cli.backends.http import close_session
+
+        await close_session()
+    if action == "up" and not options.dry_run:
+        check_protocols(outcomes, expected_protocol(cluster))
+    if action == "down" and not options.dry_run and only is None:
+        from sollol_cli.sharding.manager import stop_all
+
+        for model in stop_all(settings, cluster.name):
+            reporter(events.StepDone("controller", "stop", f"coordinator for {model}"))
+    if not options.dry_run:
+        record(loaded, outcomes, settings, action)
+    return ClusterOutcome(action, outcomes, options.dry_run)
+
+
+def record(loaded: LoadedManifest, outcomes: list[NodeOutcome], settings: Settings, action: str) -> None:
+    """Mirror what runs where into the local state file (the nodes' pidfiles stay authoritative)."""
+    cluster = loaded.cluster
+    state = load_state(settings.state_dir, cluster.name)
+    state.manifest, state.manifest_sha256 = str(loaded.path.resolve()), loaded.sha256
+    for outcome in outcomes:
+        if outcome.status == "unreachable" or outcome.facts is None:
+            continue
+        node = cluster.node(outcome.node)
+        entry = state.nodes.get(outcome.node) or NodeState(address=node.address)
+        entry.address = node.address
+        facts = outcome.facts
+        entry.os, entry.arch = facts.os, facts.arch
+        entry.mem_total_bytes, entry.mem_available_bytes = facts.mem_total_bytes, facts.mem_available_bytes
+        entry.services = (
+            {}
+            if action == "down"
+            else {
+                s.name: ServiceState(
+                    name=s.name,
+                    kind=s.kind,
+                    host=s.host,
+                    port=s.port,
+                    digest=s.digest,
+                    manager=s.manager,
+                    pid=s.pid,
+                    start_time=s.start_time,
+                    version=s.version,
+                )  # fmt: skip
+                for s in outcome.services
+            }
+        )
+        entry.updated_at = time.time()
+        state.nodes[outcome.node] = entry
+    save_state(settings.state_dir, state)

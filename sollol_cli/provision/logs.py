@@ -1,0 +1,52 @@
+"""`sollol logs`: the log of a service sollol started on a node."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from sollol_cli.errors import UsageError
+from sollol_cli.manifest.models import Cluster, Node
+from sollol_cli.provision.services import _shell_word, log_path, node_services
+from sollol_cli.settings import Settings
+
+
+def log_file(cluster: Cluster, node_name: str, role: str | None) -> tuple[Node, str]:
+    """The node and the log path of its `role` service (the only role when there is one)."""
+    names = [n.name for n in cluster.nodes]
+    if node_name not in names:
+        import difflib
+
+        close = difflib.get_close_matches(node_name, names, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"nodes: {', '.join(names) or 'none'}"
+        raise UsageError(f"no node named '{node_name}' in the manifest", hint=hint)
+    node = cluster.node(node_name)
+    roles = node.roles
+    if not roles:
+        raise UsageError(f"node '{node_name}' has no roles, so sollol runs nothing there")
+    if role is None:
+        if len(roles) > 1:
+            raise UsageError(f"node '{node_name}' runs {', '.join(roles)}", hint="name one: sollol logs NODE ROLE")
+        role = roles[0]
+    if role not in roles:
+        raise UsageError(f"node '{node_name}' has no '{role}' role", hint=f"it has: {', '.join(roles)}")
+    spec = next(s for s in node_services(cluster.name, node, {}) if s.kind == role)
+    return node, log_path(cluster.name, spec.name)
+
+
+async def read_log(
+    cluster: Cluster, settings: Settings, node_name: str, role: str | None, *, lines: int, follow: bool
+) -> AsyncIterator[str]:
+    from sollol_cli.provision.connect import runner_factory
+
+    node, path = log_file(cluster, node_name, role)
+    runner = await runner_factory(cluster, settings)(node)
+    async with runner:
+        word = _shell_word(path)
+        if follow:
+            async for chunk in runner.stream(f"tail -n {lines} -F {word} 2>/dev/null"):
+                yield chunk
+            return
+        result = await runner.run(f"[ -f {word} ] && tail -n {lines} {word}", timeout=30)
+        if result.exit_status != 0:
+            raise UsageError(f"no log at {path} on {node_name}", hint="has `sollol up` started this service?")
+        yield result.stdout

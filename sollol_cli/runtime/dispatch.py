@@ -1,0 +1,176 @@
+"""Send one request to the right backend: route (pure `router.choose`), wait in a bounded queue when every
+backend is full, retry elsewhere when a backend fails before the first chunk, and account for in-flight
+requests, speed and the circuit breaker of the backend that actually served it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from sollol_cli.backends.base import Backend, BackendUnavailable, Chunk, StreamBroken, UpstreamError
+from sollol_cli.errors import BackendError, ModelNotFound, NoHealthyBackend, QueueFull
+from sollol_cli.manifest.models import Routing
+from sollol_cli.router import (
+    NoBackend,
+    Picked,
+    QueueOutcome,
+    RetryAction,
+    Unavailable,
+    Wait,
+    choose,
+    queue_decision,
+    retry_plan,
+)
+from sollol_cli.runtime.monitor import BackendView, Monitor
+
+Operation = Literal["chat", "generate"]
+
+
+@dataclass
+class Trace:
+    """What happened to one request (for stats on stderr, response headers and -v)."""
+
+    model: str
+    mode: str = "distribute"
+    reason: str = ""
+    backend: str | None = None
+    attempts: list[str] = field(default_factory=list)  # "backend: error" for each failed attempt
+    queued_s: float = 0.0
+    ttft_s: float | None = None
+    tokens_per_s: float | None = None
+    started: float = field(default_factory=time.monotonic)
+    notes: list[str] = field(default_factory=list)  # extra lines for -v (coordinator reuse, placement)
+
+
+class ShardedModels(Protocol):
+    """The sharding coordinators (issue: model sharding). `backend_for` starts or reuses a coordinator."""
+
+    def attach(self, monitor: Monitor) -> None: ...
+
+    def handles(self, model: str) -> tuple[bool, str]: ...
+
+    async def backend_for(self, model: str, trace: Trace) -> Backend: ...
+
+
+class Dispatcher:
+    def __init__(self, monitor: Monitor, routing: Routing, *, sharded: ShardedModels | None = None) -> None:
+        self.monitor = monitor
+        self.routing = routing
+        self.sharded = sharded
+        if sharded is not None:
+            sharded.attach(monitor)
+        self.waiting = 0
+
+    def stream(self, op: Operation, body: dict[str, Any], trace: Trace) -> AsyncIterator[Chunk]:
+        if self.sharded is not None:
+            shard, reason = self.sharded.handles(trace.model)
+            trace.reason = reason
+            if shard:
+                trace.mode = "shard"
+                return self._sharded(op, body, trace)
+        return self._distributed(op, body, trace)
+
+    async def _sharded(self, op: Operation, body: dict[str, Any], trace: Trace) -> AsyncIterator[Chunk]:
+        assert self.sharded is not None
+        backend = await self.sharded.backend_for(trace.model, trace)
+        trace.backend = backend.ref.name
+        call = backend.chat if op == "chat" else backend.generate
+        async for chunk in _timed(call(body), trace):
+            yield chunk
+
+    async def _distributed(self, op: Operation, body: dict[str, Any], trace: Trace) -> AsyncIterator[Chunk]:
+        tried: set[str] = set()
+        failures = 0
+        last_error: BackendError | None = None
+        while True:
+            view = await self._acquire(trace, tried, last_error)
+            trace.backend = view.name
+            client = view.client
+            assert client is not None
+            call = client.chat if op == "chat" else client.generate
+            sent_any = False
+            ok: bool | None = False
+            try:
+                async for chunk in _timed(call(body), trace):
+                    sent_any = True
+                    yield chunk
+                ok = True
+                view.speed = view.speed.updated(ttft_s=trace.ttft_s, tokens_per_s=trace.tokens_per_s)
+                return
+            except (BackendUnavailable, StreamBroken, UpstreamError) as exc:
+                if isinstance(exc, UpstreamError) and exc.status < 500 and exc.status != 404:
+                    ok = True  # the client's mistake (bad request), not the backend's: no retry, no breaker
+                    raise
+                failures += 1
+                last_error = exc
+                tried.add(view.name)
+                trace.attempts.append(f"{view.name}: {exc.message}")
+                action = retry_plan(failures, self.routing.retries, first_byte_sent=sent_any)
+                if action is not RetryAction.retry_elsewhere:
+                    raise
+            except (GeneratorExit, asyncio.CancelledError):
+                ok = None  # the caller went away: neither the backend's success nor its failure
+                raise
+            finally:
+                self.monitor.finished(
+                    view, ok=ok, error=None if ok else (str(last_error) if last_error else "cancelled")
+                )
+
+    async def _acquire(self, trace: Trace, tried: set[str], last_error: BackendError | None) -> BackendView:
+        """Pick a backend with a free slot, waiting in the bounded queue while all are busy."""
+        queued_at: float | None = None
+        ahead = self.waiting
+        while True:
+            choice = choose(trace.model, self.monitor.candidates(), tried=frozenset(tried))
+            if isinstance(choice, Picked):
+                view = self.monitor.view(choice.backend)
+                self.monitor.started(view)
+                if queued_at is not None:
+                    trace.queued_s += time.monotonic() - queued_at
+                return view
+            if isinstance(choice, NoBackend):
+                if choice.why is Unavailable.model_unknown:
+                    raise ModelNotFound(f"model '{trace.model}' not found on any node", hint="see `sollol status`")
+                if choice.why is Unavailable.all_tried and last_error is not None:
+                    raise last_error
+                raise NoHealthyBackend(choice.reason)
+            assert isinstance(choice, Wait)
+            if queued_at is None:
+                queued_at = time.monotonic()
+            verdict = queue_decision(
+                trace.model, queued_ahead=ahead, max_queue=self.routing.queue_length,
+                waited_s=time.monotonic() - queued_at, max_wait_s=self.routing.queue_wait,
+            )  # fmt: skip
+            if verdict.outcome is not QueueOutcome.wait:
+                raise QueueFull(verdict.message)
+            self.waiting += 1
+            try:
+                await asyncio.wait_for(self.monitor.changed.wait(), timeout=min(verdict.remaining_s, 1.0))
+            except TimeoutError:
+                pass
+            finally:
+                self.waiting -= 1
+            ahead = 0  # once queued, it competes on equal terms with the others already waiting
+
+
+async def _timed(chunks: AsyncIterator[Chunk], trace: Trace) -> AsyncIterator[Chunk]:
+    """Measure time to first chunk and tokens/s while passing chunks through untouched."""
+    sent = time.monotonic()
+    first = True
+    try:
+        async for chunk in chunks:
+            if first:
+                trace.ttft_s = time.monotonic() - sent
+                first = False
+            if chunk.get("done"):
+                count, duration = chunk.get("eval_count"), chunk.get("eval_duration")
+                if isinstance(count, int) and isinstance(duration, int) and duration > 0 and count > 0:
+                    trace.tokens_per_s = count / duration * 1e9
+            yield chunk
+    finally:
+        closer: Callable[[], Awaitable[None]] | None = getattr(chunks, "aclose", None)
+        if closer is not None:
+            await closer()

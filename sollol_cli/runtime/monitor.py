@@ -1,0 +1,164 @@
+"""Health monitoring: probe every backend concurrently, keep an inventory of what each one has, back off
+from failing backends (jittered, capped, so one that comes back is re-admitted) and track a circuit breaker
+keyed on the backend each request actually used."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sollol_cli.backends.base import Backend, BackendStatus
+from sollol_cli.backends.http import Timeouts
+from sollol_cli.health import BreakerState, CircuitBreaker, ProbeSchedule, ProbeState
+from sollol_cli.router import Candidate, SpeedEstimate
+from sollol_cli.runtime.inventory import BackendSpec
+
+
+def make_client(spec: BackendSpec, timeouts: Timeouts) -> Backend | None:
+    if spec.ref.kind == "ollama":
+        from sollol_cli.backends.ollama import OllamaBackend
+
+        return OllamaBackend(spec.ref, timeouts)
+    if spec.ref.kind == "llamacpp":
+        from sollol_cli.backends.llamacpp import LlamaServerBackend
+
+        return LlamaServerBackend(spec.ref, timeouts)
+    return None
+
+
+@dataclass
+class BackendView:
+    """Everything known about one backend, updated by probes and by the requests it serves."""
+
+    spec: BackendSpec
+    client: Backend | None
+    status: BackendStatus | None = None
+    rpc: Any = None  # RpcProbe for rpc-servers
+    probe: ProbeState = field(default_factory=ProbeState)
+    breaker: BreakerState = field(default_factory=BreakerState)
+    in_flight: int = 0
+    served: int = 0
+    speed: SpeedEstimate = field(default_factory=SpeedEstimate)
+    last_error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def slots(self) -> int:
+        if self.status is not None and self.status.slots:
+            return self.status.slots
+        return self.spec.slots_hint or 1
+
+
+class Monitor:
+    def __init__(
+        self,
+        specs: list[BackendSpec],
+        timeouts: Timeouts,
+        *,
+        schedule: ProbeSchedule | None = None,
+        breaker: CircuitBreaker | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.views = {spec.name: BackendView(spec, make_client(spec, timeouts)) for spec in specs}
+        self.timeouts = timeouts
+        self.schedule = schedule or ProbeSchedule()
+        self.breaker = breaker or CircuitBreaker()
+        self.clock = clock
+        self.changed = asyncio.Event()  # set after every probe round and every finished request
+
+    def view(self, name: str) -> BackendView:
+        return self.views[name]
+
+    async def probe_one(self, view: BackendView) -> None:
+        ok = False
+        try:
+            if view.spec.ref.kind == "rpc":
+                from sollol_cli.backends.rpc import probe_rpc
+
+                view.rpc = await probe_rpc(
+                    view.spec.ref.host, view.spec.ref.port,
+                    connect_timeout=self.timeouts.connect, reply_timeout=min(self.timeouts.probe, 2.0),
+                )  # fmt: skip
+                ok = view.rpc.state in ("ready", "busy")
+                view.last_error = None if ok else (view.rpc.error or view.rpc.state)
+            elif view.client is not None:
+                view.status = await view.client.probe()
+                ok = view.status.ready
+                view.last_error = None if ok else view.status.error
+        except Exception as exc:  # a probe must never take the monitor down
+            view.last_error = f"probe failed: {exc}"
+        view.probe = self.schedule.after_probe(view.probe, ok=ok, now=self.clock(), random=random.random())
+        if ok and not view.probe.healthy:
+            view.probe = ProbeState(True, 0, view.probe.next_probe_at)
+
+    async def probe_all(self) -> None:
+        await asyncio.gather(*(self.probe_one(view) for view in self.views.values()))
+        self._notify()
+
+    async def run(self) -> None:
+        """Probe whatever is due, forever (cancel to stop)."""
+        while True:
+            now = self.clock()
+            due = [v for v in self.views.values() if self.schedule.due(v.probe, now)]
+            if due:
+                await asyncio.gather(*(self.probe_one(v) for v in due))
+                self._notify()
+            upcoming = min((v.probe.next_probe_at for v in self.views.values()), default=now + 5.0)
+            await asyncio.sleep(max(0.05, min(upcoming - self.clock(), 5.0)))
+
+    def _notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def candidates(self, kinds: tuple[str, ...] = ("ollama", "llamacpp")) -> list[Candidate]:
+        now = self.clock()
+        out = []
+        for view in self.views.values():
+            if view.spec.ref.kind not in kinds:
+                continue
+            status = view.status
+            models = frozenset(m.name for m in status.models) if status else frozenset()
+            loaded = frozenset(status.loaded) if status else frozenset()
+            healthy = view.probe.healthy and self.breaker.allows(view.breaker, now)
+            out.append(
+                Candidate(
+                    name=view.name,
+                    models=models,
+                    loaded=loaded,
+                    slots=view.slots,
+                    in_flight=view.in_flight,
+                    healthy=healthy,
+                    priority=view.spec.priority,
+                    ttft_s=view.speed.ttft_s,
+                    tokens_per_s=view.speed.tokens_per_s,
+                )  # fmt: skip
+            )
+        return out
+
+    # --- request accounting (called by the dispatcher) ---
+
+    def started(self, view: BackendView) -> None:
+        view.in_flight += 1
+        view.breaker = self.breaker.on_request(view.breaker, self.clock())
+
+    def finished(self, view: BackendView, *, ok: bool | None, error: str | None = None) -> None:
+        """`ok=None`: the caller cancelled; only the slot is released."""
+        view.in_flight -= 1
+        if ok is None:
+            pass
+        elif ok:
+            view.served += 1
+            view.breaker = self.breaker.on_success(view.breaker)
+        else:
+            view.last_error = error
+            view.breaker = self.breaker.on_failure(view.breaker, self.clock())
+            # A connect failure means the node is probably gone: probe it again soon rather than waiting.
+            view.probe = ProbeState(view.probe.healthy, view.probe.consecutive_failures, self.clock())
+        self._notify()

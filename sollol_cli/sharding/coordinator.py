@@ -1,0 +1,214 @@
+"""The sharding coordinator: a `llama-server --rpc ...` process sollol starts, supervises and reuses.
+
+It runs detached on the controller (its own session, output drained to a log file, never a pipe), and is
+recorded in the state directory, so a later `sollol run` reuses a warm coordinator instead of reloading
+the model, until its keep-alive expires or `sollol down` stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sollol_cli import events
+from sollol_cli.errors import BackendError
+from sollol_cli.sharding.placement_log import DevicePlacement, parse_placement
+
+
+@dataclass(frozen=True)
+class CoordinatorPlan:
+    """Everything that decides how a coordinator is started (pure; its digest decides reuse)."""
+
+    model: str
+    gguf: str
+    rpc: tuple[str, ...]  # IP:port literals, in layer order
+    context: int
+    slots: int
+    split: tuple[float, ...] | None = None
+    host: str = "127.0.0.1"
+
+    def argv(self, llama_server: str, port: int) -> list[str]:
+        argv = [
+            llama_server, "-m", self.gguf, "--rpc", ",".join(self.rpc), "-ngl", "999",
+            "--host", self.host, "--port", str(port), "-c", str(self.context), "-np", str(self.slots),
+            "--metrics", "--alias", self.model, "-lv", "4",
+        ]  # fmt: skip
+        if self.split:
+            argv += ["-ts", ",".join(f"{share:g}" for share in self.split)]
+        return argv
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class CoordinatorRecord:
+    model: str
+    digest: str
+    pid: int
+    start_time: int
+    host: str
+    port: int
+    log: str
+    rpc: list[str]
+    started_at: float
+    last_used: float
+    keep_alive: float
+    ready_after_s: float | None = None
+
+
+def records_dir(state_dir: Path) -> Path:
+    return state_dir / "coordinators"
+
+
+def _record_path(state_dir: Path, model: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in model)
+    return records_dir(state_dir) / f"{safe}.json"
+
+
+def load_record(state_dir: Path, model: str) -> CoordinatorRecord | None:
+    try:
+        return CoordinatorRecord(**json.loads(_record_path(state_dir, model).read_text()))
+    except (FileNotFoundError, ValueError, TypeError):
+        return None
+
+
+def all_records(state_dir: Path) -> list[CoordinatorRecord]:
+    out = []
+    for path in sorted(records_dir(state_dir).glob("*.json")):
+        try:
+            out.append(CoordinatorRecord(**json.loads(path.read_text())))
+        except (ValueError, TypeError):
+            continue
+    return out
+
+
+def save_record(state_dir: Path, record: CoordinatorRecord) -> None:
+    path = _record_path(state_dir, record.model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(record), indent=2))
+    tmp.replace(path)
+
+
+def forget_record(state_dir: Path, model: str) -> None:
+    _record_path(state_dir, model).unlink(missing_ok=True)
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat, or None when the process is gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    if fields[0] == "Z":
+        return None
+    return int(fields[19])
+
+
+def alive(record: CoordinatorRecord) -> bool:
+    return process_start_time(record.pid) == record.start_time
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def start_process(plan: CoordinatorPlan, llama_server: str, log: Path, keep_alive: float) -> CoordinatorRecord:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    port = free_port(plan.host)
+    with log.open("ab") as out:
+        out.write(f"\n--- sollol: starting coordinator for {plan.model} at {time.ctime()}\n".encode())
+        out.flush()
+        process = subprocess.Popen(  # noqa: S603 - argv is built from validated settings, no shell
+            plan.argv(llama_server, port),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # survives this sollol process (keep-alive) and its Ctrl-C
+        )
+    start = process_start_time(process.pid) or 0
+    now = time.time()
+    return CoordinatorRecord(
+        plan.model, plan.digest, process.pid, start, plan.host, port, str(log), list(plan.rpc), now, now, keep_alive
+    )
+
+
+def stop_process(record: CoordinatorRecord, *, grace_s: float = 5.0) -> bool:
+    """Stop the coordinator if it is still the process we started; True when something was stopped."""
+    if not alive(record):
+        return False
+    os.kill(record.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not alive(record):
+            _reap(record.pid)
+            return True
+        time.sleep(0.05)
+    os.kill(record.pid, signal.SIGKILL)
+    _reap(record.pid)
+    return True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def log_tail(record: CoordinatorRecord, lines: int = 4) -> str:
+    try:
+        text = Path(record.log).read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return "no log"
+    interesting = [line for line in text if line.strip() and "--- sollol" not in line]
+    return " | ".join(line.strip() for line in interesting[-lines:]) or "empty log"
+
+
+def placement(record: CoordinatorRecord) -> dict[str, DevicePlacement]:
+    try:
+        text = Path(record.log).read_text(errors="replace")
+    except FileNotFoundError:
+        return {}
+    # only the latest start in an appended log counts
+    last = text.rsplit("--- sollol: starting coordinator", 1)[-1]
+    return parse_placement(last)
+
+
+async def wait_ready(record: CoordinatorRecord, *, timeout: float, reporter: events.Reporter) -> float:
+    """Poll /health until 200 (503 while loading); fail fast when the process dies (e.g. rpc unreachable)."""
+    from sollol_cli.backends.base import BackendRef
+    from sollol_cli.backends.http import Timeouts
+    from sollol_cli.backends.llamacpp import LlamaServerBackend
+
+    backend = LlamaServerBackend(
+        BackendRef(f"coordinator:{record.model}", "llamacpp", record.host, record.port), Timeouts(2.0, 5.0, 2.0)
+    )
+    started = time.monotonic()
+    subject = f"coordinator {record.model}"
+    reporter(events.StepStarted(subject, "loading", f"over {len(record.rpc)} rpc backends"))
+    while time.monotonic() - started < timeout:
+        if not alive(record):
+            reporter(events.StepFailed(subject, "loading", "exited"))
+            raise BackendError(f"the coordinator for '{record.model}' exited while loading: {log_tail(record)}")
+        status = await backend.probe()
+        if status.ready:
+            elapsed = time.monotonic() - started
+            reporter(events.StepDone(subject, "loading", f"ready in {elapsed:.1f} s"))
+            return elapsed
+        reporter(events.StepProgress(subject, "loading", time.monotonic() - started, timeout, status.error or ""))
+        await asyncio.sleep(0.2)
+    stop_process(record)
+    raise BackendError(f"the coordinator for '{record.model}' was not ready within {timeout:.0f} s: {log_tail(record)}")

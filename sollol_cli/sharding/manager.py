@@ -1,0 +1,337 @@
+"""Which models run sharded, and their coordinators: start, reuse, supervise, expire.
+
+The dispatcher asks `handles(model)`; for sharded models it asks `backend_for(model)` and gets the
+coordinator's llama-server as an ordinary backend (same Ollama translation as llama-server nodes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sollol_cli import events
+from sollol_cli.errors import BackendError, NoHealthyBackend, UsageError
+from sollol_cli.manifest.models import Cluster, Model, ModelMode
+from sollol_cli.router import normalize_model_name
+from sollol_cli.settings import Settings
+from sollol_cli.sharding import coordinator as coord
+
+if TYPE_CHECKING:
+    from sollol_cli.backends.llamacpp import LlamaServerBackend
+    from sollol_cli.runtime.dispatch import Trace
+    from sollol_cli.runtime.monitor import Monitor
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    path: str
+    size: int
+    kv_bytes: int | None
+
+
+class ShardManager:
+    def __init__(
+        self,
+        cluster: Cluster,
+        settings: Settings,
+        *,
+        reporter: events.Reporter = events.ignore,
+        stop_on_close: bool = False,
+        ready_timeout: float = 600.0,
+    ) -> None:
+        self.cluster = cluster
+        self.settings = settings
+        self.reporter = reporter
+        self.stop_on_close = stop_on_close  # `serve` stops what it started; `run` leaves it warm
+        self.ready_timeout = ready_timeout
+        self.monitor: Monitor | None = None
+        self.home = coordinator_home(settings, cluster.name)
+        self.started: set[str] = set()
+        self._decisions: dict[str, tuple[bool, str]] = {}
+        self._files: dict[str, ModelFile] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def attach(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+
+    def model(self, name: str) -> Model | None:
+        key = normalize_model_name(name)
+        for model in self.cluster.models:
+            if normalize_model_name(model.name) == key:
+                return model
+        return None
+
+    # --- the hybrid decision ---
+
+    def handles(self, name: str) -> tuple[bool, str]:
+        if name not in self._decisions:
+            self._decisions[name] = self._decide(name)
+        return self._decisions[name]
+
+    def _decide(self, name: str) -> tuple[bool, str]:
+        model = self.model(name)
+        if model is None:
+            return False, "distribute: not a manifest model, served by the nodes that have it"
+        if model.mode is ModelMode.distribute:
+            return False, "distribute (set in the manifest)"
+        from sollol_cli.placement import ModelSize, Placement, decide_mode, estimate_overhead_bytes
+
+        file = self._file_or_none(model)
+        weights = file.size if file else self._reported_size(name)
+        if weights is None and model.mode is ModelMode.auto:
+            return False, "distribute: model size unknown (no GGUF found, no node reports it)"
+        size = ModelSize(weights or 0, (file.kv_bytes if file else None) or 0, estimate_overhead_bytes(weights or 0))
+        decision = decide_mode(name, size, model.mode, self._node_memory(name), self._rpc_memory())
+        return decision.mode is Placement.shard, decision.reason
+
+    def _reported_size(self, name: str) -> int | None:
+        if self.monitor is None:
+            return None
+        key = normalize_model_name(name)
+        for view in self.monitor.views.values():
+            for entry in view.status.models if view.status else []:
+                if normalize_model_name(entry.name) == key and entry.size:
+                    return entry.size
+        return None
+
+    def _node_memory(self, name: str) -> list:  # type: ignore[type-arg]
+        from sollol_cli.placement import NodeMemory
+        from sollol_cli.state import load_state
+
+        if self.monitor is None:
+            return []
+        state = load_state(self.settings.state_dir, self.cluster.name)
+        key = normalize_model_name(name)
+        out = []
+        for view in self.monitor.views.values():
+            if view.spec.ref.kind == "rpc" or view.status is None:
+                continue
+            if not any(normalize_model_name(m.name) == key for m in view.status.models):
+                continue
+            node = state.nodes.get(view.spec.ref.node or "")
+            free = node.mem_available_bytes if node else None
+            out.append(NodeMemory(view.name, view.spec.machine, free, view.spec.hint_bytes))
+        return out
+
+    def _rpc_memory(self) -> list:  # type: ignore[type-arg]
+        from sollol_cli.placement import RpcMemory
+
+        if self.monitor is None:
+            return []
+        out = []
+        for view in self.monitor.views.values():
+            if view.spec.ref.kind != "rpc":
+                continue
+            probe = view.rpc
+            free = sum(d.free for d in probe.devices) if probe is not None and probe.devices else None
+            out.append(RpcMemory(view.name, view.spec.machine, free, view.spec.hint_bytes))
+        return out
+
+    # --- the model file ---
+
+    def _file_or_none(self, model: Model) -> ModelFile | None:
+        try:
+            return self.model_file(model)
+        except BackendError:
+            return None
+
+    def model_file(self, model: Model) -> ModelFile:
+        if model.name in self._files:
+            return self._files[model.name]
+        from sollol_cli.sharding.gguf_info import kv_cache_bytes, read_gguf_info
+
+        from sollol_cli.errors import SollolError
+
+        try:
+            if model.gguf:
+                path = Path(model.gguf).expanduser()
+            else:
+                from sollol_cli.sharding.ollama_store import resolve_model
+
+                store = Path(model.store).expanduser() if model.store else None
+                path = resolve_model(model.ollama_model or model.name, store).gguf_path
+            info = read_gguf_info(path)
+        except SollolError as exc:
+            raise BackendError(f"model '{model.name}': {exc.message}", hint=exc.hint) from None
+        file = ModelFile(str(path), info.file_size, kv_cache_bytes(info, model.context))
+        self._files[model.name] = file
+        return file
+
+    # --- coordinators ---
+
+    async def backend_for(self, name: str, trace: Trace) -> LlamaServerBackend:
+        from sollol_cli.backends.base import BackendRef
+        from sollol_cli.backends.llamacpp import LlamaServerBackend
+
+        model = self.model(name)
+        if model is None:
+            raise BackendError(f"model '{name}' is not in the manifest, so it cannot be sharded")
+        lock = self._locks.setdefault(model.name, asyncio.Lock())
+        async with lock:
+            record = await self._ensure(model, trace)
+        record.last_used = time.time()
+        coord.save_record(self.home, record)
+        ref = BackendRef(f"coordinator:{model.name}", "llamacpp", record.host, record.port)
+        return LlamaServerBackend(ref, _timeouts(self.cluster))
+
+    async def _ensure(self, model: Model, trace: Trace) -> coord.CoordinatorRecord:
+        state_dir = self.home
+        self.expire()
+        record = coord.load_record(state_dir, model.name)
+        if record is not None:
+            if coord.alive(record):
+                trace.notes.append(f"reused the running coordinator (pid {record.pid}, port {record.port})")
+                trace.notes.extend(placement_lines(record))
+                return record
+            trace.notes.append(f"the previous coordinator had exited: {coord.log_tail(record, 2)}")
+            coord.forget_record(state_dir, model.name)
+        plan = await self.plan(model)
+        llama_server = self._llama_server()
+        log = state_dir / "coordinators" / f"{plan.digest}.log"
+        record = coord.start_process(plan, llama_server, log, model.keep_alive)
+        coord.save_record(state_dir, record)
+        self.started.add(model.name)
+        try:
+            record.ready_after_s = await coord.wait_ready(record, timeout=self.ready_timeout, reporter=self.reporter)
+        except BaseException:
+            coord.stop_process(record)
+            coord.forget_record(state_dir, model.name)
+            raise
+        coord.save_record(state_dir, record)
+        trace.notes.append(f"started a coordinator (pid {record.pid}), loaded in {record.ready_after_s:.1f} s")
+        trace.notes.extend(placement_lines(record))
+        return record
+
+    async def plan(self, model: Model) -> coord.CoordinatorPlan:
+        """Probe the rpc backends now and decide which ones the coordinator uses."""
+        from sollol_cli.llamacpp.sdist import RPC_PROTOCOL_VERSION
+
+        if self.monitor is None:
+            raise BackendError("internal: no monitor attached to the shard manager")
+        file = self.model_file(model)
+        rpc_views = [v for v in self.monitor.views.values() if v.spec.ref.kind == "rpc"]
+        await asyncio.gather(*(self.monitor.probe_one(v) for v in rpc_views))
+        expected = self.cluster.llama_cpp.protocol or ".".join(map(str, RPC_PROTOCOL_VERSION))
+        ready, unusable = [], []
+        for view in rpc_views:
+            probe = view.rpc
+            if probe is None or probe.state != "ready":
+                state = "busy (another coordinator is attached)" if probe and probe.state == "busy" else "down"
+                unusable.append(f"{view.name} ({view.spec.ref.address}) is {state}")
+                continue
+            version = ".".join(map(str, probe.protocol)) if probe.protocol else "?"
+            if version != expected:
+                raise BackendError(
+                    f"rpc backend {view.name} ({view.spec.ref.address}) speaks protocol {version}, "
+                    f"the coordinator's llama.cpp speaks {expected}",
+                    hint="run the same llama.cpp build on every node (sollol up uploads it)",
+                )
+            ready.append(view)
+        if not ready:
+            why = "; ".join(unusable) or "none configured"
+            raise NoHealthyBackend(f"model '{model.name}' needs sharding but no rpc backend is ready: {why}")
+        need = file.size + (file.kv_bytes or 0)
+        have = _pool_bytes(ready)
+        if unusable and have is not None and have < need:
+            raise NoHealthyBackend(
+                f"model '{model.name}' needs {need / 2**30:.1f} GiB but the ready rpc backends have "
+                f"{have / 2**30:.1f} GiB; missing: {'; '.join(unusable)}"
+            )
+        split = tuple(model.tensor_split) if model.tensor_split and len(model.tensor_split) == len(ready) else None
+        endpoints = tuple(f"{v.spec.ref.host}:{v.spec.ref.port}" for v in ready)
+        return coord.CoordinatorPlan(model.name, file.path, endpoints, model.context, model.slots, split)
+
+    def _llama_server(self) -> str:
+        if self.settings.llama_server_path:
+            return str(self.settings.llama_server_path)
+        if self.cluster.llama_cpp.bin_dir:
+            return str(Path(self.cluster.llama_cpp.bin_dir).expanduser() / "llama-server")
+        from sollol_cli.llamacpp.build import resolve_binaries
+
+        binaries = resolve_binaries(self.settings)
+        if binaries is None:
+            raise UsageError("sharding needs llama-server on the controller", hint="run `sollol llama-cpp build`")
+        return str(binaries.llama_server)
+
+    def expire(self) -> list[str]:
+        """Stop coordinators idle for longer than their keep-alive."""
+        stopped = []
+        now = time.time()
+        for record in coord.all_records(self.home):
+            if not coord.alive(record):
+                coord.forget_record(self.home, record.model)
+            elif now - record.last_used > record.keep_alive:
+                coord.stop_process(record)
+                coord.forget_record(self.home, record.model)
+                stopped.append(record.model)
+        return stopped
+
+    async def close(self) -> None:
+        if not self.stop_on_close:
+            return
+        for name in sorted(self.started):
+            record = coord.load_record(self.home, name)
+            if record is not None:
+                coord.stop_process(record)
+                coord.forget_record(self.home, name)
+
+
+def _pool_bytes(views: list) -> int | None:  # type: ignore[type-arg]
+    by_machine: dict[str, int] = {}
+    for view in views:
+        free = sum(d.free for d in view.rpc.devices) if view.rpc and view.rpc.devices else None
+        if free is None:
+            return None
+        by_machine[view.spec.machine] = max(by_machine.get(view.spec.machine, 0), free)
+    return sum(by_machine.values())
+
+
+def _timeouts(cluster: Cluster):  # type: ignore[no-untyped-def]
+    from sollol_cli.backends.http import Timeouts
+
+    return Timeouts(connect=cluster.routing.connect_timeout, read=cluster.routing.read_timeout)
+
+
+def placement_lines(record: coord.CoordinatorRecord) -> list[str]:
+    lines = []
+    for where, entry in coord.placement(record).items():
+        lines.append(
+            f"placement {where}: layers {entry.layer_range}, model {entry.model_mib:.1f} MiB, KV {entry.kv_mib:.1f} MiB"
+        )
+    return lines
+
+
+def coordinator_home(settings: Settings, cluster: str) -> Path:
+    return settings.state_dir / "clusters" / cluster
+
+
+def stop_all(settings: Settings, cluster: str) -> list[str]:
+    """`sollol down`: stop every coordinator this cluster's commands started."""
+    home = coordinator_home(settings, cluster)
+    stopped = []
+    for record in coord.all_records(home):
+        if coord.stop_process(record):
+            stopped.append(record.model)
+        coord.forget_record(home, record.model)
+    return stopped
+
+
+@asynccontextmanager
+async def sharded_models(
+    cluster: Cluster, settings: Settings, *, reporter: events.Reporter = events.ignore, stop_on_close: bool = False
+) -> AsyncIterator[ShardManager | None]:
+    """A shard manager when the cluster can shard (it has rpc backends), else None."""
+    has_rpc = any(n.rpc for n in cluster.nodes) or any(b.kind.value == "rpc" for b in cluster.backends)
+    if not has_rpc:
+        yield None
+        return
+    manager = ShardManager(cluster, settings, reporter=reporter, stop_on_close=stop_on_close)
+    try:
+        yield manager
+    finally:
+        await manager.close()

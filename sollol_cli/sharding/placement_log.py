@@ -1,0 +1,63 @@
+"""Where llama-server put a sharded model: parsed from its log (pure).
+
+Lines of interest (llama.cpp 0c1e57098, `-lv 4` and up):
+    load_tensors: RPC0[127.0.0.1:50052] model buffer size =    20.01 MiB
+    llama_kv_cache: RPC0[127.0.0.1:50053] KV buffer size =     6.00 MiB
+    load_tensors: layer   5 assigned to device RPC1[127.0.0.1:50053], is_swa = 0
+The device label's index is local to the process, so placement is keyed by the host:port in brackets.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+_BUFFER = re.compile(
+    r"(?P<dev>[A-Za-z_]+\d*)(?:\[(?P<ep>[^\]]+)\])?\s+(?P<what>model|KV|compute) buffer size\s*=\s*(?P<mib>[\d.]+) MiB"
+)
+_LAYER = re.compile(r"layer\s+(?P<layer>\d+) assigned to device (?P<dev>[A-Za-z_]+\d*)(?:\[(?P<ep>[^\]]+)\])?")
+
+
+@dataclass
+class DevicePlacement:
+    device: str  # host:port for rpc backends, else the device name (CPU, CUDA0, ...)
+    layers: list[int] = field(default_factory=list)
+    model_mib: float = 0.0
+    kv_mib: float = 0.0
+
+    @property
+    def layer_range(self) -> str:
+        if not self.layers:
+            return "-"
+        ordered = sorted(self.layers)
+        return (
+            f"{ordered[0]}-{ordered[-1]}"
+            if ordered[-1] - ordered[0] + 1 == len(ordered)
+            else ",".join(map(str, ordered))
+        )
+
+
+def parse_placement(log: str) -> dict[str, DevicePlacement]:
+    labels: dict[str, str] = {}
+    out: dict[str, DevicePlacement] = {}
+
+    def key(dev: str, endpoint: str | None) -> str:
+        if endpoint:
+            labels[dev] = endpoint
+        return labels.get(dev, endpoint or dev)
+
+    for line in log.splitlines():
+        if match := _BUFFER.search(line):
+            where = key(match["dev"], match["ep"])
+            entry = out.setdefault(where, DevicePlacement(where))
+            if match["what"] == "model":
+                entry.model_mib += float(match["mib"])
+            elif match["what"] == "KV":
+                entry.kv_mib += float(match["mib"])
+        elif match := _LAYER.search(line):
+            where = key(match["dev"], match["ep"])
+            entry = out.setdefault(where, DevicePlacement(where))
+            layer = int(match["layer"])
+            if layer not in entry.layers:
+                entry.layers.append(layer)
+    return out

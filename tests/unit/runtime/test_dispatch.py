@@ -1,0 +1,202 @@
+"""The dispatcher with in-memory backends: routing, queueing, retries, accounting (no network)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from sollol_cli.backends.base import (
+    BackendRef,
+    BackendStatus,
+    BackendUnavailable,
+    ModelEntry,
+    StreamBroken,
+    UpstreamError,
+)
+from sollol_cli.backends.http import Timeouts
+from sollol_cli.errors import ModelNotFound, NoHealthyBackend, QueueFull
+from sollol_cli.health import ProbeState
+from sollol_cli.manifest.models import Routing
+from sollol_cli.runtime.dispatch import Dispatcher, Trace
+from sollol_cli.runtime.inventory import BackendSpec
+from sollol_cli.runtime.monitor import Monitor
+
+
+class FakeBackend:
+    def __init__(self, name: str, *, tokens: int = 3, delay: float = 0.0, fail: str | None = None, fail_after: int = 0):
+        self.ref = BackendRef(name, "ollama", "127.0.0.1", 1)
+        self.tokens, self.delay, self.fail, self.fail_after = tokens, delay, fail, fail_after
+        self.calls = 0
+        self.active = 0
+        self.max_active = 0
+
+    async def probe(self) -> BackendStatus:
+        return BackendStatus(True, "0.0.0", [ModelEntry("tiny:latest")], slots=2)
+
+    async def generate(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        self.calls += 1
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            for i in range(self.tokens):
+                if self.fail and i == self.fail_after:
+                    if self.fail == "unavailable":
+                        raise BackendUnavailable(self.ref.name, "connection refused")
+                    if self.fail == "500":
+                        raise UpstreamError(self.ref.name, 500, "boom")
+                    if self.fail == "400":
+                        raise UpstreamError(self.ref.name, 400, "bad request")
+                    raise StreamBroken(self.ref.name, "connection dropped")
+                await asyncio.sleep(self.delay)
+                yield {"model": body["model"], "response": f"{self.ref.name}-{i} ", "done": False}
+            yield {
+                "model": body["model"],
+                "response": "",
+                "done": True,
+                "eval_count": self.tokens,
+                "eval_duration": 10**9,
+            }
+        finally:
+            self.active -= 1
+
+    chat = generate
+
+
+def runtime(*backends: FakeBackend, slots: int = 1, **routing: Any) -> tuple[Dispatcher, Monitor]:
+    specs = [BackendSpec(b.ref, slots_hint=slots) for b in backends]
+    monitor = Monitor(specs, Timeouts())
+    for backend in backends:
+        view = monitor.view(backend.ref.name)
+        view.client = backend  # type: ignore[assignment]
+        view.status = BackendStatus(True, "0.0.0", [ModelEntry("tiny:latest")])
+        view.probe = ProbeState(True, 0, 1e18)
+    return Dispatcher(monitor, Routing(**routing)), monitor
+
+
+async def collect(dispatcher: Dispatcher, model: str = "tiny") -> tuple[list[dict[str, Any]], Trace]:
+    trace = Trace(model)
+    chunks = [c async for c in dispatcher.stream("generate", {"model": model, "prompt": "hi"}, trace)]
+    return chunks, trace
+
+
+async def test_streams_from_a_backend_with_the_model() -> None:
+    a = FakeBackend("a")
+    dispatcher, monitor = runtime(a)
+    chunks, trace = await collect(dispatcher)
+    assert [c["response"] for c in chunks] == ["a-0 ", "a-1 ", "a-2 ", ""]
+    assert trace.backend == "a"
+    assert trace.tokens_per_s == pytest.approx(3.0)
+    assert monitor.view("a").in_flight == 0
+    assert monitor.view("a").served == 1
+
+
+async def test_unknown_model() -> None:
+    dispatcher, _ = runtime(FakeBackend("a"))
+    with pytest.raises(ModelNotFound, match="model 'other' not found on any node"):
+        await collect(dispatcher, "other")
+
+
+async def test_retry_before_first_byte_goes_elsewhere() -> None:
+    a, b = FakeBackend("a", fail="unavailable"), FakeBackend("b")
+    dispatcher, monitor = runtime(a, b)
+    chunks, trace = await collect(dispatcher)
+    assert chunks[0]["response"] == "b-0 "
+    assert trace.attempts == ["a: a: connection refused"]
+    assert monitor.view("a").breaker.failures == 1
+
+
+async def test_5xx_before_first_byte_retries() -> None:
+    dispatcher, _ = runtime(FakeBackend("a", fail="500"), FakeBackend("b"))
+    chunks, trace = await collect(dispatcher)
+    assert trace.backend == "b"
+
+
+async def test_client_error_is_not_retried() -> None:
+    a, b = FakeBackend("a", fail="400"), FakeBackend("b")
+    dispatcher, monitor = runtime(a, b)
+    with pytest.raises(UpstreamError):
+        await collect(dispatcher)
+    assert b.calls == 0
+    assert monitor.view("a").breaker.failures == 0
+
+
+async def test_failure_after_first_byte_is_raised_not_retried() -> None:
+    a, b = FakeBackend("a", fail="broken", fail_after=2), FakeBackend("b")
+    dispatcher, _ = runtime(a, b)
+    got: list[str] = []
+    with pytest.raises(StreamBroken):
+        async for chunk in dispatcher.stream("generate", {"model": "tiny"}, Trace("tiny")):
+            got.append(chunk["response"])
+    assert got == ["a-0 ", "a-1 "]
+    assert b.calls == 0
+
+
+async def test_retries_are_bounded() -> None:
+    backends = [FakeBackend(n, fail="unavailable") for n in "abcd"]
+    dispatcher, _ = runtime(*backends, retries=2)
+    with pytest.raises(BackendUnavailable):
+        await collect(dispatcher)
+    assert sum(b.calls for b in backends) == 3
+
+
+async def test_never_more_than_slots_and_queue_drains() -> None:
+    a, b = FakeBackend("a", delay=0.01), FakeBackend("b", delay=0.01)
+    dispatcher, _ = runtime(a, b, slots=2)
+    results = await asyncio.gather(*(collect(dispatcher) for _ in range(12)))
+    assert all(len(chunks) == 4 for chunks, _ in results)
+    assert a.max_active <= 2 and b.max_active <= 2
+    assert a.calls + b.calls == 12
+
+
+async def test_queue_full_is_a_clear_error() -> None:
+    a = FakeBackend("a", delay=0.2)
+    dispatcher, _ = runtime(a, slots=1, queue_length=1, queue_wait=5)
+    outcomes = await asyncio.gather(*(collect(dispatcher) for _ in range(3)), return_exceptions=True)
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(errors) == 1
+    assert isinstance(errors[0], QueueFull)
+    assert "requests are already waiting" in str(errors[0])
+
+
+async def test_queue_wait_expires() -> None:
+    dispatcher, _ = runtime(FakeBackend("a", delay=0.5), slots=1, queue_length=5, queue_wait=0.1)
+    outcomes = await asyncio.gather(collect(dispatcher), collect(dispatcher), return_exceptions=True)
+    assert any(isinstance(o, QueueFull) and "within 0.1 s" in str(o) for o in outcomes)
+
+
+async def test_unhealthy_only() -> None:
+    dispatcher, monitor = runtime(FakeBackend("a"))
+    monitor.view("a").probe = ProbeState(False, 3, 1e18)
+    with pytest.raises(NoHealthyBackend, match="node a has 'tiny' but none is healthy"):
+        await collect(dispatcher)
+
+
+async def test_cancelled_request_frees_its_slot() -> None:
+    a = FakeBackend("a", delay=1.0, tokens=5)
+    dispatcher, monitor = runtime(a)
+
+    async def consume() -> None:
+        async for _ in dispatcher.stream("generate", {"model": "tiny"}, Trace("tiny")):
+            pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.05)
+    assert monitor.view("a").in_flight == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert monitor.view("a").in_flight == 0
+    assert a.active == 0
+
+
+async def test_cancelled_request_is_not_a_backend_failure() -> None:
+    a = FakeBackend("a", delay=1.0, tokens=5)
+    dispatcher, monitor = runtime(a)
+    stream = dispatcher.stream("generate", {"model": "tiny"}, Trace("tiny"))
+    await stream.__anext__()
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert monitor.view("a").in_flight == 0
+    assert monitor.view("a").breaker.failures == 0
