@@ -1,0 +1,122 @@
+"""Probe schedule and circuit breaker as tables; time and randomness are plain numbers in every row."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sollol_cli.health import BreakerPhase, BreakerState, CircuitBreaker, ProbeSchedule, ProbeState
+
+SCHEDULE = ProbeSchedule(interval_s=5.0, max_backoff_s=60.0, jitter=0.2, unhealthy_after=2)
+
+# (id, consecutive failures, random, seconds to the next probe)
+DELAY_CASES = [
+    ("healthy-interval", 0, 0.9, 5.0),
+    ("first-failure", 1, 0.0, 5.0),
+    ("second-failure-doubles", 2, 0.0, 10.0),
+    ("third", 3, 0.0, 20.0),
+    ("fourth", 4, 0.0, 40.0),
+    ("capped", 5, 0.0, 60.0),
+    ("long-outage-capped", 50, 0.0, 60.0),
+    ("huge-count-no-overflow", 10_000, 0.0, 60.0),
+    ("jitter-shortens", 3, 0.5, 18.0),
+    ("jitter-at-cap", 5, 0.5, 54.0),
+    ("jitter-near-max", 2, 0.999, 10.0 * (1 - 0.2 * 0.999)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("failures", "random", "delay"), [c[1:] for c in DELAY_CASES], ids=[c[0] for c in DELAY_CASES])
+def test_probe_delay(failures: int, random: float, delay: float) -> None:
+    assert SCHEDULE.delay_s(failures, random) == pytest.approx(delay)
+
+
+@given(failures=st.integers(0, 10**6), random=st.floats(0, 1, exclude_max=True))
+def test_failing_backend_is_reprobed_within_the_cap(failures: int, random: float) -> None:
+    assert 0 < SCHEDULE.delay_s(failures, random) <= SCHEDULE.max_backoff_s
+
+
+# (id, schedule, state before, probe ok, expected state after a probe at t=100 with random 0)
+PROBE_CASES = [
+    ("new-backend-up", SCHEDULE, ProbeState(), True, ProbeState(True, 0, 105.0)),
+    ("new-backend-down-stays-out", SCHEDULE, ProbeState(), False, ProbeState(False, 1, 105.0)),
+    ("one-blip-keeps-healthy", SCHEDULE, ProbeState(True, 0, 100.0), False, ProbeState(True, 1, 105.0)),
+    ("second-failure-takes-out", SCHEDULE, ProbeState(True, 1, 100.0), False, ProbeState(False, 2, 110.0)),
+    ("down-backs-off", SCHEDULE, ProbeState(False, 4, 100.0), False, ProbeState(False, 5, 160.0)),
+    ("comes-back-readmitted", SCHEDULE, ProbeState(False, 9, 100.0), True, ProbeState(True, 0, 105.0)),
+    ("recovers-after-blip", SCHEDULE, ProbeState(True, 1, 100.0), True, ProbeState(True, 0, 105.0)),
+    ("strict-schedule-first-failure", ProbeSchedule(unhealthy_after=1), ProbeState(True, 0, 100.0), False,
+     ProbeState(False, 1, 105.0)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("schedule", "before", "ok", "after"), [c[1:] for c in PROBE_CASES], ids=[c[0] for c in PROBE_CASES]
+)
+def test_after_probe(schedule: ProbeSchedule, before: ProbeState, ok: bool, after: ProbeState) -> None:
+    assert schedule.after_probe(before, ok=ok, now=100.0, random=0.0) == after
+
+
+DUE_CASES = [
+    ("new-backend-at-once", ProbeState(), 0.0, True),
+    ("early", ProbeState(True, 0, 105.0), 104.9, False),
+    ("on-time", ProbeState(True, 0, 105.0), 105.0, True),
+    ("late", ProbeState(False, 3, 105.0), 200.0, True),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("state", "now", "due"), [c[1:] for c in DUE_CASES], ids=[c[0] for c in DUE_CASES])
+def test_probe_due(state: ProbeState, now: float, due: bool) -> None:
+    assert SCHEDULE.due(state, now) is due
+
+
+BREAKER = CircuitBreaker(failure_threshold=3, cooldown_s=30.0)
+TRIPPED = [("fail", 0.0), ("fail", 1.0), ("fail", 2.0)]  # opens at t=2
+
+# (id, events as (kind, time), time of the check, expected phase, requests allowed)
+BREAKER_CASES: list[tuple[str, list[tuple[str, float]], float, BreakerPhase, bool]] = [
+    ("fresh-closed", [], 0.0, BreakerPhase.closed, True),
+    ("below-threshold", [("fail", 0.0), ("fail", 1.0)], 2.0, BreakerPhase.closed, True),
+    ("opens-at-threshold", TRIPPED, 2.0, BreakerPhase.open, False),
+    ("success-resets-count", [("fail", 0.0), ("fail", 1.0), ("ok", 2.0), ("fail", 3.0), ("fail", 4.0)], 5.0,
+     BreakerPhase.closed, True),
+    ("send-while-closed-changes-nothing", [("send", 0.0), ("fail", 1.0)], 2.0, BreakerPhase.closed, True),
+    ("open-until-cooldown", TRIPPED, 31.9, BreakerPhase.open, False),
+    ("half-open-after-cooldown", TRIPPED, 32.0, BreakerPhase.half_open, True),
+    ("one-trial-at-a-time", [*TRIPPED, ("send", 32.0)], 33.0, BreakerPhase.half_open, False),
+    ("trial-success-closes", [*TRIPPED, ("send", 32.0), ("ok", 33.0)], 33.0, BreakerPhase.closed, True),
+    ("trial-failure-reopens", [*TRIPPED, ("send", 32.0), ("fail", 33.0)], 34.0, BreakerPhase.open, False),
+    ("reopened-cooldown-restarts", [*TRIPPED, ("send", 32.0), ("fail", 33.0)], 63.0, BreakerPhase.half_open, True),
+    ("lost-trial-expires", [*TRIPPED, ("send", 32.0)], 62.0, BreakerPhase.half_open, True),
+    ("straggler-failure-keeps-cooldown", [*TRIPPED, ("fail", 20.0)], 32.0, BreakerPhase.half_open, True),
+    ("straggler-success-closes", [*TRIPPED, ("ok", 10.0)], 10.0, BreakerPhase.closed, True),
+    ("send-while-open-is-no-trial", [*TRIPPED, ("send", 10.0)], 32.0, BreakerPhase.half_open, True),
+]  # fmt: skip
+
+
+def _replay(events: list[tuple[str, float]]) -> BreakerState:
+    state = BreakerState()
+    for kind, now in events:
+        if kind == "fail":
+            state = BREAKER.on_failure(state, now)
+        elif kind == "ok":
+            state = BREAKER.on_success(state)
+        else:
+            assert kind == "send"
+            state = BREAKER.on_request(state, now)
+    return state
+
+
+@pytest.mark.parametrize(
+    ("events", "at", "phase", "allows"), [c[1:] for c in BREAKER_CASES], ids=[c[0] for c in BREAKER_CASES]
+)
+def test_circuit_breaker(events: list[tuple[str, float]], at: float, phase: BreakerPhase, allows: bool) -> None:
+    state = _replay(events)
+    assert (BREAKER.phase(state, at), BREAKER.allows(state, at)) == (phase, allows)
+
+
+def test_breaker_methods_return_new_states() -> None:
+    before = BreakerState()
+    after = BREAKER.on_failure(before, 0.0)
+    assert before == BreakerState()
+    assert after.failures == 1

@@ -1,0 +1,261 @@
+"""Routing rules as tables: each row is one situation and the backend (or outcome) it must lead to."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sollol_cli.router import (
+    Candidate,
+    Choice,
+    NoBackend,
+    Picked,
+    QueueOutcome,
+    RetryAction,
+    SpeedEstimate,
+    Unavailable,
+    Wait,
+    choose,
+    normalize_model_name,
+    queue_decision,
+    retry_plan,
+)
+
+
+def cand(name: str, models: tuple[str, ...] = ("tiny",), /, **fields: Any) -> Candidate:
+    loaded = frozenset(fields.pop("loaded", ()))
+    return Candidate(name=name, models=frozenset(models), loaded=loaded, **fields)
+
+
+NAME_CASES = [
+    ("bare", "tiny", "registry.ollama.ai/library/tiny:latest"),
+    ("tag", "codellama:13b", "registry.ollama.ai/library/codellama:13b"),
+    ("upper-case", "TinyLlama:Q4_K_M", "registry.ollama.ai/library/tinyllama:q4_k_m"),
+    ("namespace", "jmorgan/tiny", "registry.ollama.ai/jmorgan/tiny:latest"),
+    ("host", "hf.co/org/repo:Q4_K_M", "hf.co/org/repo:q4_k_m"),
+    ("registry-port-is-not-a-tag", "localhost:5000/ns/m", "localhost:5000/ns/m:latest"),
+    ("empty-tag", "tiny:", "registry.ollama.ai/library/tiny:latest"),
+    ("spaces", "  tiny \n", "registry.ollama.ai/library/tiny:latest"),
+    ("digest", "tiny@sha256:AB", "registry.ollama.ai/library/tiny:latest@sha256:ab"),
+]
+
+
+@pytest.mark.parametrize(("name", "expected"), [c[1:] for c in NAME_CASES], ids=[c[0] for c in NAME_CASES])
+def test_normalize_model_name(name: str, expected: str) -> None:
+    assert normalize_model_name(name) == expected
+
+
+SAME_NAME_CASES = [
+    ("latest-implied", "tiny", "tiny:latest", True),
+    ("case-insensitive", "TINY", "tiny:LATEST", True),
+    ("library-implied", "library/tiny", "tiny", True),
+    ("full-form", "registry.ollama.ai/library/tiny:latest", "tiny", True),
+    ("other-tag", "tiny:7b", "tiny", False),
+    ("other-namespace", "me/tiny", "tiny", False),
+    ("prefix-is-not-a-match", "tiny", "tinyllama", False),
+]
+
+
+@pytest.mark.parametrize(("a", "b", "same"), [c[1:] for c in SAME_NAME_CASES], ids=[c[0] for c in SAME_NAME_CASES])
+def test_names_match_by_ollama_rules(a: str, b: str, same: bool) -> None:
+    assert (normalize_model_name(a) == normalize_model_name(b)) is same
+
+
+FAST = {"ttft_s": 0.2, "tokens_per_s": 50.0}
+SLOW = {"ttft_s": 1.0, "tokens_per_s": 10.0}
+
+# (id, requested model, candidates, tried, expected choice)
+CHOOSE_CASES: list[tuple[str, str, list[Candidate], frozenset[str], Choice]] = [
+    # model presence and names
+    ("no-candidates", "tiny", [], frozenset(), NoBackend(Unavailable.model_unknown, "model 'tiny' is on no node")),
+    ("model-on-no-node", "big", [cand("a")], frozenset(),
+     NoBackend(Unavailable.model_unknown, "model 'big' is on no node")),
+    ("only-the-node-with-the-model", "big", [cand("a"), cand("b", ("big",))], frozenset(), Picked("b")),
+    ("latest-tag-implied", "tiny:latest", [cand("a", ("tiny",))], frozenset(), Picked("a")),
+    ("case-insensitive", "TINY", [cand("a", ("tiny:latest",))], frozenset(), Picked("a")),
+    ("other-tag-is-other-model", "tiny:7b", [cand("a", ("tiny",))], frozenset(),
+     NoBackend(Unavailable.model_unknown, "model 'tiny:7b' is on no node")),
+    # health
+    ("unhealthy-only-one", "tiny", [cand("a", healthy=False)], frozenset(),
+     NoBackend(Unavailable.none_healthy, "node a has 'tiny' but none is healthy")),
+    ("unhealthy-only-several", "tiny", [cand("b", healthy=False), cand("a", healthy=False), cand("c", ("x",))],
+     frozenset(), NoBackend(Unavailable.none_healthy, "nodes a, b have 'tiny' but none is healthy")),
+    ("unhealthy-skipped", "tiny", [cand("a", healthy=False, loaded={"tiny"}), cand("b")], frozenset(), Picked("b")),
+    # warm before cold, even when the warm one is busier
+    ("warm-preferred", "tiny", [cand("a", slots=4), cand("b", slots=4, in_flight=2, loaded={"tiny"})],
+     frozenset(), Picked("b")),
+    ("warm-matches-by-ollama-rules", "tiny", [cand("a"), cand("b", loaded={"library/tiny:latest"})],
+     frozenset(), Picked("b")),
+    ("warm-other-model-is-cold", "tiny", [cand("a", ("tiny", "x"), loaded={"x"}), cand("b", loaded={"tiny"})],
+     frozenset(), Picked("b")),
+    # slot limits
+    ("full-warm-skipped", "tiny", [cand("a", in_flight=1, loaded={"tiny"}), cand("b")], frozenset(), Picked("b")),
+    ("over-full-skipped", "tiny", [cand("a", slots=2, in_flight=5), cand("b", slots=2, in_flight=1)],
+     frozenset(), Picked("b")),
+    ("zero-slots-never-picked", "tiny", [cand("a", slots=0)], frozenset(), Wait(("a",))),
+    ("all-full-wait", "tiny", [cand("b", in_flight=1), cand("a", slots=2, in_flight=2)], frozenset(),
+     Wait(("a", "b"))),
+    ("wait-ignores-unhealthy", "tiny", [cand("a", in_flight=1), cand("b", healthy=False)], frozenset(),
+     Wait(("a",))),
+    # load ratio
+    ("lowest-ratio", "tiny", [cand("a", slots=2, in_flight=1), cand("b", slots=4, in_flight=1)],
+     frozenset(), Picked("b")),
+    ("ratio-not-count", "tiny", [cand("a", slots=1, in_flight=0), cand("b", slots=8, in_flight=0)],
+     frozenset(), Picked("a")),
+    ("ratio-before-speed", "tiny", [cand("a", slots=2, in_flight=1, **FAST), cand("b", slots=2, **SLOW)],
+     frozenset(), Picked("b")),
+    # speed
+    ("faster-preferred", "tiny", [cand("a", **SLOW), cand("b", **FAST)], frozenset(), Picked("b")),
+    ("tokens-per-s-outweighs-ttft", "tiny",
+     [cand("a", ttft_s=0.1, tokens_per_s=10.0), cand("b", ttft_s=2.0, tokens_per_s=100.0)],
+     frozenset(), Picked("b")),
+    ("unknown-speed-beats-slow", "tiny", [cand("a", **SLOW), cand("b", **FAST), cand("c")],
+     frozenset({"b"}), Picked("c")),
+    ("unknown-speed-loses-to-fast", "tiny", [cand("a", **SLOW), cand("b", **FAST), cand("c")],
+     frozenset({"a"}), Picked("b")),
+    ("partly-known-speed", "tiny",
+     [cand("a", ttft_s=1.0, tokens_per_s=20.0), cand("b", ttft_s=0.1, tokens_per_s=20.0), cand("c", ttft_s=0.5)],
+     frozenset({"b"}), Picked("c")),
+    ("nothing-known-tie-by-name", "tiny", [cand("b"), cand("c"), cand("a")], frozenset(), Picked("a")),
+    ("zero-rate-is-unknown", "tiny", [cand("a", tokens_per_s=0.0), cand("b", tokens_per_s=5.0)],
+     frozenset(), Picked("a")),
+    # priority tiers
+    ("higher-tier-first", "tiny", [cand("a", loaded={"tiny"}, **FAST), cand("b", priority=1, **SLOW)],
+     frozenset(), Picked("b")),
+    ("higher-tier-despite-load", "tiny", [cand("a"), cand("b", priority=1, slots=4, in_flight=3)],
+     frozenset(), Picked("b")),
+    ("spill-to-lower-tier", "tiny", [cand("a"), cand("b", priority=1, in_flight=1)], frozenset(), Picked("a")),
+    ("spill-to-next-tier-not-lowest", "tiny",
+     [cand("low", priority=-1), cand("mid"), cand("top", priority=2, in_flight=1)], frozenset(), Picked("mid")),
+    ("every-tier-full", "tiny", [cand("a", in_flight=1), cand("b", priority=1, in_flight=1)], frozenset(),
+     Wait(("a", "b"))),
+    # retries
+    ("tried-skipped", "tiny", [cand("a", loaded={"tiny"}), cand("b")], frozenset({"a"}), Picked("b")),
+    ("all-tried", "tiny", [cand("a"), cand("b"), cand("c", healthy=False)], frozenset({"a", "b"}),
+     NoBackend(Unavailable.all_tried, "every healthy backend with 'tiny' failed: nodes a, b")),
+    ("untried-are-full-wait", "tiny", [cand("a"), cand("b", in_flight=1)], frozenset({"a"}), Wait(("b",))),
+    ("tried-unrelated-name", "tiny", [cand("a")], frozenset({"zzz"}), Picked("a")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("model", "candidates", "tried", "expected"),
+    [c[1:] for c in CHOOSE_CASES],
+    ids=[c[0] for c in CHOOSE_CASES],
+)
+def test_choose(model: str, candidates: list[Candidate], tried: frozenset[str], expected: Choice) -> None:
+    assert choose(model, candidates, tried=tried) == expected
+
+
+def test_expected_tokens_trades_first_token_against_rate() -> None:
+    quick_start = cand("a", ttft_s=0.1, tokens_per_s=10.0)
+    fast_rate = cand("b", ttft_s=2.0, tokens_per_s=100.0)
+    assert choose("tiny", [quick_start, fast_rate], expected_tokens=1) == Picked("a")
+    assert choose("tiny", [quick_start, fast_rate], expected_tokens=1000) == Picked("b")
+
+
+# Unique names; the model set, health, load and speed vary freely.
+_candidates = st.lists(
+    st.builds(
+        Candidate,
+        name=st.sampled_from(["a", "b", "c", "d", "e"]),
+        models=st.frozensets(st.sampled_from(["tiny", "TINY:latest", "big", "x:7b"]), max_size=3),
+        loaded=st.frozensets(st.sampled_from(["tiny", "big"]), max_size=2),
+        slots=st.integers(0, 4),
+        in_flight=st.integers(0, 5),
+        healthy=st.booleans(),
+        priority=st.integers(-1, 2),
+        ttft_s=st.none() | st.floats(0, 10),
+        tokens_per_s=st.none() | st.floats(0, 200),
+    ),
+    max_size=5,
+    unique_by=lambda c: c.name,
+)
+
+
+@given(
+    model=st.sampled_from(["tiny", "big", "x:7b", "none"]),
+    candidates=_candidates,
+    tried=st.frozensets(st.sampled_from(["a", "b", "c", "d", "e"])),
+)
+def test_choose_never_picks_an_unusable_backend(model: str, candidates: list[Candidate], tried: frozenset[str]) -> None:
+    key = normalize_model_name(model)
+    usable = [c for c in candidates if c.has(key) and c.healthy and c.name not in tried]
+    result = choose(model, candidates, tried=tried)
+    if isinstance(result, Picked):
+        picked = next(c for c in candidates if c.name == result.backend)
+        assert picked in usable
+        assert picked.in_flight < picked.slots
+    elif isinstance(result, Wait):
+        assert usable
+        assert all(c.full for c in usable)
+    else:
+        assert not [c for c in usable if not c.full]
+
+
+SPEED_CASES = [
+    ("first-sample-taken-as-is", SpeedEstimate(), (0.5, 20.0), SpeedEstimate(0.5, 20.0)),
+    ("moving-average", SpeedEstimate(1.0, 10.0), (2.0, 20.0), SpeedEstimate(1.3, 13.0)),
+    ("no-tokens-keeps-rate", SpeedEstimate(1.0, 10.0), (2.0, None), SpeedEstimate(1.3, 10.0)),
+    ("zero-rate-ignored", SpeedEstimate(1.0, 10.0), (None, 0.0), SpeedEstimate(1.0, 10.0)),
+    ("nan-ignored", SpeedEstimate(1.0, 10.0), (math.nan, math.inf), SpeedEstimate(1.0, 10.0)),
+    ("negative-ignored", SpeedEstimate(None, None), (-1.0, -5.0), SpeedEstimate(None, None)),
+]
+
+
+@pytest.mark.parametrize(("before", "sample", "after"), [c[1:] for c in SPEED_CASES], ids=[c[0] for c in SPEED_CASES])
+def test_speed_estimate(before: SpeedEstimate, sample: tuple[float | None, float | None], after: SpeedEstimate) -> None:
+    updated = before.updated(ttft_s=sample[0], tokens_per_s=sample[1], weight=0.3)
+    rounded = SpeedEstimate(*(None if v is None else round(v, 9) for v in (updated.ttft_s, updated.tokens_per_s)))
+    assert rounded == after
+
+
+# (id, queued_ahead, max_queue, waited_s, max_wait_s, outcome, remaining_s, message)
+FULL = (
+    "every backend for 'tiny' is busy and {n} requests are already waiting; retry later or raise routing.queue_length"
+)
+EXPIRED = "no backend for 'tiny' had a free slot within {s} s; retry later, add slots, or raise routing.queue_wait"
+QUEUE_CASES = [
+    ("room-in-queue", 3, 64, 0.0, 30.0, QueueOutcome.wait, 30.0, ""),
+    ("still-time-left", 0, 64, 12.5, 30.0, QueueOutcome.wait, 17.5, ""),
+    ("queue-full", 64, 64, 0.0, 30.0, QueueOutcome.full, 0.0, FULL.format(n=64)),
+    ("full-beats-expired", 70, 64, 31.0, 30.0, QueueOutcome.full, 0.0, FULL.format(n=70)),
+    ("no-queue-configured", 0, 0, 0.0, 30.0, QueueOutcome.full, 0.0, FULL.format(n=0)),
+    ("wait-expired", 5, 64, 30.0, 30.0, QueueOutcome.expired, 0.0, EXPIRED.format(s=30)),
+    ("fractional-limit", 5, 64, 2.6, 2.5, QueueOutcome.expired, 0.0, EXPIRED.format(s=2.5)),
+    ("zero-wait-configured", 0, 64, 0.0, 0.0, QueueOutcome.expired, 0.0, EXPIRED.format(s=0)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("ahead", "max_queue", "waited", "max_wait", "outcome", "remaining", "message"),
+    [c[1:] for c in QUEUE_CASES],
+    ids=[c[0] for c in QUEUE_CASES],
+)
+def test_queue_decision(
+    ahead: int, max_queue: int, waited: float, max_wait: float, outcome: QueueOutcome, remaining: float, message: str
+) -> None:
+    verdict = queue_decision("tiny", queued_ahead=ahead, max_queue=max_queue, waited_s=waited, max_wait_s=max_wait)
+    assert (verdict.outcome, verdict.message) == (outcome, message)
+    assert verdict.remaining_s == pytest.approx(remaining)
+
+
+RETRY_CASES = [
+    ("first-failure-retries", 1, 2, False, RetryAction.retry_elsewhere),
+    ("last-retry", 2, 2, False, RetryAction.retry_elsewhere),
+    ("retries-used-up", 3, 2, False, RetryAction.give_up),
+    ("no-retries-configured", 1, 0, False, RetryAction.give_up),
+    ("after-first-byte", 1, 2, True, RetryAction.end_stream_with_error),
+    ("after-first-byte-retries-used-up", 5, 2, True, RetryAction.end_stream_with_error),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("failed", "max_retries", "first_byte", "action"), [c[1:] for c in RETRY_CASES], ids=[c[0] for c in RETRY_CASES]
+)
+def test_retry_plan(failed: int, max_retries: int, first_byte: bool, action: RetryAction) -> None:
+    assert retry_plan(failed, max_retries, first_byte_sent=first_byte) is action
