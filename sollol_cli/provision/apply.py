@@ -123,11 +123,15 @@ class NodeJob:
         for step in plan.steps:
             if isinstance(step, Fail):
                 continue
+            if isinstance(step, Start | EnsureModels) and step.spec.name in failed:
+                continue  # its binary did not arrive, or its node lacks what it needs: already reported
             try:
                 await self._apply(runner, step, facts, outcome)
             except SollolError as exc:
                 name = _service_of(step)
                 failed.add(name)
+                if isinstance(step, Upload):
+                    failed.update(s.name for s in self.desired if svc.BINARY_FOR[s.kind] == step.binary.name)
                 outcome.failures.append(f"{_verb(step)} {name}: {exc.message}")
                 self.report(events.StepFailed(self.node.name, _verb(step), exc.message))
         outcome.status = "failed" if outcome.failures else ("changed" if outcome.changed else "unchanged")
@@ -188,7 +192,7 @@ class NodeJob:
         final = _home_path(binary.remote_path, home)
         tmp = f"{final}.upload"
         await runner.run(f"mkdir -p {_q(final.rsplit('/', 1)[0])}", timeout=15, check=True)
-        await runner.put_file(Path(binary.local_path), tmp, mode=0o755, reporter=self.report)
+        await runner.put_file(Path(binary.local_path).resolve(), tmp, mode=0o755, reporter=self.report)
         # rename over the old file: a running rpc-server keeps its inode, no "text file busy"
         result = await runner.run(f"mv -f {_q(tmp)} {_q(final)} && sha256sum {_q(final)}", timeout=60, check=True)
         got = result.stdout.split()[0] if result.stdout.split() else ""
@@ -237,7 +241,7 @@ class NodeJob:
     async def _wait_ready(
         self, runner: CommandRunner, spec: svc.ServiceSpec, manager: str, pid: int, start: int
     ) -> str | None:
-        self._step("ready", f"{spec.kind} on {spec.host}:{spec.port}")
+        self._step("waiting", f"for {spec.kind} to answer on {spec.host}:{spec.port}")
         deadline = time.monotonic() + self.options.ready_timeout
         last = Readiness(False, detail="no answer yet")
         while time.monotonic() < deadline:

@@ -78,7 +78,8 @@ def facts_script(cluster: str, binary_paths: list[str], ollama_binary: str | Non
     ]
     for path in binary_paths:
         word = _word(path)
-        lines.append(f'[ -f {word} ] && echo "bin={path} $(sha256sum {word} | cut -d" " -f1)"')
+        # the key keeps the path as asked ($HOME unexpanded), so the plan can look it up
+        lines.append(f'[ -f {word} ] && echo {shlex.quote("bin=" + path)} "$(sha256sum {word} | cut -d" " -f1)"')
     if ollama_binary:
         word = _word(ollama_binary)
         lines.append(

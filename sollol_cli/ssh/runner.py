@@ -388,7 +388,10 @@ class SshRunner:
         target = _sftp_path(remote)
         part = target + _PART
         try:
-            await sftp.put(str(local), part, progress_handler=lambda _src, _dst, done, _total: progress(done))
+            # follow_symlinks: upload the file a symlink points at, never the link itself
+            await sftp.put(
+                str(local), part, follow_symlinks=True, progress_handler=lambda _src, _dst, done, _total: progress(done)
+            )
             await sftp.chmod(part, mode)
             await self._replace(sftp, part, target)
         except (asyncssh.Error, OSError) as exc:

@@ -15,9 +15,12 @@ def err() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+PIPE_WIDTH = 160  # tables written to a pipe or file are not squeezed into 80 columns
+
+
 @cache
 def out() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    return Console(highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
 
 
 def interactive() -> bool:

@@ -39,7 +39,11 @@ def print_outcome(data: dict[str, Any]) -> None:
         services = ", ".join(
             f"{s['kind']} {s['address']}" + (f" ({s['version']})" if s["version"] else "") for s in node["services"]
         )
-        detail = "; ".join(node["failures"]) or "; ".join(node["changes"])
+        failures = node["failures"]
+        if failures:
+            detail = failures[0] + (f" (+{len(failures) - 1} more, see --json)" if len(failures) > 1 else "")
+        else:
+            detail = f"{len(node['changes'])} change{'s' if len(node['changes']) != 1 else ''}" if node["changes"] else ""
         style = STATUS_STYLE.get(node["status"], "")
         table.add_row(escape(node["node"]), f"[{style}]{node['status']}[/]", escape(services or "-"), escape(detail))
     console.print(table)

@@ -1,4 +1,4 @@
-"""The `sollol status` table."""
+"""The `sollol status` table: one row per backend, problems listed under it (they are too long for a cell)."""
 
 from __future__ import annotations
 
@@ -6,55 +6,55 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from rich.console import Group
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from sollol_cli.ui.console import err, out
 
-REACH_STYLE = {"yes": "green", "busy": "yellow", "loading": "yellow", "no": "red"}
+STATE_STYLE = {"yes": "green", "busy": "yellow", "loading": "yellow", "no": "red"}
+STATE_WORD = {"yes": "up", "busy": "busy", "loading": "loading", "no": "down"}
 
 
-def _gib(value: int | None) -> str:
-    return "-" if value is None else f"{value / 1024**3:.1f} GiB"
+def _memory(row: dict[str, Any]) -> str:
+    free, total = row["free_bytes"], row["total_bytes"]
+    if free is None:
+        return "-"
+    return f"{free / 1024**3:.1f}/{total / 1024**3:.1f} GiB" if total else f"{free / 1024**3:.1f} GiB"
 
 
 def _models(row: dict[str, Any]) -> str:
     loaded = set(row["loaded"])
-    names = [f"{m}*" if m in loaded else m for m in row["models"]]
-    return ", ".join(names) or "-"
+    return ", ".join(f"{m}*" if m in loaded else m for m in row["models"]) or "-"
 
 
-def render(data: dict[str, Any]) -> Table:
-    table = Table(
-        title=f"cluster '{escape(data['cluster'])}': {data['reachable']}/{data['total']} backends reachable",
-        title_justify="left", box=None, pad_edge=False,
-    )  # fmt: skip
-    for column in (
-        "backend",
-        "kind",
-        "address",
-        "reachable",
-        "version",
-        "models (*loaded)",
-        "free",
-        "busy",
-        "last error",
+def render(data: dict[str, Any]) -> Group:
+    title = f"cluster '{escape(data['cluster'])}': {data['reachable']}/{data['total']} backends reachable"
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False, title_style="bold")
+    for column, kwargs in (
+        ("backend", {"no_wrap": True}),
+        ("kind", {}),
+        ("address", {"no_wrap": True}),
+        ("state", {}),
+        ("version", {}),
+        ("models (*loaded)", {"overflow": "fold"}),
+        ("free", {"no_wrap": True}),
+        ("busy", {}),
     ):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, **kwargs)  # type: ignore[arg-type]
+    problems = []
     for row in data["backends"]:
-        style = REACH_STYLE.get(row["reachable"], "")
+        state = row["reachable"]
         busy = "-" if row["in_flight"] is None else f"{row['in_flight']}/{row['slots'] or '?'}"
-        free = (
-            _gib(row["free_bytes"])
-            if row["total_bytes"] is None
-            else f"{_gib(row['free_bytes'])} of {_gib(row['total_bytes'])}"
-        )
         table.add_row(
-            escape(row["name"]), row["kind"], row["address"], f"[{style}]{row['reachable']}[/]",
-            escape(row["version"] or "-"), escape(_models(row)), free, busy, escape(row["error"] or ""),
+            escape(row["name"]), row["kind"], row["address"], f"[{STATE_STYLE.get(state, '')}]{STATE_WORD.get(state, state)}[/]",
+            escape(row["version"] or "-"), escape(_models(row)), _memory(row), busy,
         )  # fmt: skip
-    return table
+        if row["error"]:
+            problems.append(Text(f"{row['name']}: {row['error']}", style="red" if state == "no" else "yellow"))
+    return Group(table, *problems)
 
 
 def print_status(data: dict[str, Any]) -> None:
