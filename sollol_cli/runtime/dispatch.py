@@ -8,7 +8,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from sollol_cli.backends.base import Backend, BackendUnavailable, Chunk, StreamBroken, UpstreamError
 from sollol_cli.errors import BackendError, ModelNotFound, NoHealthyBackend, QueueFull
@@ -27,6 +27,7 @@ from sollol_cli.router import (
 from sollol_cli.runtime.monitor import BackendView, Monitor
 
 Operation = Literal["chat", "generate"]
+T = TypeVar("T")
 
 
 @dataclass
@@ -65,23 +66,27 @@ class Dispatcher:
         self.waiting = 0
 
     def stream(self, op: Operation, body: dict[str, Any], trace: Trace) -> AsyncIterator[Chunk]:
+        return self.stream_call(trace, lambda client: client.chat(body) if op == "chat" else client.generate(body))
+
+    def stream_call(self, trace: Trace, call: Callable[[Backend], AsyncIterator[T]]) -> AsyncIterator[T]:
+        """Route any backend call for `trace.model` (chat, generate, embeddings, OpenAI pass-through) with the
+        same queue, retries and accounting; a one-shot call is a stream of one item (see `single`)."""
         if self.sharded is not None:
             shard, reason = self.sharded.handles(trace.model)
             trace.reason = reason
             if shard:
                 trace.mode = "shard"
-                return self._sharded(op, body, trace)
-        return self._distributed(op, body, trace)
+                return self._sharded(call, trace)
+        return self._distributed(call, trace)
 
-    async def _sharded(self, op: Operation, body: dict[str, Any], trace: Trace) -> AsyncIterator[Chunk]:
+    async def _sharded(self, call: Callable[[Backend], AsyncIterator[T]], trace: Trace) -> AsyncIterator[T]:
         assert self.sharded is not None
         backend = await self.sharded.backend_for(trace.model, trace)
         trace.backend = backend.ref.name
-        call = backend.chat if op == "chat" else backend.generate
-        async for chunk in _timed(call(body), trace):
+        async for chunk in _timed(call(backend), trace):
             yield chunk
 
-    async def _distributed(self, op: Operation, body: dict[str, Any], trace: Trace) -> AsyncIterator[Chunk]:
+    async def _distributed(self, call: Callable[[Backend], AsyncIterator[T]], trace: Trace) -> AsyncIterator[T]:
         tried: set[str] = set()
         failures = 0
         last_error: BackendError | None = None
@@ -90,11 +95,10 @@ class Dispatcher:
             trace.backend = view.name
             client = view.client
             assert client is not None
-            call = client.chat if op == "chat" else client.generate
             sent_any = False
             ok: bool | None = False
             try:
-                async for chunk in _timed(call(body), trace):
+                async for chunk in _timed(call(client), trace):
                     sent_any = True
                     yield chunk
                 ok = True
@@ -156,7 +160,12 @@ class Dispatcher:
             ahead = 0  # once queued, it competes on equal terms with the others already waiting
 
 
-async def _timed(chunks: AsyncIterator[Chunk], trace: Trace) -> AsyncIterator[Chunk]:
+async def single(result: Awaitable[T]) -> AsyncIterator[T]:
+    """A one-shot backend call (embed, OpenAI JSON) as a one-item stream, so `stream_call` can route it."""
+    yield await result
+
+
+async def _timed(chunks: AsyncIterator[T], trace: Trace) -> AsyncIterator[T]:
     """Measure time to first chunk and tokens/s while passing chunks through untouched."""
     sent = time.monotonic()
     first = True
@@ -165,7 +174,7 @@ async def _timed(chunks: AsyncIterator[Chunk], trace: Trace) -> AsyncIterator[Ch
             if first:
                 trace.ttft_s = time.monotonic() - sent
                 first = False
-            if chunk.get("done"):
+            if isinstance(chunk, dict) and chunk.get("done"):
                 count, duration = chunk.get("eval_count"), chunk.get("eval_duration")
                 if isinstance(count, int) and isinstance(duration, int) and duration > 0 and count > 0:
                     trace.tokens_per_s = count / duration * 1e9

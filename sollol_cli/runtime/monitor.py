@@ -9,12 +9,15 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sollol_cli.backends.base import Backend, BackendStatus
 from sollol_cli.backends.http import Timeouts
 from sollol_cli.health import BreakerState, CircuitBreaker, ProbeSchedule, ProbeState
 from sollol_cli.router import Candidate, SpeedEstimate
+
+if TYPE_CHECKING:
+    from sollol_cli.sharding.coordinator import Attachment
 from sollol_cli.runtime.inventory import BackendSpec
 
 
@@ -65,12 +68,14 @@ class Monitor:
         schedule: ProbeSchedule | None = None,
         breaker: CircuitBreaker | None = None,
         clock: Callable[[], float] = time.monotonic,
+        attached: Callable[[], dict[str, Attachment]] | None = None,
     ) -> None:
         self.views = {spec.name: BackendView(spec, make_client(spec, timeouts)) for spec in specs}
         self.timeouts = timeouts
         self.schedule = schedule or ProbeSchedule()
         self.breaker = breaker or CircuitBreaker()
         self.clock = clock
+        self.attached = attached or dict  # rpc endpoints held by a running coordinator: busy, not probed
         self.changed = asyncio.Event()  # set after every probe round and every finished request
 
     def view(self, name: str) -> BackendView:
@@ -80,8 +85,21 @@ class Monitor:
         ok = False
         try:
             if view.spec.ref.kind == "rpc":
-                from sollol_cli.backends.rpc import probe_rpc
+                from sollol_cli.backends.rpc import RpcProbe, probe_rpc
 
+                from sollol_cli.backends.rpc import RpcDevice
+
+                held = self.attached().get(view.spec.ref.address)
+                if held is not None:
+                    known = view.rpc
+                    protocol, devices = (known.protocol, known.devices) if known is not None else (None, ())
+                    if not devices and held.free is not None and held.total is not None:
+                        devices = (RpcDevice(0, held.free, held.total),)
+                    view.rpc = RpcProbe("busy", protocol, devices, None, held.holder)
+                    ok = True
+                    view.last_error = None
+                    view.probe = self.schedule.after_probe(view.probe, ok=True, now=self.clock(), random=random.random())
+                    return
                 view.rpc = await probe_rpc(
                     view.spec.ref.host, view.spec.ref.port,
                     connect_timeout=self.timeouts.connect, reply_timeout=min(self.timeouts.probe, 2.0),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from sollol_cli.backends.http import Timeouts, close_session
 from sollol_cli.health import ProbeSchedule
@@ -11,18 +13,28 @@ from sollol_cli.runtime.dispatch import Dispatcher, ShardedModels
 from sollol_cli.runtime.inventory import inventory
 from sollol_cli.runtime.monitor import Monitor
 
+if TYPE_CHECKING:
+    from sollol_cli.sharding.coordinator import Attachment
+
 
 class ClusterRuntime:
     """`async with ClusterRuntime(cluster) as rt:` probes every backend once, then routes requests."""
 
-    def __init__(self, cluster: Cluster, *, sharded: ShardedModels | None = None, probe: bool = True) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        *,
+        sharded: ShardedModels | None = None,
+        probe: bool = True,
+        attached: Callable[[], dict[str, Attachment]] | None = None,
+    ) -> None:
         self.cluster = cluster
         routing = cluster.routing
         self.timeouts = Timeouts(
             connect=routing.connect_timeout, read=routing.read_timeout, probe=routing.connect_timeout
         )
         schedule = ProbeSchedule(interval_s=routing.probe_interval, max_backoff_s=max(routing.probe_interval * 6, 10))
-        self.monitor = Monitor(inventory(cluster), self.timeouts, schedule=schedule)
+        self.monitor = Monitor(inventory(cluster), self.timeouts, schedule=schedule, attached=attached)
         self.dispatcher = Dispatcher(self.monitor, routing, sharded=sharded)
         self._probe = probe
 

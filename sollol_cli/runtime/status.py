@@ -44,7 +44,7 @@ def _row(view: BackendView, state: ClusterState) -> dict[str, Any]:
                 row["free_bytes"] = sum(d.free for d in probe.devices)
                 row["total_bytes"] = sum(d.total for d in probe.devices)
             if probe.state == "busy":
-                row["error"] = "a coordinator is attached (rpc-server serves one client at a time)"
+                row["error"] = probe.error or "a coordinator is attached (rpc-server serves one client at a time)"
     elif view.status is not None:
         status = view.status
         row["reachable"] = "yes" if status.ready else ("loading" if status.reachable else "no")

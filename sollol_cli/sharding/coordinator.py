@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sollol_cli import events
@@ -64,6 +64,7 @@ class CoordinatorRecord:
     last_used: float
     keep_alive: float
     ready_after_s: float | None = None
+    rpc_memory: dict[str, list[int]] = field(default_factory=dict)  # endpoint -> [free, total] bytes at start
 
 
 def records_dir(state_dir: Path) -> Path:
@@ -90,6 +91,26 @@ def all_records(state_dir: Path) -> list[CoordinatorRecord]:
         except (ValueError, TypeError):
             continue
     return out
+
+
+@dataclass(frozen=True)
+class Attachment:
+    holder: str
+    free: int | None = None
+    total: int | None = None
+
+
+def attached_endpoints(state_dir: Path) -> dict[str, Attachment]:
+    """rpc endpoints a live coordinator holds -> who holds them (and their memory when it started).
+    rpc-server serves one client at a time, so these are busy by design: probing them would only stall."""
+    held: dict[str, Attachment] = {}
+    for record in all_records(state_dir):
+        if alive(record):
+            for endpoint in record.rpc:
+                memory = record.rpc_memory.get(endpoint)
+                holder = f"attached to the coordinator for '{record.model}' (pid {record.pid})"
+                held[endpoint] = Attachment(holder, *memory[:2]) if memory else Attachment(holder)
+    return held
 
 
 def save_record(state_dir: Path, record: CoordinatorRecord) -> None:

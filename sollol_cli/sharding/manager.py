@@ -55,6 +55,7 @@ class ShardManager:
         self._decisions: dict[str, tuple[bool, str]] = {}
         self._files: dict[str, ModelFile] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._rpc_memory_at_plan: dict[str, list[int]] = {}
 
     def attach(self, monitor: Monitor) -> None:
         self.monitor = monitor
@@ -194,6 +195,7 @@ class ShardManager:
         llama_server = self._llama_server()
         log = state_dir / "coordinators" / f"{plan.digest}.log"
         record = coord.start_process(plan, llama_server, log, model.keep_alive)
+        record.rpc_memory = self._rpc_memory_at_plan
         coord.save_record(state_dir, record)
         self.started.add(model.name)
         try:
@@ -244,6 +246,11 @@ class ShardManager:
             )
         split = tuple(model.tensor_split) if model.tensor_split and len(model.tensor_split) == len(ready) else None
         endpoints = tuple(f"{v.spec.ref.host}:{v.spec.ref.port}" for v in ready)
+        self._rpc_memory_at_plan = {
+            endpoint: [sum(d.free for d in v.rpc.devices), sum(d.total for d in v.rpc.devices)]
+            for endpoint, v in zip(endpoints, ready, strict=True)
+            if v.rpc is not None and v.rpc.devices
+        }
         return coord.CoordinatorPlan(model.name, file.path, endpoints, model.context, model.slots, split)
 
     def _llama_server(self) -> str:

@@ -43,7 +43,7 @@ def render(data: dict[str, Any]) -> Group:
         ("free", {"no_wrap": True}),
         ("busy", {}),
     ):
-        table.add_column(column, **kwargs)  # type: ignore[arg-type]
+        table.add_column(column, **kwargs)
     problems = []
     for row in data["backends"]:
         state = row["reachable"]

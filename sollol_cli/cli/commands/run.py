@@ -46,9 +46,13 @@ def run(
             text = sys.stdin.read()
         from sollol_cli.sharding.manager import sharded_models
 
+        from sollol_cli.sharding.coordinator import attached_endpoints
+        from sollol_cli.sharding.manager import coordinator_home
+
+        home = coordinator_home(settings, loaded.cluster.name)
         async with (
             sharded_models(loaded.cluster, settings) as sharded,
-            ClusterRuntime(loaded.cluster, sharded=sharded) as rt,
+            ClusterRuntime(loaded.cluster, sharded=sharded, attached=lambda: attached_endpoints(home)) as rt,
         ):
             if text is None or text == "-":
                 await ui.interactive_chat(rt.dispatcher, model, options, verbose=verbose)

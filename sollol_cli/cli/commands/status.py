@@ -33,7 +33,11 @@ def status(
         settings = load_settings()
         loaded = load_manifest(find_manifest(manifest, settings.manifest))
         cluster = loaded.cluster
-        async with ClusterRuntime(cluster) as runtime:
+        from sollol_cli.sharding.coordinator import attached_endpoints
+        from sollol_cli.sharding.manager import coordinator_home
+
+        home = coordinator_home(settings, cluster.name)
+        async with ClusterRuntime(cluster, attached=lambda: attached_endpoints(home)) as runtime:
             data = status_data(runtime.monitor, load_state(settings.state_dir, cluster.name), cluster.name)
             if json:
                 console.print_json(data)
