@@ -65,6 +65,8 @@ class CoordinatorRecord:
     keep_alive: float
     ready_after_s: float | None = None
     rpc_memory: dict[str, list[int]] = field(default_factory=dict)  # endpoint -> [free, total] bytes at start
+    n_layer: int | None = None
+    split: list[float] = field(default_factory=list)
 
 
 def records_dir(state_dir: Path) -> Path:

@@ -144,9 +144,8 @@ class ShardManager:
     def model_file(self, model: Model) -> ModelFile:
         if model.name in self._files:
             return self._files[model.name]
-        from sollol_cli.sharding.gguf_info import kv_cache_bytes, read_gguf_info
-
         from sollol_cli.errors import SollolError
+        from sollol_cli.sharding.gguf_info import kv_cache_bytes, read_gguf_info
 
         try:
             if model.gguf:
@@ -162,6 +161,14 @@ class ShardManager:
         file = ModelFile(str(path), info.file_size, kv_cache_bytes(info, model.context))
         self._files[model.name] = file
         return file
+
+    def _n_layer(self, model: Model) -> int | None:
+        from sollol_cli.sharding.gguf_info import read_gguf_info
+
+        try:
+            return read_gguf_info(Path(self.model_file(model).path)).block_count
+        except Exception:  # placement display only; never fail a request over it
+            return None
 
     # --- coordinators ---
 
@@ -196,6 +203,8 @@ class ShardManager:
         log = state_dir / "coordinators" / f"{plan.digest}.log"
         record = coord.start_process(plan, llama_server, log, model.keep_alive)
         record.rpc_memory = self._rpc_memory_at_plan
+        record.n_layer = self._n_layer(model)
+        record.split = list(plan.split or ())
         coord.save_record(state_dir, record)
         self.started.add(model.name)
         try:
@@ -244,7 +253,16 @@ class ShardManager:
                 f"model '{model.name}' needs {need / 2**30:.1f} GiB but the ready rpc backends have "
                 f"{have / 2**30:.1f} GiB; missing: {'; '.join(unusable)}"
             )
-        split = tuple(model.tensor_split) if model.tensor_split and len(model.tensor_split) == len(ready) else None
+        from sollol_cli.placement import RpcMemory, split_for
+
+        memory = [
+            RpcMemory(v.name, v.spec.machine, sum(d.free for d in v.rpc.devices) if v.rpc and v.rpc.devices else None)
+            for v in ready
+        ]
+        override = model.tensor_split if model.tensor_split and len(model.tensor_split) == len(ready) else None
+        # Always an explicit split: llama.cpp's default follows free memory at load time, which would make
+        # the layer placement unpredictable; with -ts it is computed exactly (placement_log.assign_layers).
+        split = tuple(round(share, 4) for share in split_for(memory, override))
         endpoints = tuple(f"{v.spec.ref.host}:{v.spec.ref.port}" for v in ready)
         self._rpc_memory_at_plan = {
             endpoint: [sum(d.free for d in v.rpc.devices), sum(d.total for d in v.rpc.devices)]
@@ -305,11 +323,21 @@ def _timeouts(cluster: Cluster):  # type: ignore[no-untyped-def]
 
 
 def placement_lines(record: coord.CoordinatorRecord) -> list[str]:
+    """`host:port: layers 0-4, model 9.4 MiB, KV 1.2 MiB` per rpc backend (what `-v` and status show)."""
+    from sollol_cli.sharding.placement_log import layers_by_device
+
+    mib = coord.placement(record)
+    layers = layers_by_device(record.n_layer, record.rpc, record.split) if record.n_layer and record.split else {}
     lines = []
-    for where, entry in coord.placement(record).items():
-        lines.append(
-            f"placement {where}: layers {entry.layer_range}, model {entry.model_mib:.1f} MiB, KV {entry.kv_mib:.1f} MiB"
-        )
+    for endpoint in record.rpc:
+        entry = mib.get(endpoint)
+        assigned = layers.get(endpoint, [])
+        span = f"{assigned[0]}-{assigned[-1]}" if assigned else "-"
+        model_mib, kv_mib = (entry.model_mib, entry.kv_mib) if entry else (0.0, 0.0)
+        lines.append(f"placement {endpoint}: layers {span}, model {model_mib:.1f} MiB, KV {kv_mib:.1f} MiB")
+    local = mib.get("CPU_Mapped") or mib.get("CPU")
+    if local is not None and local.model_mib:
+        lines.append(f"placement coordinator (this machine): token embeddings, model {local.model_mib:.1f} MiB")
     return lines
 
 

@@ -1,14 +1,17 @@
-"""Where llama-server put a sharded model: parsed from its log (pure).
+"""Where llama-server put a sharded model (pure): layers from llama.cpp's own split rule, MiB from its log.
 
 Lines of interest (llama.cpp 0c1e57098, `-lv 4` and up):
     load_tensors: RPC0[127.0.0.1:50052] model buffer size =    20.01 MiB
     llama_kv_cache: RPC0[127.0.0.1:50053] KV buffer size =     6.00 MiB
     load_tensors: layer   5 assigned to device RPC1[127.0.0.1:50053], is_swa = 0
 The device label's index is local to the process, so placement is keyed by the host:port in brackets.
+Per-layer lines need `-lv 5`, which also logs ~10 lines per generated token; a long-lived coordinator
+cannot afford that, so sollol passes an explicit `-ts` and computes the layers with `assign_layers`.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass, field
 
@@ -37,6 +40,27 @@ class DevicePlacement:
         )
 
 
+def assign_layers(n_layer: int, split: list[float] | tuple[float, ...]) -> list[int]:
+    """Device index of each offloaded layer 0..n_layer (the last one is the output layer), as llama.cpp's
+    load_tensors assigns them with all layers offloaded: cumulative split points, then `upper_bound`."""
+    total = sum(split)
+    points, running = [], 0.0
+    for share in split:
+        running += share
+        points.append(running / total)
+    layers = n_layer + 1
+    return [min(bisect.bisect_right(points, il / layers), len(split) - 1) for il in range(layers)]
+
+
+def layers_by_device(
+    n_layer: int, endpoints: list[str] | tuple[str, ...], split: list[float] | tuple[float, ...]
+) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {endpoint: [] for endpoint in endpoints}
+    for layer, device in enumerate(assign_layers(n_layer, split)):
+        out[endpoints[device]].append(layer)
+    return out
+
+
 def parse_placement(log: str) -> dict[str, DevicePlacement]:
     labels: dict[str, str] = {}
     out: dict[str, DevicePlacement] = {}
@@ -46,6 +70,9 @@ def parse_placement(log: str) -> dict[str, DevicePlacement]:
             labels[dev] = endpoint
         return labels.get(dev, endpoint or dev)
 
+    # llama.cpp may do a dry "fit" pass with 0.00 MiB buffers first: only the last load counts
+    if "load_tensors: loading model tensors" in log:
+        log = log.rsplit("load_tensors: loading model tensors", 1)[-1]
     for line in log.splitlines():
         if match := _BUFFER.search(line):
             where = key(match["dev"], match["ep"])
