@@ -93,7 +93,9 @@ class ModelNotFound(BackendError):
 
 
 class NoHealthyBackend(BackendError):
-    """Why: nodes have the model but none of them answers right now."""
+    """Why: nodes have (or may have) the model but none of them answers right now."""
+
+    exit_code = 4
 
 
 class QueueFull(BackendError):

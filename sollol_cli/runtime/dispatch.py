@@ -137,6 +137,16 @@ class Dispatcher:
                 return view
             if isinstance(choice, NoBackend):
                 if choice.why is Unavailable.model_unknown:
+                    silent = self.monitor.unreachable()
+                    if silent and len(silent) == len(self.monitor.candidates()):
+                        raise NoHealthyBackend(
+                            f"no backend answers ({', '.join(silent)}), so '{trace.model}' cannot run"
+                        )
+                    if silent:
+                        raise ModelNotFound(
+                            f"model '{trace.model}' not found on any reachable node; "
+                            f"{len(silent)} did not answer: {', '.join(silent)}"
+                        )
                     raise ModelNotFound(f"model '{trace.model}' not found on any node", hint="see `sollol status`")
                 if choice.why is Unavailable.all_tried and last_error is not None:
                     raise last_error

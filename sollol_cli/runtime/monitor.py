@@ -98,7 +98,9 @@ class Monitor:
                     view.rpc = RpcProbe("busy", protocol, devices, None, held.holder)
                     ok = True
                     view.last_error = None
-                    view.probe = self.schedule.after_probe(view.probe, ok=True, now=self.clock(), random=random.random())
+                    view.probe = self.schedule.after_probe(
+                        view.probe, ok=True, now=self.clock(), random=random.random()
+                    )
                     return
                 view.rpc = await probe_rpc(
                     view.spec.ref.host, view.spec.ref.port,
@@ -159,6 +161,14 @@ class Monitor:
                 )  # fmt: skip
             )
         return out
+
+    def unreachable(self, kinds: tuple[str, ...] = ("ollama", "llamacpp")) -> list[str]:
+        """Serving backends whose last probe failed: their models are unknown, not absent."""
+        return [
+            v.name
+            for v in self.views.values()
+            if v.spec.ref.kind in kinds and (v.status is None or not v.status.reachable)
+        ]
 
     # --- request accounting (called by the dispatcher) ---
 
