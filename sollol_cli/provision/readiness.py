@@ -26,6 +26,8 @@ async def probe_service(spec: ServiceSpec, *, timeout: float = 2.0) -> Readiness
         rpc = await probe_rpc(host, spec.port, connect_timeout=timeout, reply_timeout=timeout)
         if rpc.state == "ready" and rpc.protocol is not None:
             return Readiness(True, ".".join(map(str, rpc.protocol)))
+        if rpc.state == "busy":  # serving a coordinator (one client at a time): up, just not free to talk
+            return Readiness(True, None, detail="busy: a coordinator is attached")
         return Readiness(False, detail=rpc.error or rpc.state)
     from sollol_cli.backends.base import BackendRef
     from sollol_cli.backends.http import Timeouts

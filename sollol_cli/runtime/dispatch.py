@@ -55,6 +55,8 @@ class ShardedModels(Protocol):
 
     async def backend_for(self, model: str, trace: Trace) -> Backend: ...
 
+    async def discard(self, model: str, trace: Trace) -> None: ...
+
 
 class Dispatcher:
     def __init__(self, monitor: Monitor, routing: Routing, *, sharded: ShardedModels | None = None) -> None:
@@ -80,11 +82,24 @@ class Dispatcher:
         return self._distributed(call, trace)
 
     async def _sharded(self, call: Callable[[Backend], AsyncIterator[T]], trace: Trace) -> AsyncIterator[T]:
+        """Through the model's coordinator. If it fails before the first chunk (llama-server aborts when an
+        rpc-server dies), the coordinator is replaced once on the backends still there; after the first
+        chunk the error ends the stream, as everywhere."""
         assert self.sharded is not None
-        backend = await self.sharded.backend_for(trace.model, trace)
-        trace.backend = backend.ref.name
-        async for chunk in _timed(call(backend), trace):
-            yield chunk
+        for attempt in (1, 2):
+            backend = await self.sharded.backend_for(trace.model, trace)
+            trace.backend = backend.ref.name
+            sent_any = False
+            try:
+                async for chunk in _timed(call(backend), trace):
+                    sent_any = True
+                    yield chunk
+                return
+            except (BackendUnavailable, StreamBroken) as exc:
+                if sent_any or attempt == 2:
+                    raise
+                trace.attempts.append(f"{backend.ref.name}: {exc.message}")
+                await self.sharded.discard(trace.model, trace)
 
     async def _distributed(self, call: Callable[[Backend], AsyncIterator[T]], trace: Trace) -> AsyncIterator[T]:
         tried: set[str] = set()

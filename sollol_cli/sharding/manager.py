@@ -187,6 +187,17 @@ class ShardManager:
         ref = BackendRef(f"coordinator:{model.name}", "llamacpp", record.host, record.port)
         return LlamaServerBackend(ref, _timeouts(self.cluster))
 
+    async def discard(self, name: str, trace: Trace) -> None:
+        """The coordinator failed a request: stop what is left of it so the next call re-plans."""
+        model = self.model(name)
+        if model is None:
+            return
+        record = coord.load_record(self.home, model.name)
+        if record is not None:
+            trace.notes.append(f"the coordinator failed ({coord.log_tail(record, 2)}); re-planning")
+            coord.stop_process(record)
+            coord.forget_record(self.home, model.name)
+
     async def _ensure(self, model: Model, trace: Trace) -> coord.CoordinatorRecord:
         state_dir = self.home
         self.expire()
