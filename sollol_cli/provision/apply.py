@@ -192,7 +192,7 @@ class NodeJob:
         final = _home_path(binary.remote_path, home)
         tmp = f"{final}.upload"
         await runner.run(f"mkdir -p {_q(final.rsplit('/', 1)[0])}", timeout=15, check=True)
-        await runner.put_file(Path(binary.local_path).resolve(), tmp, mode=0o755, reporter=self.report)
+        await runner.put_file(Path(binary.local_path), tmp, mode=0o755, reporter=self.report)
         # rename over the old file: a running rpc-server keeps its inode, no "text file busy"
         result = await runner.run(f"mv -f {_q(tmp)} {_q(final)} && sha256sum {_q(final)}", timeout=60, check=True)
         got = result.stdout.split()[0] if result.stdout.split() else ""

@@ -50,7 +50,7 @@ def controller_binaries(cluster: Cluster, settings: Settings) -> dict[str, tuple
                     f"llama_cpp.bin_dir: {path} does not exist",
                     hint="point it at a directory with rpc-server and llama-server",
                 )
-            found[name] = (str(path), _sha256(path))
+            found[name] = (str(path.resolve()), _sha256(path))  # resolved: upload the file, not a symlink
         return found
     from sollol_cli.llamacpp.build import resolve_binaries
 
@@ -61,8 +61,8 @@ def controller_binaries(cluster: Cluster, settings: Settings) -> dict[str, tuple
             hint="run `sollol llama-cpp build` once, or set llama_cpp.bin_dir or llama_cpp.node_bin_dir",
         )
     return {
-        "rpc-server": (str(binaries.rpc_server), binaries.sha256["rpc-server"]),
-        "llama-server": (str(binaries.llama_server), binaries.sha256["llama-server"]),
+        "rpc-server": (str(binaries.rpc_server.resolve()), binaries.sha256["rpc-server"]),
+        "llama-server": (str(binaries.llama_server.resolve()), binaries.sha256["llama-server"]),
     }
 
 

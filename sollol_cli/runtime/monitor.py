@@ -85,9 +85,7 @@ class Monitor:
         ok = False
         try:
             if view.spec.ref.kind == "rpc":
-                from sollol_cli.backends.rpc import RpcProbe, probe_rpc
-
-                from sollol_cli.backends.rpc import RpcDevice
+                from sollol_cli.backends.rpc import RpcDevice, RpcProbe, probe_rpc
 
                 held = self.attached().get(view.spec.ref.address)
                 if held is not None:

@@ -43,7 +43,9 @@ def print_outcome(data: dict[str, Any]) -> None:
         if failures:
             detail = failures[0] + (f" (+{len(failures) - 1} more, see --json)" if len(failures) > 1 else "")
         else:
-            detail = f"{len(node['changes'])} change{'s' if len(node['changes']) != 1 else ''}" if node["changes"] else ""
+            detail = (
+                f"{len(node['changes'])} change{'s' if len(node['changes']) != 1 else ''}" if node["changes"] else ""
+            )
         style = STATUS_STYLE.get(node["status"], "")
         table.add_row(escape(node["node"]), f"[{style}]{node['status']}[/]", escape(services or "-"), escape(detail))
     console.print(table)

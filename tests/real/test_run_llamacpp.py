@@ -44,7 +44,9 @@ def two_servers(llama_servers: ServerGroup, tiny_gguf: Path) -> list[ServerProce
     return [llama_servers.llama_server(tiny_gguf, slots=2, extra=["--alias", "tiny"]) for _ in range(2)]
 
 
-def test_run_streams_the_same_greedy_tokens_as_a_direct_request(two_servers: list[ServerProcess], tmp_path: Path) -> None:
+def test_run_streams_the_same_greedy_tokens_as_a_direct_request(
+    two_servers: list[ServerProcess], tmp_path: Path
+) -> None:
     path = manifest(tmp_path, two_servers)
     expected = direct_greedy(two_servers[0], PROMPT, 24)
     assert len(expected.split()) > 3, "the tiny model should produce varied text"

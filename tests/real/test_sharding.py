@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sollol_cli.sharding.coordinator import all_records, alive
+from sollol_cli.sharding.coordinator import alive, all_records
 from tests.harness.llama import ServerGroup
 from tests.harness.models import OllamaStore
 from tests.harness.sshhosts import TestHosts
