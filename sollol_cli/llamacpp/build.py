@@ -1,0 +1,346 @@
+"""Build `rpc-server` and `llama-server` from the pinned llama.cpp sources: static, stripped, cached by version.
+
+The binaries are fully static so sollol can copy them to any x86-64 Linux node as they are. A build takes a
+few minutes, so it runs once per machine: the install dir holds a `build.json` with the checksums, and a file
+lock keeps concurrent processes (pytest workers, CI and a user) from building at the same time.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from sollol_cli import events
+from sollol_cli.errors import BuildError, UsageError
+from sollol_cli.llamacpp.sdist import (
+    LLAMA_CPP_COMMIT,
+    LLAMA_CPP_PYTHON_VERSION,
+    RPC_PROTOCOL_VERSION,
+    VENDOR_PREFIX,
+    ensure_sdist,
+)
+from sollol_cli.settings import Settings
+
+SUBJECT = "llama.cpp"
+# installed name -> CMake target (upstream renamed the rpc-server target to ggml-rpc-server)
+TARGETS = {"rpc-server": "ggml-rpc-server", "llama-server": "llama-server"}
+# Parts of the vendored tree no build target reads (vocab files, docs, Python packages): ~120 MB not extracted.
+# `.git` is a dangling gitdir pointer; without it CMake cannot pick up an enclosing repository's commit.
+SKIPPED_TOP_DIRS = frozenset({"models", "docs", "media", "benches", "gguf-py", ".github", ".devops", ".git"})
+CMAKE_OPTIONS = (
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DGGML_RPC=ON",
+    "-DGGML_NATIVE=OFF",  # the binaries run on other nodes' CPUs, not just this one
+    "-DBUILD_SHARED_LIBS=OFF",
+    "-DGGML_OPENMP=OFF",
+    "-DCMAKE_EXE_LINKER_FLAGS=-static",
+    "-DLLAMA_BUILD_SERVER=ON",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",  # ON downloads the web UI during the build
+    f"-DLLAMA_BUILD_COMMIT={LLAMA_CPP_COMMIT}",
+    "-DLLAMA_BUILD_NUMBER=0",
+)
+_NINJA_PROGRESS = re.compile(r"^\[(\d+)/(\d+)\]")
+_MAKE_PROGRESS = re.compile(r"^\[\s*(\d+)%\]")
+_LOG_TAIL_LINES = 15
+
+
+@dataclass(frozen=True)
+class LlamaCppBinaries:
+    """A usable pair of binaries; `sha256` is keyed by installed name ("rpc-server", "llama-server")."""
+
+    rpc_server: Path
+    llama_server: Path
+    version: str
+    commit: str
+    protocol: tuple[int, int, int]
+    sha256: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["rpc_server"], data["llama_server"] = str(self.rpc_server), str(self.llama_server)
+        data["protocol"] = list(self.protocol)
+        return data
+
+
+def install_dir(cache_dir: Path) -> Path:
+    return cache_dir / "llama.cpp" / LLAMA_CPP_PYTHON_VERSION
+
+
+def log_path(cache_dir: Path) -> Path:
+    return install_dir(cache_dir) / "build.log"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def parse_progress(line: str) -> tuple[int, int] | None:
+    """(completed, total) from a Ninja `[n/N]` or make `[ xx%]` status line; None for any other line."""
+    if match := _NINJA_PROGRESS.match(line):
+        return int(match[1]), int(match[2])
+    if match := _MAKE_PROGRESS.match(line):
+        return int(match[1]), 100
+    return None
+
+
+def find_build(cache_dir: Path) -> LlamaCppBinaries | None:
+    """The cached build for the pinned version, or None if it is missing, partial or its checksums differ."""
+    root = install_dir(cache_dir)
+    try:
+        meta = json.loads((root / "build.json").read_text())
+        recorded = {name: str(meta["sha256"][name]) for name in TARGETS}
+        version, commit = str(meta["version"]), str(meta["commit"])
+        major, minor, patch = (int(part) for part in meta["protocol"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if (version, commit) != (LLAMA_CPP_PYTHON_VERSION, LLAMA_CPP_COMMIT):
+        return None
+    paths = {name: root / "bin" / name for name in TARGETS}
+    try:
+        if any(sha256_file(paths[name]) != recorded[name] for name in TARGETS):
+            return None
+    except OSError:
+        return None
+    return LlamaCppBinaries(
+        paths["rpc-server"], paths["llama-server"], version, commit, (major, minor, patch), recorded
+    )
+
+
+def resolve_binaries(settings: Settings) -> LlamaCppBinaries | None:
+    """The binaries sollol uses on this machine: user overrides (`SOLLOL_RPC_SERVER_PATH`,
+    `SOLLOL_LLAMA_SERVER_PATH`) win over the cached build; None if neither is there (nothing is built here)."""
+    cached = find_build(settings.cache_dir)
+    overrides = {"rpc-server": settings.rpc_server_path, "llama-server": settings.llama_server_path}
+    if all(path is None for path in overrides.values()):
+        return cached
+    chosen: dict[str, Path] = {}
+    for name, override in overrides.items():
+        if override is not None:
+            chosen[name] = override.expanduser()
+            if not chosen[name].is_file():
+                env = "SOLLOL_" + name.upper().replace("-", "_") + "_PATH"
+                raise UsageError(f"{env} points at {chosen[name]}, which is not a file", hint="fix or unset it")
+    if len(chosen) < len(overrides):
+        if cached is None:
+            return None
+        chosen.setdefault("rpc-server", cached.rpc_server)
+        chosen.setdefault("llama-server", cached.llama_server)
+    sha256 = {name: sha256_file(path) for name, path in chosen.items()}
+    # user-provided binaries carry no build record; the version they speak is checked by HELLO at run time
+    return LlamaCppBinaries(
+        chosen["rpc-server"], chosen["llama-server"], LLAMA_CPP_PYTHON_VERSION, LLAMA_CPP_COMMIT,
+        RPC_PROTOCOL_VERSION, sha256,
+    )  # fmt: skip
+
+
+def build(
+    cache_dir: Path,
+    *,
+    reporter: events.Reporter = events.ignore,
+    jobs: int | None = None,
+    force: bool = False,
+) -> LlamaCppBinaries:
+    """Return the cached build, or build it (a few minutes) and install it into the cache."""
+    if not force and (found := find_build(cache_dir)) is not None:
+        return _cached(found, reporter)
+    root = install_dir(cache_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    with _exclusive(root / ".lock", reporter):
+        # another process may have finished the same build while we waited for the lock
+        if not force and (found := find_build(cache_dir)) is not None:
+            return _cached(found, reporter)
+        try:
+            return _build_locked(cache_dir, reporter, jobs or _cpu_count(), clean=force)
+        except BuildError as error:
+            reporter(events.StepFailed(SUBJECT, "build", error.message))
+            raise
+
+
+def _cached(found: LlamaCppBinaries, reporter: events.Reporter) -> LlamaCppBinaries:
+    reporter(events.StepDone(SUBJECT, "build", f"cached in {found.rpc_server.parent}"))
+    return found
+
+
+@contextmanager
+def _exclusive(lock_file: Path, reporter: events.Reporter) -> Iterator[None]:
+    with lock_file.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            reporter(events.StepStarted(SUBJECT, "waiting", "another process is building llama.cpp"))
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) or 1
+
+
+def _build_locked(cache_dir: Path, reporter: events.Reporter, jobs: int, *, clean: bool) -> LlamaCppBinaries:
+    root = install_dir(cache_dir)
+    work = root / "build-tmp"  # kept after a failure, so the next attempt resumes the compile
+    if clean and work.exists():
+        shutil.rmtree(work)
+    log = log_path(cache_dir)
+    tools = _required_tools()
+
+    reporter(events.StepStarted(SUBJECT, "source", f"llama-cpp-python {LLAMA_CPP_PYTHON_VERSION}"))
+    source = _extract_source(ensure_sdist(cache_dir), work / "src")
+    reporter(events.StepDone(SUBJECT, "source", f"commit {LLAMA_CPP_COMMIT}"))
+
+    build_dir = work / "build"
+    generator = ["-G", "Ninja"] if "ninja" in tools else ["-G", "Unix Makefiles"]
+    # map the build path out of __FILE__ strings so the binaries do not depend on where the cache is
+    prefix_map = f"-ffile-prefix-map={source}=llama.cpp"
+    configure = [
+        tools["cmake"], "-S", str(source), "-B", str(build_dir), *generator, *CMAKE_OPTIONS,
+        f"-DCMAKE_C_FLAGS={prefix_map}", f"-DCMAKE_CXX_FLAGS={prefix_map}",
+    ]  # fmt: skip
+    compile_ = [tools["cmake"], "--build", str(build_dir), "--target", *TARGETS.values(), "-j", str(jobs)]
+    with log.open("w") as log_file:
+        reporter(events.StepStarted(SUBJECT, "configure", "cmake"))
+        run_logged(configure, log_file, log, reporter, step="configure")
+        reporter(events.StepDone(SUBJECT, "configure"))
+        reporter(events.StepStarted(SUBJECT, "compile", f"{len(TARGETS)} targets, {jobs} jobs"))
+        run_logged(compile_, log_file, log, reporter, step="compile")
+        reporter(events.StepDone(SUBJECT, "compile"))
+
+    reporter(events.StepStarted(SUBJECT, "install", str(root / "bin")))
+    binaries = _install(build_dir, root, tools["strip"])
+    shutil.rmtree(work, ignore_errors=True)
+    size = sum(path.stat().st_size for path in (binaries.rpc_server, binaries.llama_server))
+    reporter(events.StepDone(SUBJECT, "install", f"{size / 2**20:.1f} MiB in {root / 'bin'}"))
+    return binaries
+
+
+def _required_tools() -> dict[str, str]:
+    found = {name: shutil.which(name) for name in ("cmake", "ninja", "make", "strip", "c++", "cc")}
+    missing = [name for name in ("cmake", "strip", "c++", "cc") if not found[name]]
+    if not found["ninja"] and not found["make"]:
+        missing.append("ninja or make")
+    if missing:
+        raise BuildError(
+            f"building llama.cpp needs {', '.join(missing)} (not found on PATH)",
+            hint="install a C/C++ toolchain and CMake (Debian: apt-get install build-essential cmake ninja-build)",
+        )
+    return {name: path for name, path in found.items() if path}
+
+
+def _extract_source(tarball: Path, dest: Path) -> Path:
+    """Extract vendor/llama.cpp (without the unused parts) once; a marker says the extraction completed."""
+    marker = dest / ".sollol-extracted"
+    if marker.is_file():
+        return dest
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    try:
+        with tarfile.open(tarball) as tar:
+            for member in tar:
+                if not member.name.startswith(VENDOR_PREFIX):
+                    continue
+                relative = member.name[len(VENDOR_PREFIX) :]
+                if not relative or relative.split("/", 1)[0] in SKIPPED_TOP_DIRS:
+                    continue
+                member.name = relative
+                tar.extract(member, dest, filter="data")
+    except (OSError, tarfile.TarError) as exc:
+        raise BuildError(
+            f"could not extract llama.cpp from {tarball}: {exc}", hint="delete the file so it is downloaded again"
+        ) from exc
+    if not (dest / "CMakeLists.txt").is_file():
+        raise BuildError(f"{tarball.name} has no vendor/llama.cpp tree", hint="delete it so it is downloaded again")
+    marker.write_text(LLAMA_CPP_COMMIT + "\n")
+    return dest
+
+
+def run_logged(cmd: list[str], log_file: TextIO, log: Path, reporter: events.Reporter, *, step: str) -> None:
+    """Run `cmd` with its output going to the log; compile progress lines become StepProgress events."""
+    log_file.write(f"$ {' '.join(cmd)}\n")
+    log_file.flush()
+    tail: deque[str] = deque(maxlen=_LOG_TAIL_LINES)
+    env = {**os.environ, "LC_ALL": "C"}  # the progress parser and error tails expect untranslated output
+    try:
+        process = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+            errors="replace", env=env,
+        )  # fmt: skip
+    except OSError as exc:
+        raise BuildError(f"could not run {cmd[0]}: {exc}") from exc
+    assert process.stdout is not None
+    last: tuple[int, int] | None = None
+    with process:
+        try:
+            for line in process.stdout:
+                log_file.write(line)
+                tail.append(line.rstrip())
+                progress = parse_progress(line)
+                if progress is not None and progress != last:
+                    last = progress
+                    reporter(events.StepProgress(SUBJECT, step, progress[0], progress[1]))
+        except BaseException:  # Ctrl-C: do not leave a compiler running behind us
+            process.kill()
+            raise
+        finally:
+            log_file.flush()
+    if process.returncode != 0:
+        lines = "\n".join(f"  {line}" for line in tail)
+        raise BuildError(f"llama.cpp {step} failed (exit {process.returncode}); log: {log}; last lines:\n{lines}")
+
+
+def _install(build_dir: Path, root: Path, strip: str) -> LlamaCppBinaries:
+    """Copy and strip the binaries into a fresh bin dir, then swap it in and write build.json last."""
+    staging = root / "bin.new"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    for name, target in TARGETS.items():
+        built = build_dir / "bin" / target
+        if not built.is_file():
+            raise BuildError(f"the build finished but {built} is missing", hint=f"read {root / 'build.log'}")
+        shutil.copy2(built, staging / name)
+        done = subprocess.run([strip, "--strip-all", str(staging / name)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise BuildError(f"strip failed on {name}: {done.stderr.strip()}")
+    (root / "build.json").unlink(missing_ok=True)  # the old record must not vouch for a half-swapped dir
+    final = root / "bin"
+    if final.exists():
+        shutil.rmtree(final)
+    staging.rename(final)
+    sha256 = {name: sha256_file(final / name) for name in TARGETS}
+    record = {
+        "version": LLAMA_CPP_PYTHON_VERSION,
+        "commit": LLAMA_CPP_COMMIT,
+        "protocol": list(RPC_PROTOCOL_VERSION),
+        "sha256": sha256,
+        "cmake_options": list(CMAKE_OPTIONS),
+    }
+    tmp = root / "build.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(root / "build.json")
+    return LlamaCppBinaries(
+        final / "rpc-server", final / "llama-server", LLAMA_CPP_PYTHON_VERSION, LLAMA_CPP_COMMIT,
+        RPC_PROTOCOL_VERSION, sha256,
+    )  # fmt: skip
