@@ -117,9 +117,8 @@ class RpcRole(Strict):
         None,
         description="Address to bind (default: the node's address; 0.0.0.0 only if you accept the risk).",
     )
-    threads: int | None = Field(None, ge=1, description="CPU threads (default: rpc-server's own).")
+    threads: int | None = Field(None, ge=1, description="CPU threads (default: every core of the node).")
     cache: bool = Field(True, description="Tensor cache (-c): much faster reloads of the same model.")
-    memory_mb: int | None = Field(None, ge=1, description="Memory to advertise in MiB (-m).")
     device: str | None = Field(None, description="Device to serve (-d), e.g. CUDA0.")
 
     _bind = field_validator("bind")(classmethod(lambda cls, v: check_bind(v)))

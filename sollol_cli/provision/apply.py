@@ -114,6 +114,7 @@ class NodeJob:
 
     async def up(self, runner: CommandRunner) -> NodeOutcome:
         facts = await self.gather(runner)
+        self.desired = svc.node_services(self.cluster.name, self.node, self.sources, cpus=facts.cpus)
         plan = plan_up(self.node.name, self.desired, self.sources, facts, manager=self.options.manager)
         outcome = NodeOutcome(self.node.name, "planned", plan, facts=facts)
         if self.options.dry_run:

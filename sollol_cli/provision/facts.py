@@ -44,6 +44,7 @@ class NodeFacts:
     user: str = ""
     home: str = ""
     systemd: str = "none"  # system | user | none
+    cpus: int | None = None
     mem_total_bytes: int | None = None
     mem_available_bytes: int | None = None
     gpus: tuple[tuple[int, int], ...] = ()  # (free, total) bytes per GPU from nvidia-smi
@@ -69,6 +70,7 @@ def facts_script(cluster: str, binary_paths: list[str], ollama_binary: str | Non
         'echo "hostname=$(hostname 2>/dev/null || cat /etc/hostname)"',
         'echo "user=$(id -un)"',
         'echo "home=$HOME"',
+        'echo "cpus=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"',
         # systemd is usable as root with systemd as PID 1, or as a user with lingering enabled
         'if [ -d /run/systemd/system ]; then if [ "$(id -u)" = 0 ]; then echo systemd=system; '
         'elif loginctl show-user "$(id -un)" -p Linger 2>/dev/null | grep -q yes; then echo systemd=user; fi; fi',
@@ -149,6 +151,7 @@ def parse_facts(text: str, home_alias: str = "$HOME") -> NodeFacts:
         user=values.get("user", ""),
         home=values.get("home", ""),
         systemd=values.get("systemd", "none"),
+        cpus=int(values["cpus"]) if values.get("cpus", "").isdigit() else None,
         mem_total_bytes=_kib(values.get("mem_total_kb")),
         mem_available_bytes=_kib(values.get("mem_available_kb")),
         gpus=tuple(gpus),

@@ -86,8 +86,10 @@ def binary_sources(cluster: Cluster, local_bins: dict[str, tuple[str, str]]) -> 
     return sources
 
 
-def node_services(cluster: str, node: Node, sources: dict[str, BinarySource]) -> list[ServiceSpec]:
-    """The services the manifest asks for on `node`, in start order."""
+def node_services(
+    cluster: str, node: Node, sources: dict[str, BinarySource], *, cpus: int | None = None
+) -> list[ServiceSpec]:
+    """The services the manifest asks for on `node`, in start order (`cpus`: the node's core count)."""
     specs: list[ServiceSpec] = []
     address = node.host
     if node.rpc is not None:
@@ -95,12 +97,12 @@ def node_services(cluster: str, node: Node, sources: dict[str, BinarySource]) ->
         bind = rpc.bind or address
         source = sources.get("rpc-server")
         argv = [source.remote_path if source else "rpc-server", "-H", bind, "-p", str(rpc.port)]
-        if rpc.threads:
-            argv += ["-t", str(rpc.threads)]
+        # rpc-server uses one thread unless told otherwise: default to every core the node has
+        threads = rpc.threads or cpus
+        if threads:
+            argv += ["-t", str(threads)]
         if rpc.cache:
             argv.append("-c")
-        if rpc.memory_mb:
-            argv += ["-m", str(rpc.memory_mb)]
         if rpc.device:
             argv += ["-d", rpc.device]
         sha = source.sha256 if source else None

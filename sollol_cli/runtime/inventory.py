@@ -53,8 +53,7 @@ def inventory(cluster: Cluster) -> list[BackendSpec]:
         if node.rpc is not None:
             host = _connect_host(node.rpc.bind, node.host)
             ref = BackendRef(_label(node.name, "rpc", multi), "rpc", host, node.rpc.port, node=node.name)
-            rpc_hint = node.rpc.memory_mb * 2**20 if node.rpc.memory_mb else hint
-            specs.append(BackendSpec(ref, node.priority, machine, rpc_hint, True))
+            specs.append(BackendSpec(ref, node.priority, machine, hint, True))
     for backend in cluster.backends:
         ref = BackendRef(backend.label, backend.kind.value, backend.address, backend.effective_port)
         specs.append(BackendSpec(ref, backend.priority, backend.address, None, False))

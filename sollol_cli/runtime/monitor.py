@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from sollol_cli.sharding.coordinator import Attachment
 from sollol_cli.runtime.inventory import BackendSpec
 
+BUSY_TIMEOUT_GRACE = 3
+
 
 def make_client(spec: BackendSpec, timeouts: Timeouts) -> Backend | None:
     if spec.ref.kind == "ollama":
@@ -47,6 +49,7 @@ class BackendView:
     served: int = 0
     speed: SpeedEstimate = field(default_factory=SpeedEstimate)
     last_error: str | None = None
+    busy_timeouts: int = 0  # consecutive connect timeouts since the rpc-server was last seen busy
 
     @property
     def name(self) -> str:
@@ -100,10 +103,22 @@ class Monitor:
                         view.probe, ok=True, now=self.clock(), random=random.random()
                     )
                     return
+                before = view.rpc
                 view.rpc = await probe_rpc(
                     view.spec.ref.host, view.spec.ref.port,
                     connect_timeout=self.timeouts.connect, reply_timeout=min(self.timeouts.probe, 2.0),
                 )  # fmt: skip
+                timed_out_while_busy = (
+                    view.rpc.state == "down"
+                    and before is not None
+                    and before.state == "busy"
+                    and "timed out" in (view.rpc.error or "")
+                )
+                view.busy_timeouts = view.busy_timeouts + 1 if timed_out_while_busy else 0
+                if timed_out_while_busy and view.busy_timeouts <= BUSY_TIMEOUT_GRACE:
+                    # A busy rpc-server's accept queue fills with our earlier probes and connects time out.
+                    # It was busy a moment ago and nothing refused us: still busy, for a few probes.
+                    view.rpc = before
                 ok = view.rpc.state in ("ready", "busy")
                 view.last_error = None if ok else (view.rpc.error or view.rpc.state)
             elif view.client is not None:

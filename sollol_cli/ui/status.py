@@ -48,8 +48,9 @@ def render(data: dict[str, Any]) -> Group:
     for row in data["backends"]:
         state = row["reachable"]
         busy = "-" if row["in_flight"] is None else f"{row['in_flight']}/{row['slots'] or '?'}"
+        shown = f"[{STATE_STYLE.get(state, '')}]{STATE_WORD.get(state, state)}[/]"
         table.add_row(
-            escape(row["name"]), row["kind"], row["address"], f"[{STATE_STYLE.get(state, '')}]{STATE_WORD.get(state, state)}[/]",
+            escape(row["name"]), row["kind"], row["address"], shown,
             escape(row["version"] or "-"), escape(_models(row)), _memory(row), busy,
         )  # fmt: skip
         if row["error"]:

@@ -44,10 +44,8 @@ def run(
         text = prompt
         if text in (None, "-") and not sys.stdin.isatty():
             text = sys.stdin.read()
-        from sollol_cli.sharding.manager import sharded_models
-
         from sollol_cli.sharding.coordinator import attached_endpoints
-        from sollol_cli.sharding.manager import coordinator_home
+        from sollol_cli.sharding.manager import coordinator_home, sharded_models
 
         home = coordinator_home(settings, loaded.cluster.name)
         async with (

@@ -21,10 +21,16 @@ def specs(node: dict):  # type: ignore[no-untyped-def]
 
 
 def test_rpc_argv_binds_node_address() -> None:
-    (rpc,) = specs({"rpc": {"port": 50053, "threads": 4, "memory_mb": 2048, "device": "CUDA0"}})
+    (rpc,) = specs({"rpc": {"port": 50053, "threads": 4, "device": "CUDA0"}})
     assert rpc.argv == (
-        "$HOME/.sollol/bin/rpc-server", "-H", "10.0.0.1", "-p", "50053", "-t", "4", "-c", "-m", "2048", "-d", "CUDA0",
+        "$HOME/.sollol/bin/rpc-server", "-H", "10.0.0.1", "-p", "50053", "-t", "4", "-c", "-d", "CUDA0",
     )  # fmt: skip
+
+
+def test_rpc_threads_default_to_the_nodes_cores() -> None:
+    c = Cluster.model_validate({"name": "lab", "nodes": [{"name": "n1", "address": "10.0.0.1", "rpc": {}}]})
+    (rpc,) = node_services("lab", c.nodes[0], {}, cpus=16)
+    assert rpc.argv == ("rpc-server", "-H", "10.0.0.1", "-p", "50052", "-t", "16", "-c")
     assert rpc.ready == "rpc-hello"
 
 
