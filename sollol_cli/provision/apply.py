@@ -180,9 +180,13 @@ class NodeJob:
                 )  # fmt: skip
                 outcome.services.append(kept)
                 readiness = await self.prober(spec)
-                if not readiness.ready:
-                    raise StepError(f"running but not answering on {spec.host}:{spec.port}: {readiness.detail}")
-                kept.version, kept.ready = readiness.version, True
+                if readiness.ready:
+                    kept.version = readiness.version
+                else:  # e.g. still loading its model after an earlier, interrupted `up`
+                    kept.version = await self._wait_ready(
+                        runner, spec, running.manager, running.pid, running.start_time
+                    )
+                kept.ready = True
             case EnsureModels(spec, models):
                 pulled = await self._ensure_models(spec, models)
                 if pulled:

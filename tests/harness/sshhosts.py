@@ -29,6 +29,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import textwrap
 import time
@@ -428,7 +429,8 @@ class TestHosts:
         script = " && ".join(
             [
                 f"hostname {node.name}",
-                f"mount --bind {shlex.quote(str(node.root_dir))} /root",
+                *_python_binds(node.root_dir),
+                f"mount --rbind {shlex.quote(str(node.root_dir))} /root",  # rbind: with the python binds
                 f"mount --bind {shlex.quote(str(self._hosts_file))} /etc/hosts",
                 f"mount --bind {shlex.quote(str(self._resolv))} /etc/resolv.conf",
                 sshd,
@@ -592,6 +594,22 @@ def _sshd_config(node_dir: Path, address: str, port: int) -> str:
         X11Forwarding no
         """
     )
+
+
+def _python_binds(root_dir: Path) -> list[str]:
+    """The test interpreter (and its venv) may live under /root, which each node replaces with its own:
+    bind those directories into the node's /root (inside its private mount namespace only), so test
+    programs put on a node (the Ollama stand-in) run with the same Python."""
+    home = Path("/root")
+    wanted = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), Path(sys.executable).resolve().parent.parent}
+    commands = []
+    for path in sorted(wanted):
+        if path == home or home not in path.parents:
+            continue
+        inside = root_dir / path.relative_to(home)
+        inside.mkdir(parents=True, exist_ok=True)
+        commands.append(f"mount --bind {shlex.quote(str(path))} {shlex.quote(str(inside))}")
+    return commands
 
 
 def start_test_hosts(config: HostsConfig | None = None) -> TestHosts:
