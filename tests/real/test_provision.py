@@ -136,11 +136,12 @@ def test_changed_port_restarts_only_that_service(lab: Lab) -> None:
     assert result.exit_code == 0, result.stderr
     changed = {n["node"]: n["changes"] for n in after["nodes"]}
     assert changed["node2"] == [] and changed["node3"] == []
-    assert changed["node1"] == [
-        "stop sollol-lab-rpc-50052 (pid %d): no longer in the manifest" % pids(before)["node1/sollol-lab-rpc-50052"],
-        "start sollol-lab-rpc-50062 on %s:50062 [process]: not running" % lab.node("node1").address,
-    ]
     address = lab.node("node1").address
+    old_pid = pids(before)["node1/sollol-lab-rpc-50052"]
+    assert changed["node1"] == [
+        f"stop sollol-lab-rpc-50052 (pid {old_pid}): no longer in the manifest",
+        f"start sollol-lab-rpc-50062 on {address}:50062 [process]: not running",
+    ]
     assert f"{address}:50062" in lab.listening("node1") and f"{address}:50052" not in lab.listening("node1")
     others_before = {k: v for k, v in pids(before).items() if not k.startswith("node1/")}
     others_after = {k: v for k, v in pids(after).items() if not k.startswith("node1/")}
