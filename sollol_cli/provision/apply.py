@@ -107,7 +107,8 @@ class NodeJob:
         self._step("facts")
         ollama = self.node.ollama.binary if self.node.ollama else None
         paths = [source.remote_path for source in self.sources.values()]
-        result = await runner.run(facts_script(self.cluster.name, paths, ollama), timeout=30)
+        models = [self.node.llamacpp.model] if self.node.llamacpp else []
+        result = await runner.run(facts_script(self.cluster.name, paths, ollama, models), timeout=30)
         if result.exit_status != 0:
             raise StepError(f"gathering facts failed: {result.stderr.strip() or result.stdout.strip()}")
         return parse_facts(result.stdout)

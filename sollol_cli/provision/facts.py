@@ -49,6 +49,7 @@ class NodeFacts:
     mem_available_bytes: int | None = None
     gpus: tuple[tuple[int, int], ...] = ()  # (free, total) bytes per GPU from nvidia-smi
     binaries: dict[str, str] = field(default_factory=dict)  # remote path -> sha256 (absent: missing)
+    files: frozenset[str] = frozenset()  # asked-for files (model GGUFs) that exist, as asked
     ollama_path: str | None = None
     ollama_version: str | None = None
     services: dict[str, RunningService] = field(default_factory=dict)
@@ -62,7 +63,9 @@ class NodeFacts:
         return None
 
 
-def facts_script(cluster: str, binary_paths: list[str], ollama_binary: str | None) -> str:
+def facts_script(
+    cluster: str, binary_paths: list[str], ollama_binary: str | None, files: list[str] | None = None
+) -> str:
     """A POSIX shell script printing `key=value` lines; every probe tolerates missing tools."""
     lines = [
         'echo "os=$(uname -s)"',
@@ -82,6 +85,8 @@ def facts_script(cluster: str, binary_paths: list[str], ollama_binary: str | Non
         word = _word(path)
         # the key keeps the path as asked ($HOME unexpanded), so the plan can look it up
         lines.append(f'[ -f {word} ] && echo {shlex.quote("bin=" + path)} "$(sha256sum {word} | cut -d" " -f1)"')
+    for path in files or []:
+        lines.append(f"[ -f {_word(path)} ] && echo {shlex.quote('file=' + path)}")
     if ollama_binary:
         word = _word(ollama_binary)
         lines.append(
@@ -107,9 +112,9 @@ def facts_script(cluster: str, binary_paths: list[str], ollama_binary: str | Non
 
 
 def _word(path: str) -> str:
-    if path.startswith("$HOME/"):
-        return '"$HOME"/' + shlex.quote(path[6:])
-    return shlex.quote(path)
+    from sollol_cli.provision.services import _shell_word
+
+    return _shell_word(path)
 
 
 def parse_facts(text: str, home_alias: str = "$HOME") -> NodeFacts:
@@ -119,6 +124,7 @@ def parse_facts(text: str, home_alias: str = "$HOME") -> NodeFacts:
     binaries: dict[str, str] = {}
     services: dict[str, RunningService] = {}
     listeners: list[Listener] = []
+    files: set[str] = set()
     for raw in text.splitlines():
         key, sep, value = raw.partition("=")
         if not sep:
@@ -130,6 +136,8 @@ def parse_facts(text: str, home_alias: str = "$HOME") -> NodeFacts:
         elif key == "bin":
             path, _, sha = value.rpartition(" ")
             binaries[path] = sha
+        elif key == "file":
+            files.add(value)
         elif key == "svc":
             service = _parse_service(value)
             if service is not None:
@@ -156,6 +164,7 @@ def parse_facts(text: str, home_alias: str = "$HOME") -> NodeFacts:
         mem_available_bytes=_kib(values.get("mem_available_kb")),
         gpus=tuple(gpus),
         binaries=binaries,
+        files=frozenset(files),
         ollama_path=values.get("ollama_path") or None,
         ollama_version=_ollama_version(values.get("ollama_version")),
         services=services,

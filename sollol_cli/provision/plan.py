@@ -136,6 +136,11 @@ def plan_up(
                     Fail(spec.name, f"port {spec.port} on {spec.host} is in use by {who}; free it or change the port")
                 )
                 continue
+            if spec.kind == "llamacpp" and spec.model_file is not None and spec.model_file not in facts.files:
+                steps.append(
+                    Fail(spec.name, f"the GGUF {spec.model_file} does not exist on the node; put it there first")
+                )
+                continue
             reason = "settings changed" if current is not None and current.alive else "not running"
             steps.append(Start(spec, how, reason))
         if spec.models:

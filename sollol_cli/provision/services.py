@@ -37,6 +37,7 @@ class ServiceSpec:
     ready: ReadyCheck
     binary_sha256: str | None = None  # uploaded binaries: a new build means a restart
     models: tuple[str, ...] = field(default=(), compare=False)  # ollama models to have (pulled, not a restart)
+    model_file: str | None = field(default=None, compare=False)  # llama-server's GGUF on the node
 
     @property
     def name(self) -> str:
@@ -137,7 +138,18 @@ def node_services(
         argv += ["--alias", llama.alias or _stem(llama.model)]
         sha = source.sha256 if source else None
         specs.append(
-            ServiceSpec(cluster, node.name, "llamacpp", tuple(argv), (), bind, llama.port, "llama-health", sha)
+            ServiceSpec(
+                cluster,
+                node.name,
+                "llamacpp",
+                tuple(argv),
+                (),
+                bind,
+                llama.port,
+                "llama-health",
+                sha,
+                model_file=llama.model,
+            )  # fmt: skip
         )
     return specs
 
@@ -153,8 +165,10 @@ def _command_line(spec: ServiceSpec) -> str:
 
 
 def _shell_word(arg: str) -> str:
-    if arg.startswith("$HOME/") and shlex.quote(arg[6:]) == arg[6:]:
-        return '"$HOME"/' + arg[6:]
+    """Quote for the node's shell, but let `$HOME/...` and `~/...` mean the home of the node's user."""
+    for prefix in ("$HOME/", "~/"):
+        if arg.startswith(prefix):
+            return '"$HOME"/' + shlex.quote(arg[len(prefix) :])
     return shlex.quote(arg)
 
 

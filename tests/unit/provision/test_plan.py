@@ -90,6 +90,13 @@ CASES = {
     "role removed: stop it": case({}, {"running": [("rpc", True, None)]}, [
         "stop sollol-lab-rpc-50052 (pid 100): no longer in the manifest",
     ]),
+    "llama-server with its GGUF": case({"llamacpp": {"model": "~/m/tiny.gguf"}},
+                                       {"binaries": {LBIN: SHA}, "files": frozenset({"~/m/tiny.gguf"})}, [
+        "start sollol-lab-llamacpp-8080 on 10.0.0.1:8080 [process]: not running",
+    ]),
+    "llama-server whose GGUF is missing": case({"llamacpp": {"model": "/m/none.gguf"}}, {"binaries": {LBIN: SHA}}, [
+        "fail sollol-lab-llamacpp-8080: the GGUF /m/none.gguf does not exist on the node; put it there first",
+    ]),
 }  # fmt: skip
 
 
