@@ -108,7 +108,7 @@ class NodeJob:
         ollama = self.node.ollama.binary if self.node.ollama else None
         paths = [source.remote_path for source in self.sources.values()]
         models = [self.node.llamacpp.model] if self.node.llamacpp else []
-        result = await runner.run(facts_script(self.cluster.name, paths, ollama, models), timeout=30)
+        result = await runner.run(facts_script(self.cluster.name, self.node.name, paths, ollama, models), timeout=30)
         if result.exit_status != 0:
             raise StepError(f"gathering facts failed: {result.stderr.strip() or result.stdout.strip()}")
         return parse_facts(result.stdout)
@@ -164,7 +164,7 @@ class NodeJob:
                 await self._stop(runner, service, facts.home)
                 outcome.changed.append(describe(step))
             case Forget(service):
-                await runner.run(f"rm -f {_record_paths(self.cluster.name, service.name)}", timeout=15)
+                await runner.run(f"rm -f {_record_paths(self.cluster.name, self.node.name, service.name)}", timeout=15)
             case Start(spec, manager, _):
                 self._step("start", spec.name)
                 pid, start = await self._start(runner, spec, manager, facts.home)
@@ -196,7 +196,7 @@ class NodeJob:
     async def _upload(self, runner: CommandRunner, binary: svc.BinarySource, home: str) -> None:
         assert binary.local_path is not None and binary.sha256 is not None
         final = _home_path(binary.remote_path, home)
-        tmp = f"{final}.upload"
+        tmp = f"{final}.upload-{self.node.name}"  # per node: several local nodes may share one machine
         await runner.run(f"mkdir -p {_q(final.rsplit('/', 1)[0])}", timeout=15, check=True)
         await runner.put_file(Path(binary.local_path), tmp, mode=0o755, reporter=self.report)
         # rename over the old file: a running rpc-server keeps its inode, no "text file busy"
@@ -206,7 +206,7 @@ class NodeJob:
             raise StepError(f"checksum mismatch after upload of {binary.name}: {got[:12]} != {binary.sha256[:12]}")
 
     async def _stop(self, runner: CommandRunner, service: RunningService, home: str) -> None:
-        records = _record_paths(self.cluster.name, service.name)
+        records = _record_paths(self.cluster.name, self.node.name, service.name)
         if service.manager.startswith("systemd-"):
             scope: svc.SystemdScope = "user" if service.manager == "systemd-user" else "system"
             unit = f"{service.name}.service"
@@ -216,7 +216,8 @@ class NodeJob:
                 f"{svc.systemctl(scope, 'daemon-reload')}"
             )
         else:
-            command = f"{svc.detached_stop(service.pid, service.start_time)} && rm -f {records}"
+            # a subshell: the stop script ends with `exit`, and the records must go only once it succeeded
+            command = f"( {svc.detached_stop(service.pid, service.start_time)} ) && rm -f {records}"
         result = await runner.run(command, timeout=30)
         if result.exit_status != 0:
             raise StepError(f"could not stop pid {service.pid}: {(result.stdout + result.stderr).strip()}")
@@ -225,12 +226,13 @@ class NodeJob:
         if manager.startswith("systemd-"):
             scope: svc.SystemdScope = "user" if manager == "systemd-user" else "system"
             path = svc.unit_path(spec, scope, home)
-            dirs = [path.rsplit("/", 1)[0], _home_path(svc.run_dir(spec.cluster), home)]
+            dirs = [path.rsplit("/", 1)[0], _home_path(svc.run_dir(spec.cluster, spec.node), home)]
             dirs.append(_home_path(spec.log_path, home).rsplit("/", 1)[0])
             await runner.run("mkdir -p " + " ".join(_q(d) for d in dirs), timeout=15, check=True)
             await runner.write_file(path, svc.unit_text(spec, home=home).encode(), mode=0o644)
             record = f"{manager} {spec.digest} {spec.kind} {spec.host} {spec.port}\n"
-            await runner.write_file(_home_path(f"{svc.run_dir(spec.cluster)}/{spec.name}.unit", home), record.encode())
+            record_path = f"{svc.run_dir(spec.cluster, spec.node)}/{spec.name}.unit"
+            await runner.write_file(_home_path(record_path, home), record.encode())
             unit = f"{spec.name}.service"
             await runner.run(
                 f"{svc.systemctl(scope, 'daemon-reload')} && {svc.systemctl(scope, 'enable', '--now', unit)}",
@@ -295,8 +297,8 @@ def _q(path: str) -> str:
     return svc._shell_word(path)
 
 
-def _record_paths(cluster: str, name: str) -> str:
-    base = svc.run_dir(cluster)
+def _record_paths(cluster: str, node: str, name: str) -> str:
+    base = svc.run_dir(cluster, node)
     return f"{_q(f'{base}/{name}.pid')} {_q(f'{base}/{name}.unit')}"
 
 

@@ -64,7 +64,7 @@ class NodeFacts:
 
 
 def facts_script(
-    cluster: str, binary_paths: list[str], ollama_binary: str | None, files: list[str] | None = None
+    cluster: str, node: str, binary_paths: list[str], ollama_binary: str | None, files: list[str] | None = None
 ) -> str:
     """A POSIX shell script printing `key=value` lines; every probe tolerates missing tools."""
     lines = [
@@ -93,7 +93,7 @@ def facts_script(
             f'if p=$(command -v {word} 2>/dev/null); then echo "ollama_path=$p"; '
             f'echo "ollama_version=$({word} --version 2>/dev/null | head -n1)"; fi'
         )
-    rundir = _word(run_dir(cluster))
+    rundir = _word(run_dir(cluster, node))
     lines.append(
         f'for f in {rundir}/*.pid; do [ -f "$f" ] || continue; set -- $(cat "$f"); '
         'n=$(basename "$f" .pid); '

@@ -30,7 +30,7 @@ def log_file(cluster: Cluster, node_name: str, role: str | None) -> tuple[Node, 
     if role not in roles:
         raise UsageError(f"node '{node_name}' has no '{role}' role", hint=f"it has: {', '.join(roles)}")
     spec = next(s for s in node_services(cluster.name, node, {}) if s.kind == role)
-    return node, log_path(cluster.name, spec.name)
+    return node, log_path(cluster.name, node.name, spec.name)
 
 
 async def read_log(

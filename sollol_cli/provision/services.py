@@ -50,19 +50,21 @@ class ServiceSpec:
 
     @property
     def log_path(self) -> str:
-        return log_path(self.cluster, self.name)
+        return log_path(self.cluster, self.node, self.name)
 
     @property
     def pid_path(self) -> str:
-        return f"{run_dir(self.cluster)}/{self.name}.pid"
+        return f"{run_dir(self.cluster, self.node)}/{self.name}.pid"
 
 
-def run_dir(cluster: str) -> str:
-    return f"{REMOTE_HOME}/{cluster}/run"
+# Per node as well as per cluster: several manifest nodes may be one machine (`address: local`), and each
+# node's `up`/`down` must only see the services it started itself.
+def run_dir(cluster: str, node: str) -> str:
+    return f"{REMOTE_HOME}/{cluster}/{node}/run"
 
 
-def log_path(cluster: str, service: str) -> str:
-    return f"{REMOTE_HOME}/{cluster}/log/{service}.log"
+def log_path(cluster: str, node: str, service: str) -> str:
+    return f"{REMOTE_HOME}/{cluster}/{node}/log/{service}.log"
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,8 @@ def detached_start(spec: ServiceSpec) -> str:
     env = _env_prefix(spec)
     run = f"env {env} {_command_line(spec)}" if env else _command_line(spec)
     log, pidfile = _shell_word(spec.log_path), _shell_word(spec.pid_path)
-    run_d, log_d = _shell_word(run_dir(spec.cluster)), _shell_word(log_path(spec.cluster, "x").rsplit("/", 1)[0])
+    run_d = _shell_word(run_dir(spec.cluster, spec.node))
+    log_d = _shell_word(spec.log_path.rsplit("/", 1)[0])
     return (
         f"mkdir -p {run_d} {log_d} && cd {run_d} && "
         f"{{ trap '' HUP; setsid nohup {run} >>{log} 2>&1 </dev/null & }}; "

@@ -249,7 +249,7 @@ def test_killed_controller_then_up_converges(lab: Lab) -> None:
         [sys.executable, "-m", "sollol_cli", "up", str(lab.write()), "-q"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
-    pidfile = lab.node("node1").root_dir / ".sollol/lab/run/sollol-lab-rpc-50052.pid"
+    pidfile = lab.node("node1").root_dir / ".sollol/lab/node1/run/sollol-lab-rpc-50052.pid"
     deadline = time.monotonic() + 60
     while not pidfile.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)

@@ -123,7 +123,7 @@ def test_killed_rpc_server_replans_on_the_remaining_one(
     assert invoke("run", "tiny", "hi", "--num-predict", "2", "-f", str(shard_manifest)).exit_code == 0
     (old,) = coordinators(state_dir)
     node2 = ssh_nodes.nodes[1]
-    pidfile = node2.root_dir / f".sollol/shard/run/sollol-shard-rpc-{RPC_PORT}.pid"
+    pidfile = node2.root_dir / f".sollol/shard/node2/run/sollol-shard-rpc-{RPC_PORT}.pid"
     pid = pidfile.read_text().split()[0]
     ssh_nodes.exec_in(node2, f"kill -9 {pid}")
     started = time.monotonic()

@@ -73,8 +73,8 @@ def test_unit_text() -> None:
         "ExecStart=ollama serve",
         "Environment=OLLAMA_HOST=10.0.0.1:11434",
         "Environment=OLLAMA_KEEP_ALIVE=10m",
-        "StandardOutput=append:/root/.sollol/lab/log/sollol-lab-ollama-11434.log",
-        "StandardError=append:/root/.sollol/lab/log/sollol-lab-ollama-11434.log",
+        "StandardOutput=append:/root/.sollol/lab/n1/log/sollol-lab-ollama-11434.log",
+        "StandardError=append:/root/.sollol/lab/n1/log/sollol-lab-ollama-11434.log",
         "Restart=on-failure",
         "RestartSec=2",
         f"X-SollolDigest={ollama.digest}",
@@ -93,9 +93,9 @@ def test_detached_start_and_stop_really_work(tmp_path: Path) -> None:
     env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     out = subprocess.run(["bash", "-c", detached_start(sleeper)], env=env, capture_output=True, text=True, timeout=10)
     pid, start = (int(x) for x in out.stdout.split())
-    pidfile = tmp_path / ".sollol/lab/run/sollol-lab-llamacpp-8080.pid"
+    pidfile = tmp_path / ".sollol/lab/n1/run/sollol-lab-llamacpp-8080.pid"
     assert pidfile.read_text().split() == [str(pid), str(start), sleeper.digest, "llamacpp", "10.0.0.1", "8080"]
-    facts = parse_facts(subprocess.run(["bash", "-c", facts_script("lab", [], None)], env=env, capture_output=True,
+    facts = parse_facts(subprocess.run(["bash", "-c", facts_script("lab", "n1", [], None)], env=env, capture_output=True,
                                        text=True, timeout=10).stdout)  # fmt: skip
     assert facts.services[sleeper.name].alive
     assert facts.services[sleeper.name].pid == pid

@@ -1,0 +1,1 @@
+"""`sollol demo`: the localhost cluster, one sharded and one distributed prompt, then clean up."""
