@@ -5,10 +5,11 @@ requests, speed and the circuit breaker of the backend that actually served it."
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from sollol_cli.backends.base import Backend, BackendUnavailable, Chunk, StreamBroken, UpstreamError
 from sollol_cli.errors import BackendError, ModelNotFound, NoHealthyBackend, QueueFull
@@ -185,15 +186,32 @@ class Dispatcher:
             ahead = 0  # once queued, it competes on equal terms with the others already waiting
 
 
-async def single(result: Awaitable[T]) -> AsyncIterator[T]:
-    """A one-shot backend call (embed, OpenAI JSON) as a one-item stream, so `stream_call` can route it."""
-    yield await result
+class single(Generic[T]):  # lower case: it reads as the function it stands for
+    """A one-shot backend call (embed, OpenAI JSON) as a one-item stream, so `stream_call` can route it.
+    Its duration is the whole answer, not a time to first token, so `_timed` records none for it."""
+
+    def __init__(self, result: Awaitable[T]) -> None:
+        self._result: Awaitable[T] | None = result
+
+    def __aiter__(self) -> single[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        result, self._result = self._result, None
+        if result is None:
+            raise StopAsyncIteration
+        return await result
+
+    async def aclose(self) -> None:
+        result, self._result = self._result, None
+        if inspect.iscoroutine(result):
+            result.close()  # never started: no "coroutine was never awaited" warning
 
 
 async def _timed(chunks: AsyncIterator[T], trace: Trace) -> AsyncIterator[T]:
     """Measure time to first chunk and tokens/s while passing chunks through untouched."""
     sent = time.monotonic()
-    first = True
+    first = not isinstance(chunks, single)
     try:
         async for chunk in chunks:
             if first:

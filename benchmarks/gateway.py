@@ -1,0 +1,317 @@
+"""What `sollol serve` adds on top of talking to the backends directly, measured in one run on this machine.
+
+    python benchmarks/gateway.py [--backends 3] [--requests 2000] [--streams 32] [--rate 200] [--tokens 200]
+                                 [--duration 10] [--rounds 2]
+
+Starts `--backends` Ollama stand-ins (one child process: a lean aiohttp server speaking the Ollama NDJSON
+API, pacing every stream at `--rate` tokens/s), then the real `sollol serve` command in front of them
+(another child process, access log on), and measures from this process with an aiohttp client:
+
+1. single requests: `/api/generate` with `"stream": false` (`--single-tokens`, unpaced), one at a time, direct and
+   through the gateway interleaved; p50 and p99 of each and the difference;
+2. streams: `--streams` concurrent streaming `/api/chat` requests in a closed loop for `--duration` s
+   (each `--tokens` tokens at `--rate` tokens/s, starts staggered over one answer's length so arrivals
+   are steady); time to first token, p50 latency of a whole answer and token throughput, direct (spread
+   round-robin over the stand-ins) and through the gateway (spread by its router).
+
+Targets: at most 0.5 ms p50 added for one request; for the streams at most 2 ms p50 added (time to first
+token and latency) and at least 0.95x throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVE = (
+    "import typer; from sollol_cli.cli.commands.serve import serve; app = typer.Typer(); app.command()(serve); app()"
+)
+
+
+# --- the stand-in backends (child process) ---
+
+
+def _chunk(model: str, chat: bool, text: str, done: bool) -> dict[str, Any]:
+    chunk: dict[str, Any] = {"model": model, "created_at": "2026-01-01T00:00:00.000000Z", "done": done}
+    if chat:
+        chunk["message"] = {"role": "assistant", "content": text}
+    else:
+        chunk["response"] = text
+    if done:
+        chunk.update(done_reason="stop", eval_count=0, eval_duration=1)
+    return chunk
+
+
+def standin_app(rate: float) -> web.Application:
+    async def version(request: web.Request) -> web.Response:
+        return web.json_response({"version": "0.12.0"})
+
+    async def tags(request: web.Request) -> web.Response:
+        model = {"name": "bench:latest", "model": "bench:latest", "size": 1, "digest": "0", "details": {}}
+        return web.json_response({"models": [model]})
+
+    async def ps(request: web.Request) -> web.Response:
+        return web.json_response({"models": []})
+
+    async def generate(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        chat = request.path == "/api/chat"
+        options = body.get("options") or {}
+        count, paced = int(options.get("num_predict", 1)), bool(options.get("paced", True))
+        texts = [f"t{i} " for i in range(count)]
+        if body.get("stream") is False:
+            final = _chunk(body["model"], chat, "".join(texts), True) | {"eval_count": count}
+            return web.json_response(final)
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        started = time.monotonic()
+        for i, text in enumerate(texts):
+            await response.write(json.dumps(_chunk(body["model"], chat, text, False)).encode() + b"\n")
+            if paced:
+                delay = started + (i + 1) / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+        final = _chunk(body["model"], chat, "", True) | {"eval_count": count, "eval_duration": int(count / rate * 1e9)}
+        await response.write(json.dumps(final).encode() + b"\n")
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/api/version", version)
+    app.router.add_get("/api/tags", tags)
+    app.router.add_get("/api/ps", ps)
+    app.router.add_post("/api/generate", generate)
+    app.router.add_post("/api/chat", generate)
+    return app
+
+
+async def run_standins(ports: list[int], rate: float) -> None:
+    for port in ports:
+        runner = web.AppRunner(standin_app(rate), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+    await asyncio.Event().wait()
+
+
+# --- measurement (this process) ---
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise SystemExit(f"{url}: the process exited with {process.returncode}")
+            try:
+                async with session.get(url + "/api/version") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise SystemExit(f"{url} did not come up within {timeout:g} s")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def timed_request(session: aiohttp.ClientSession, url: str, tokens: int) -> float:
+    options = {"num_predict": tokens, "paced": False}
+    body = {"model": "bench", "prompt": "hi", "stream": False, "options": options}
+    started = time.perf_counter()
+    async with session.post(url + "/api/generate", json=body) as resp:
+        data = await resp.read()
+    elapsed = time.perf_counter() - started
+    assert resp.status == 200 and json.loads(data)["response"].count("t") == tokens, data[:200]
+    return elapsed
+
+
+async def single_requests(direct: str, gateway: str, count: int, tokens: int) -> tuple[list[float], list[float]]:
+    direct_s, gateway_s = [], []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):  # warm up connections, caches and the router's speed estimates
+            await timed_request(session, direct, tokens)
+            await timed_request(session, gateway, tokens)
+        for _ in range(count):
+            direct_s.append(await timed_request(session, direct, tokens))
+            gateway_s.append(await timed_request(session, gateway, tokens))
+    return direct_s, gateway_s
+
+
+@dataclass
+class StreamRun:
+    ttft_s: list[float]
+    latency_s: list[float]
+    tokens: int
+    wall_s: float
+
+    @property
+    def throughput(self) -> float:
+        return self.tokens / self.wall_s
+
+
+async def one_stream(session: aiohttp.ClientSession, url: str, tokens: int) -> tuple[float, float, int]:
+    body = {"model": "bench", "messages": [{"role": "user", "content": "hi"}], "options": {"num_predict": tokens}}
+    started = time.perf_counter()
+    first: float | None = None
+    texts: list[str] = []
+    async with session.post(url + "/api/chat", json=body) as resp:
+        async for line in resp.content:
+            if first is None:
+                first = time.perf_counter()
+            chunk = json.loads(line)
+            if not chunk["done"]:
+                texts.append(chunk["message"]["content"])
+    assert texts == [f"t{i} " for i in range(tokens)], "tokens missing, duplicated or out of order"
+    assert first is not None
+    return first - started, time.perf_counter() - started, len(texts)
+
+
+async def streams(urls: list[str], count: int, tokens: int, rate: float, duration: float) -> StreamRun:
+    run = StreamRun([], [], 0, 0.0)
+    answer_s = tokens / rate
+
+    async def worker(i: int, session: aiohttp.ClientSession, end: float) -> None:
+        await asyncio.sleep(i * answer_s / count)
+        while time.perf_counter() < end:
+            ttft, latency, produced = await one_stream(session, urls[i % len(urls)], tokens)
+            run.ttft_s.append(ttft)
+            run.latency_s.append(latency)
+            run.tokens += produced
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(i, session, started + duration) for i in range(count)))
+        run.wall_s = time.perf_counter() - started
+    return run
+
+
+def merge(runs: list[StreamRun]) -> StreamRun:
+    return StreamRun(
+        [t for r in runs for t in r.ttft_s],
+        [t for r in runs for t in r.latency_s],
+        sum(r.tokens for r in runs),
+        sum(r.wall_s for r in runs),
+    )
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+async def measure(args: argparse.Namespace, direct_urls: list[str], gateway: str) -> list[str]:
+    direct_s, gateway_s = await single_requests(direct_urls[0], gateway, args.requests, args.single_tokens)
+    rows = ["| measurement | direct | through sollol serve | added | target |", "|---|---|---|---|---|"]
+    for label, q, target in (("single request p50", 0.5, "≤ 0.5 ms"), ("single request p99", 0.99, "")):
+        d, g = percentile(direct_s, q), percentile(gateway_s, q)
+        rows.append(f"| {label} ({args.single_tokens} tokens) | {ms(d)} | {ms(g)} | {ms(g - d)} | {target} |")
+    direct_runs, gateway_runs = [], []
+    for _ in range(args.rounds):  # alternate, so both see the same background load
+        direct_runs.append(await streams(direct_urls, args.streams, args.tokens, args.rate, args.duration))
+        gateway_runs.append(await streams([gateway], args.streams, args.tokens, args.rate, args.duration))
+    d_run, g_run = merge(direct_runs), merge(gateway_runs)
+    n = args.streams
+    for label, values_d, values_g, q, target in (
+        (f"{n} streams: time to first token p50", d_run.ttft_s, g_run.ttft_s, 0.5, "≤ 2 ms"),
+        (f"{n} streams: time to first token p99", d_run.ttft_s, g_run.ttft_s, 0.99, ""),
+        (f"{n} streams: latency p50 ({args.tokens} tokens)", d_run.latency_s, g_run.latency_s, 0.5, "≤ 2 ms"),
+    ):
+        d, g = percentile(values_d, q), percentile(values_g, q)
+        rows.append(f"| {label} | {ms(d)} | {ms(g)} | {ms(g - d)} | {target} |")
+    ratio = g_run.throughput / d_run.throughput
+    rows.append(
+        f"| {n} streams: throughput | {d_run.throughput:,.0f} tokens/s | {g_run.throughput:,.0f} tokens/s "
+        f"| {ratio:.3f}x | ≥ 0.95x |"
+    )
+    rows.append(
+        f"\n{len(direct_s)} single requests each way; {len(d_run.latency_s)} direct and {len(g_run.latency_s)} "
+        f"gateway streams of {args.tokens} tokens at {args.rate:g} tokens/s."
+    )
+    return rows
+
+
+def spawn(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=2000, help="single requests each way")
+    parser.add_argument("--single-tokens", type=int, default=8, help="tokens in each single request's answer")
+    parser.add_argument("--streams", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=200.0, help="tokens/s of every stream")
+    parser.add_argument("--tokens", type=int, default=200, help="tokens per streamed answer")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of each streaming round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--standin", help=argparse.SUPPRESS)  # internal: run the stand-ins on these ports
+    args = parser.parse_args()
+    if args.standin:
+        asyncio.run(run_standins([int(p) for p in args.standin.split(",")], args.rate))
+        return
+
+    ports = [free_port() for _ in range(args.backends)]
+    gateway_port = free_port()
+    slots = -(-args.streams // args.backends) + 2  # room for every stream, as a real cluster would be sized
+    with tempfile.TemporaryDirectory(prefix="sollol-bench-") as tmp:
+        work = Path(tmp)
+        nodes = "".join(
+            f"  - {{name: s{i}, address: 127.0.0.1, transport: local, "
+            f"ollama: {{port: {port}, environment: {{OLLAMA_NUM_PARALLEL: '{slots}'}}}}}}\n"
+            for i, port in enumerate(ports, 1)
+        )
+        manifest = work / "cluster.yaml"
+        manifest.write_text(f"name: bench\nnodes:\n{nodes}")
+        env = {**os.environ, "SOLLOL_STATE_DIR": str(work / "state")}
+        standin_cmd = [sys.executable, __file__, "--standin", ",".join(map(str, ports)), "--rate", str(args.rate)]
+        standins = spawn(standin_cmd, work / "standins.log", env)
+        gateway_cmd = [sys.executable, "-c", SERVE, "-f", str(manifest), "--port", str(gateway_port),
+                       "--log-format", "json"]  # fmt: skip
+        gateway = spawn(gateway_cmd, work / "gateway.log", env)
+        try:
+            direct_urls = [f"http://127.0.0.1:{port}" for port in ports]
+            gateway_url = f"http://127.0.0.1:{gateway_port}"
+
+            async def run() -> list[str]:
+                for url in direct_urls:
+                    await wait_ready(url, standins)
+                await wait_ready(gateway_url, gateway)
+                return await measure(args, direct_urls, gateway_url)
+
+            rows = asyncio.run(run())
+        finally:
+            for process in (gateway, standins):
+                process.terminate()
+                process.wait(30)
+        access_lines = sum(1 for _ in (work / "gateway.log").open())
+    command = " ".join(["python benchmarks/gateway.py", *sys.argv[1:]])
+    print(f"`{command}` on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, aiohttp {aiohttp.__version__}:\n")
+    print("\n".join(rows))
+    print(f"(the gateway wrote {access_lines} access-log lines while measured)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""The gateway application: routes, and one middleware that authenticates, turns every failure into an
+error in the client's API shape, and logs, counts and times each request."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from sollol_cli.gateway import routes_ollama, routes_openai
+from sollol_cli.gateway.accesslog import Exchange, LineWriter, LogFormat, format_line, record
+from sollol_cli.gateway.auth import PUBLIC_PATHS, authorized
+from sollol_cli.gateway.metrics import GatewayMetrics
+from sollol_cli.gateway.problems import error_response, problem_for
+from sollol_cli.gateway.state import GATEWAY, GatewayState, attach_exchange, gateway
+from sollol_cli.gateway.streaming import identify, json_response
+from sollol_cli.runtime.session import ClusterRuntime
+from sollol_cli.settings import Settings
+
+if TYPE_CHECKING:
+    from sollol_cli.sharding.manager import ShardManager
+
+# Chat requests carry base64 images and embedding requests whole documents: far above aiohttp's 1 MiB default.
+MAX_BODY_BYTES = 256 * 1024 * 1024
+# nginx's code for "the client closed the connection before the answer was complete" (logs and metrics only).
+CLIENT_GONE = 499
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(
+    runtime: ClusterRuntime,
+    *,
+    shards: ShardManager | None = None,
+    settings: Settings | None = None,
+    api_key: bytes | None = None,
+    log: LineWriter | None = None,
+    log_format: LogFormat = "text",
+    health_loop: bool = True,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> web.Application:
+    """`health_loop` runs the monitor's periodic probes while the app runs (off in tests that drive probes)."""
+    metrics = GatewayMetrics(runtime.monitor, lambda: float(runtime.dispatcher.waiting))
+    state = GatewayState(runtime, shards, settings or Settings(), metrics, api_key, log, log_format)
+    app = web.Application(middlewares=[_middleware(state)], client_max_size=max_body_bytes)
+    app[GATEWAY] = state
+    routes_ollama.add_routes(app)
+    routes_openai.add_routes(app)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/sollol/status", _status)
+    if health_loop:
+        app.cleanup_ctx.append(_background(state))
+    return app
+
+
+def _background(state: GatewayState) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(state.runtime.monitor.run(), name="sollol-health")]
+        if state.shards is not None:
+            tasks.append(asyncio.create_task(_expire_coordinators(state), name="sollol-keep-alive"))
+        yield
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return run
+
+
+async def _expire_coordinators(state: GatewayState) -> None:
+    """Stop coordinators idle for longer than their keep-alive (a long-running gateway outlives many)."""
+    assert state.shards is not None
+    while True:
+        await asyncio.sleep(max(state.runtime.cluster.routing.probe_interval, 5.0))
+        state.shards.expire()
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body, content_type = gateway(request).metrics.render()
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+async def _status(request: web.Request) -> web.Response:
+    """The data of `sollol status`, from the gateway's own health loop, plus the gateway's load."""
+    from sollol_cli.gateway.catalog import running_models
+    from sollol_cli.runtime.status import status_data
+    from sollol_cli.state import load_state
+
+    state = gateway(request)
+    runtime = state.runtime
+    cluster = runtime.cluster
+    data = status_data(runtime.monitor, load_state(state.settings.state_dir, cluster.name), cluster.name)
+    data["gateway"] = {
+        "in_flight": sum(v.in_flight for v in runtime.monitor.views.values()),
+        "queue_depth": runtime.dispatcher.waiting,
+        "loaded": await running_models(state),
+    }
+    return json_response(data)
+
+
+def _middleware(state: GatewayState) -> Any:
+    metrics, key = state.metrics, state.api_key
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        ex = Exchange(request.method, path, client=request.remote)
+        attach_exchange(request, ex)
+        metrics.in_flight.inc()
+        response: web.StreamResponse | None = None
+        try:
+            if (
+                key is not None
+                and path not in PUBLIC_PATHS
+                and not authorized(request.headers.get("Authorization"), key)
+            ):
+                response = _refuse(ex, 401, "unauthorized: send the API key as 'Authorization: Bearer <key>'")
+                response.headers["WWW-Authenticate"] = "Bearer"
+            else:
+                response = await handler(request)
+        except web.HTTPException as exc:  # no such route, wrong method, body too large
+            response = _refuse(ex, exc.status, _http_message(request, exc))
+        except (asyncio.CancelledError, ConnectionResetError):
+            ex.status, ex.error = CLIENT_GONE, "the client disconnected"
+            raise
+        except Exception as exc:
+            problem = problem_for(exc)
+            if ex.streaming:  # the status is already sent: all that is left is to drop the connection
+                ex.status, ex.error = 200, problem.message
+                raise
+            response = _refuse(ex, problem.status, problem.message)
+        finally:
+            metrics.in_flight.dec()
+            if response is not None:
+                ex.status = response.status
+                if not response.prepared:
+                    identify(response, ex)
+            _account(state, request, ex)
+        return response
+
+    return middleware
+
+
+def _http_message(request: web.Request, exc: web.HTTPException) -> str:
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return f"method {request.method} is not allowed on {request.path}; use {allowed}"
+    if isinstance(exc, web.HTTPNotFound):
+        return f"{request.method} {request.path} is not part of the Ollama or OpenAI API that sollol serves"
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return f"the request body is larger than {request.client_max_size} bytes"
+    return exc.reason
+
+
+def _refuse(ex: Exchange, status: int, message: str) -> web.Response:
+    ex.error = message
+    return error_response(ex.path, status, message)
+
+
+def _account(state: GatewayState, request: web.Request, ex: Exchange) -> None:
+    """Metrics and the access-log line, once the request is over."""
+    metrics = state.metrics
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    status = str(ex.status)
+    metrics.requests.labels(route, ex.method, status).inc()
+    if ex.status >= 400 or ex.error is not None:
+        metrics.errors.labels(route, status).inc()
+    if ex.overhead_s is not None:
+        metrics.overhead.observe(ex.overhead_s)
+    if ex.backend and ex.status < 400 and "," not in ex.backend:
+        metrics.backend_latency.labels(ex.backend).observe(ex.upstream_s)
+        if ex.ttft_s is not None:
+            metrics.ttft.labels(ex.backend).observe(ex.ttft_s)
+        if ex.tokens:
+            metrics.tokens.labels(ex.backend).inc(ex.tokens)
+    if state.log is not None:
+        state.log(format_line(record(ex, ex.elapsed()), state.log_format))

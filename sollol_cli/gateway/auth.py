@@ -1,0 +1,35 @@
+"""The optional API key: `Authorization: Bearer <key>`, compared in constant time."""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Mapping
+
+from sollol_cli.errors import UsageError
+
+# Liveness only: answering "Ollama is running" reveals nothing, and load balancers probe it without a key.
+PUBLIC_PATHS = frozenset({"/"})
+
+
+def api_key_from_env(variable: str | None, env: Mapping[str, str] | None = None) -> bytes | None:
+    """The key named by the manifest's `gateway.api_key_env`; a named but unset variable is an error, never
+    a silently open gateway."""
+    if variable is None:
+        return None
+    value = (os.environ if env is None else env).get(variable, "")
+    if not value.strip():
+        raise UsageError(
+            f"gateway.api_key_env names ${variable}, but it is not set (or empty)",
+            hint=f"export {variable}=<key> before `sollol serve`, or remove gateway.api_key_env",
+        )
+    return value.strip().encode()
+
+
+def authorized(header: str | None, key: bytes) -> bool:
+    if not header:
+        return False
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(token.strip().encode(), key)

@@ -1,0 +1,74 @@
+"""Every way a request can fail, as an HTTP status and one clear message, in Ollama's or OpenAI's shape.
+
+Ollama answers errors with `{"error": "message"}`; its OpenAI-compatible routes (/v1/...) answer
+`{"error": {"message", "type", "param", "code"}}`. Clients of each API parse their own shape, so the
+gateway answers each route family in the shape its clients expect.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from sollol_cli.backends.base import BackendUnavailable, StreamBroken, Unsupported, UpstreamError
+from sollol_cli.errors import ModelNotFound, NoHealthyBackend, QueueFull, SollolError
+
+JSON_TYPE = "application/json; charset=utf-8"
+
+
+class Problem(Exception):
+    """A request the gateway refuses or cannot serve; becomes an error response with `status`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def problem_for(exc: BaseException) -> Problem:
+    """Map an exception from the runtime or a backend onto a status and message for the client."""
+    if isinstance(exc, Problem):
+        return exc
+    if isinstance(exc, ModelNotFound):
+        return Problem(404, str(exc))
+    if isinstance(exc, NoHealthyBackend | QueueFull):
+        return Problem(503, str(exc))
+    if isinstance(exc, UpstreamError):
+        # The backend's own 4xx is the client's mistake: forward it as Ollama would have answered it.
+        if exc.status < 500:
+            return Problem(exc.status, exc.upstream_message)
+        return Problem(502, str(exc))
+    if isinstance(exc, BackendUnavailable | StreamBroken):
+        return Problem(502, str(exc))
+    if isinstance(exc, Unsupported):
+        return Problem(400, str(exc))
+    if isinstance(exc, SollolError):
+        # Sharding and configuration problems (no rpc backend ready, llama-server missing): the server's side.
+        return Problem(503, str(exc))
+    return Problem(500, f"internal error in the sollol gateway: {type(exc).__name__}: {exc}")
+
+
+def is_openai(path: str) -> bool:
+    return path.startswith("/v1/")
+
+
+_OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error"}
+
+
+def error_body(path: str, status: int, message: str) -> dict[str, Any]:
+    if is_openai(path):
+        kind = _OPENAI_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+        return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    return {"error": message}
+
+
+def error_response(path: str, status: int, message: str) -> web.Response:
+    body = json.dumps(error_body(path, status, message), ensure_ascii=False).encode()
+    return web.Response(status=status, body=body, content_type="application/json", charset="utf-8")
+
+
+def dumps(data: Any) -> bytes:
+    """Compact JSON like Ollama's Go encoder writes it."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()

@@ -1,0 +1,51 @@
+"""What every handler shares: the cluster runtime, settings, metrics and the access-log sink."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from sollol_cli.gateway.accesslog import Exchange, LineWriter, LogFormat
+from sollol_cli.gateway.metrics import GatewayMetrics
+from sollol_cli.runtime.session import ClusterRuntime
+from sollol_cli.settings import Settings
+
+if TYPE_CHECKING:
+    from sollol_cli.sharding.manager import ShardManager
+
+# What /api/version answers when no Ollama backend reports its own version (llama.cpp-only clusters):
+# recent enough that clients enable the features sollol passes through (tools, format schemas, think).
+OLLAMA_COMPAT_VERSION = "0.12.0"
+
+
+@dataclass
+class GatewayState:
+    runtime: ClusterRuntime
+    shards: ShardManager | None
+    settings: Settings
+    metrics: GatewayMetrics
+    api_key: bytes | None
+    log: LineWriter | None
+    log_format: LogFormat
+
+
+GATEWAY = web.AppKey("sollol_gateway", GatewayState)
+# The request being handled: the middleware and the handler run in the same task, so a context variable
+# carries it without request storage (typed request keys need aiohttp 3.14).
+_EXCHANGE: ContextVar[Exchange] = ContextVar("sollol_exchange")
+
+
+def gateway(request: web.Request) -> GatewayState:
+    return request.app[GATEWAY]
+
+
+def exchange(request: web.Request) -> Exchange:
+    """The exchange of the request this task is handling (`request` documents which one)."""
+    return _EXCHANGE.get()
+
+
+def attach_exchange(request: web.Request, value: Exchange) -> None:
+    _EXCHANGE.set(value)

@@ -1,0 +1,134 @@
+"""`sollol serve` as a process: manifest settings, access log on stderr, API key, SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.unit.gateway.fakes import FakeOllama
+
+# The command on its own typer app, so the test does not depend on how the CLI registers it.
+SERVE = (
+    "import typer; from sollol_cli.cli.commands.serve import serve; app = typer.Typer(); app.command()(serve); app()"
+)
+
+
+class Served:
+    def __init__(self, process: asyncio.subprocess.Process, url: str, banner: str) -> None:
+        self.process, self.url, self.banner = process, url, banner
+        self.stderr: list[str] = []
+
+    async def finish(self, timeout: float = 20) -> int:
+        assert self.process.stderr is not None
+        rest = await asyncio.wait_for(self.process.stderr.read(), timeout)
+        self.stderr += rest.decode().splitlines()
+        return await asyncio.wait_for(self.process.wait(), timeout)
+
+    def log_lines(self) -> list[dict[str, object]]:
+        return [json.loads(line) for line in self.stderr if line.startswith("{")]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOllama]:
+    fake = FakeOllama("n1", tokens=40, delay=0.02)
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+def manifest(tmp_path: Path, fake: FakeOllama, gateway: str = "") -> Path:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(
+        "name: served\n"
+        "nodes:\n"
+        f"  - {{name: n1, address: 127.0.0.1, transport: local, ollama: {{port: {fake.port}, models: [tiny]}}}}\n"
+        + gateway
+    )
+    return path
+
+
+async def start(path: Path, *args: str, env: dict[str, str] | None = None) -> Served:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SERVE, "-f", str(path), "--port", "0", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    assert process.stderr is not None
+    line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
+    found = re.search(r"on (http://\S+) ", line)
+    assert found, line + (await process.stderr.read()).decode()
+    return Served(process, found.group(1), line)
+
+
+async def test_sigterm_lets_the_running_stream_finish_and_exits_0(tmp_path: Path, fake: FakeOllama) -> None:
+    served = await start(manifest(tmp_path, fake), "--log-format", "json")
+    assert served.url.startswith("http://127.0.0.1:")  # the manifest's default bind
+    assert "1/1 backends up" in served.banner
+    body = {"model": "tiny", "prompt": "x"}
+    async with aiohttp.ClientSession() as session, session.post(served.url + "/api/generate", json=body) as resp:
+        first = await resp.content.readline()
+        served.process.send_signal(signal.SIGTERM)
+        rest = await resp.read()
+    lines = [json.loads(line) for line in (first + rest).splitlines()]
+    assert lines[-1]["done"] is True and len(lines) == 41
+    assert await served.finish() == 0
+    assert any("stopping, waiting up to 30 s for 1 in-flight requests" in line for line in served.stderr)
+    [entry] = served.log_lines()
+    assert entry["path"] == "/api/generate" and entry["status"] == 200 and entry["backend"] == "n1"
+
+
+async def test_sigint_exits_0_and_text_log(tmp_path: Path, fake: FakeOllama) -> None:
+    served = await start(manifest(tmp_path, fake))
+    async with aiohttp.ClientSession() as session:
+        assert (await session.get(served.url + "/api/version")).status == 200
+    served.process.send_signal(signal.SIGINT)
+    assert await served.finish() == 0
+    assert any(re.search(r'"GET /api/version" 200 [\d.]+ms', line) for line in served.stderr)
+
+
+async def test_api_key_from_the_manifest_variable(tmp_path: Path, fake: FakeOllama) -> None:
+    path = manifest(tmp_path, fake, "gateway: {api_key_env: SOLLOL_TEST_KEY}\n")
+    served = await start(path, env={"SOLLOL_TEST_KEY": "s3cret"})
+    assert "API key required" in served.banner
+    async with aiohttp.ClientSession() as session:
+        assert (await session.get(served.url + "/api/tags")).status == 401
+        resp = await session.get(served.url + "/api/tags", headers={"Authorization": "Bearer s3cret"})
+        assert resp.status == 200
+    served.process.send_signal(signal.SIGTERM)
+    assert await served.finish() == 0
+
+
+async def test_unset_key_variable_is_a_usage_error(tmp_path: Path, fake: FakeOllama) -> None:
+    path = manifest(tmp_path, fake, "gateway: {api_key_env: SOLLOL_UNSET_KEY}\n")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SERVE, "-f", str(path), stderr=asyncio.subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if k != "SOLLOL_UNSET_KEY"},
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 2
+    assert "gateway.api_key_env names $SOLLOL_UNSET_KEY, but it is not set" in err.decode()
+
+
+async def test_port_in_use_is_a_clear_error(tmp_path: Path, fake: FakeOllama) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SERVE, "-f", str(manifest(tmp_path, fake)), "--port", str(fake.port),
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{fake.port}" in err.decode()
+
+
+def test_only_loopback_binds_go_without_a_warning() -> None:
+    from sollol_cli.cli.commands.serve import _loopback
+
+    assert _loopback("127.0.0.1") and _loopback("::1") and _loopback("localhost") and _loopback("127.0.0.2")
+    assert not _loopback("0.0.0.0") and not _loopback("10.0.0.5") and not _loopback("gateway.lan")
