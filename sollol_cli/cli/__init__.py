@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from sollol_cli.cli.commands import completion, demo, llamacpp, logs, provision, run, schema, status, validate
+from sollol_cli.cli.commands import completion, demo, llamacpp, logs, provision, run, schema, serve, status, validate
 
 app = typer.Typer(
     name="sollol",
@@ -47,6 +47,7 @@ app.command("down")(provision.down)
 app.command("logs")(logs.logs)
 app.command("run")(run.run)
 app.command("status")(status.status)
+app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.command("schema")(schema.schema)
 app.command("completion")(completion.completion)

@@ -136,6 +136,11 @@ class LlamacppRole(Strict):
     threads: int | None = Field(None, ge=1, description="CPU threads (-t).")
     gpu_layers: int = Field(999, ge=0, description="Layers to offload (-ngl).")
 
+    @property
+    def served_name(self) -> str:
+        """The model name clients use: the alias, else the GGUF's file name without `.gguf`."""
+        return self.alias or self.model.rstrip("/").rsplit("/", 1)[-1].removesuffix(".gguf")
+
     _bind = field_validator("bind")(classmethod(lambda cls, v: check_bind(v)))
 
 
@@ -266,7 +271,6 @@ class Model(Strict):
     context: int = Field(4096, ge=256, description="Context size in tokens.")
     slots: int = Field(1, ge=1, le=64, description="Parallel requests of a sharded model's coordinator.")
     tensor_split: list[float] | None = Field(None, description="Share of layers per rpc node, in node order.")
-    coordinator: str | None = Field(None, description="Node that runs the sharding coordinator (default: controller).")
     keep_alive: float = Field(300.0, ge=0, description="Seconds an idle coordinator stays loaded.")
 
     @field_validator("tensor_split")
@@ -396,10 +400,13 @@ def cross_check(cluster: Cluster) -> list[tuple[tuple[str | int, ...], str]]:
         model_names.setdefault(key, i)
         if model.mode is ModelMode.shard and not rpc_nodes and not rpc_backends:
             problems.append((("models", i, "mode"), "mode 'shard' needs at least one node with an 'rpc' role"))
-        for field in ("coordinator", "store_node"):
-            ref = getattr(model, field)
-            if ref is not None and ref not in names:
-                problems.append((("models", i, field), f"no node named '{ref}'{_suggest(ref, names)}"))
+        ref = model.store_node
+        if ref is not None and ref not in names:
+            problems.append((("models", i, "store_node"), f"no node named '{ref}'{_suggest(ref, names)}"))
+        if ref is not None and model.gguf:
+            problems.append(
+                (("models", i, "store_node"), "store_node takes the GGUF from an Ollama store; drop 'gguf'")
+            )
         if model.gguf and model.ollama_model:
             problems.append((("models", i, "gguf"), "give either 'gguf' or 'ollama_model', not both"))
         if (

@@ -137,7 +137,7 @@ def node_services(
             argv += ["-c", str(llama.context)]
         if llama.threads:
             argv += ["-t", str(llama.threads)]
-        argv += ["--alias", llama.alias or _stem(llama.model)]
+        argv += ["--alias", llama.served_name]
         sha = source.sha256 if source else None
         specs.append(
             ServiceSpec(
@@ -154,11 +154,6 @@ def node_services(
             )  # fmt: skip
         )
     return specs
-
-
-def _stem(path: str) -> str:
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    return name[: -len(".gguf")] if name.endswith(".gguf") else name
 
 
 def _command_line(spec: ServiceSpec) -> str:

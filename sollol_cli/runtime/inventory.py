@@ -18,6 +18,7 @@ class BackendSpec:
     hint_bytes: int | None = None  # manifest resources, used when nothing is measured
     managed: bool = True
     slots_hint: int | None = None  # configured parallelism (llama-server -np, OLLAMA_NUM_PARALLEL)
+    alias: str | None = None  # llama-server: the model name clients use (manifest `alias`)
 
     @property
     def name(self) -> str:
@@ -49,7 +50,8 @@ def inventory(cluster: Cluster) -> list[BackendSpec]:
         if node.llamacpp is not None:
             host = _connect_host(node.llamacpp.bind, node.host)
             ref = BackendRef(_label(node.name, "llamacpp", multi), "llamacpp", host, node.llamacpp.port, node=node.name)
-            specs.append(BackendSpec(ref, node.priority, machine, hint, True, node.llamacpp.slots))
+            served = node.llamacpp.served_name
+            specs.append(BackendSpec(ref, node.priority, machine, hint, True, node.llamacpp.slots, served))
         if node.rpc is not None:
             host = _connect_host(node.rpc.bind, node.host)
             ref = BackendRef(_label(node.name, "rpc", multi), "rpc", host, node.rpc.port, node=node.name)

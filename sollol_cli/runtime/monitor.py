@@ -31,7 +31,7 @@ def make_client(spec: BackendSpec, timeouts: Timeouts) -> Backend | None:
     if spec.ref.kind == "llamacpp":
         from sollol_cli.backends.llamacpp import LlamaServerBackend
 
-        return LlamaServerBackend(spec.ref, timeouts)
+        return LlamaServerBackend(spec.ref, timeouts, alias=spec.alias)
     return None
 
 

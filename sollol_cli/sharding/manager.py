@@ -147,6 +147,8 @@ class ShardManager:
         from sollol_cli.errors import SollolError
         from sollol_cli.sharding.gguf_info import kv_cache_bytes, read_gguf_info
 
+        if model.store_node and model.name not in self._files:
+            raise BackendError(f"model '{model.name}' is on node {model.store_node}; it is copied when first used")
         try:
             if model.gguf:
                 path = Path(model.gguf).expanduser()
@@ -161,6 +163,27 @@ class ShardManager:
         file = ModelFile(str(path), info.file_size, kv_cache_bytes(info, model.context))
         self._files[model.name] = file
         return file
+
+    async def _fetch_from_node(self, model: Model) -> None:
+        """The GGUF lives in an Ollama store on a node: resolve it there and copy it here (cached by digest)."""
+        from sollol_cli.errors import SollolError
+        from sollol_cli.provision.connect import runner_factory
+        from sollol_cli.sharding.gguf_info import kv_cache_bytes, read_gguf_info
+        from sollol_cli.sharding.remote_store import fetch_model
+
+        assert model.store_node is not None
+        node = self.cluster.node(model.store_node)
+        try:
+            runner = await runner_factory(self.cluster, self.settings)(node)
+            async with runner:
+                path = await fetch_model(
+                    runner, node.name, model.ollama_model or model.name, model.store, self.settings.cache_dir,
+                    self.reporter,
+                )  # fmt: skip
+            info = read_gguf_info(path)
+        except SollolError as exc:
+            raise BackendError(f"model '{model.name}': {exc.message}", hint=exc.hint) from None
+        self._files[model.name] = ModelFile(str(path), info.file_size, kv_cache_bytes(info, model.context))
 
     def _n_layer(self, model: Model) -> int | None:
         from sollol_cli.sharding.gguf_info import read_gguf_info
@@ -209,6 +232,7 @@ class ShardManager:
                 return record
             trace.notes.append(f"the previous coordinator had exited: {coord.log_tail(record, 2)}")
             coord.forget_record(state_dir, model.name)
+        self._evict_others(model, trace)
         plan = await self.plan(model)
         llama_server = self._llama_server()
         log = state_dir / "coordinators" / f"{plan.digest}.log"
@@ -229,12 +253,26 @@ class ShardManager:
         trace.notes.extend(placement_lines(record))
         return record
 
+    def _evict_others(self, model: Model, trace: Trace) -> None:
+        """An rpc-server serves one coordinator at a time, so switching sharded models means unloading the
+        other one first (as Ollama unloads a model to load another when memory is short)."""
+        if self.monitor is None:
+            return
+        ours = {v.spec.ref.address for v in self.monitor.views.values() if v.spec.ref.kind == "rpc"}
+        for other in coord.all_records(self.home):
+            if other.model != model.name and coord.alive(other) and ours & set(other.rpc):
+                coord.stop_process(other)
+                coord.forget_record(self.home, other.model)
+                trace.notes.append(f"unloaded '{other.model}' to free the rpc-servers (they serve one model at a time)")
+
     async def plan(self, model: Model) -> coord.CoordinatorPlan:
         """Probe the rpc backends now and decide which ones the coordinator uses."""
         from sollol_cli.llamacpp.sdist import RPC_PROTOCOL_VERSION
 
         if self.monitor is None:
             raise BackendError("internal: no monitor attached to the shard manager")
+        if model.store_node and model.name not in self._files:
+            await self._fetch_from_node(model)
         file = self.model_file(model)
         rpc_views = [v for v in self.monitor.views.values() if v.spec.ref.kind == "rpc"]
         await asyncio.gather(*(self.monitor.probe_one(v) for v in rpc_views))

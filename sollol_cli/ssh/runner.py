@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import shutil
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -70,6 +71,10 @@ class CommandRunner(Protocol):
         ...
 
     async def read_file(self, remote: str) -> bytes: ...
+
+    async def get_file(self, remote: str, local: Path, *, reporter: Reporter = ignore) -> None:
+        """Copy a (large) file from the node to `local`, emitting progress events."""
+        ...
 
     async def write_file(self, remote: str, data: bytes, mode: int = 0o644) -> None: ...
 
@@ -414,6 +419,28 @@ class SshRunner:
             raise self._lost(exc, f"reading {remote}") from None
         return data if isinstance(data, bytes) else data.encode()
 
+    async def get_file(self, remote: str, local: Path, *, reporter: Reporter = ignore) -> None:
+        step = f"download {Path(remote).name}"
+        sftp = await self._sftp_client()
+        try:
+            total = int((await sftp.stat(_sftp_path(remote))).size or 0)
+        except asyncssh.SFTPNoSuchFile:
+            raise RemoteFileNotFound(f"{self.name}: {remote} does not exist") from None
+        except (asyncssh.Error, OSError) as exc:
+            raise self._lost(exc, f"reading {remote}") from None
+        reporter(StepStarted(self.name, step, detail=remote))
+        progress = _Progress(reporter, self.name, step, total)
+        try:
+            await sftp.get(
+                _sftp_path(remote), str(local), progress_handler=lambda _src, _dst, done, _total: progress(done)
+            )
+        except (asyncssh.Error, OSError) as exc:
+            reason = exc.reason if isinstance(exc, asyncssh.Error) else (exc.strerror or str(exc))
+            reporter(StepFailed(self.name, step, reason=reason))
+            raise SshError(f"{self.name}: cannot download {remote}: {reason}") from None
+        progress(total)
+        reporter(StepDone(self.name, step, detail=f"{total} bytes"))
+
     async def write_file(self, remote: str, data: bytes, mode: int = 0o644) -> None:
         sftp = await self._sftp_client()
         target = _sftp_path(remote)
@@ -565,6 +592,18 @@ class LocalRunner:
             raise RemoteFileNotFound(f"{self.name}: {remote} does not exist") from None
         except OSError as exc:
             raise SshError(f"{self.name}: cannot read {remote}: {exc.strerror or exc}") from None
+
+    async def get_file(self, remote: str, local: Path, *, reporter: Reporter = ignore) -> None:
+        source = _local_path(remote)
+        if not source.is_file():
+            raise RemoteFileNotFound(f"{self.name}: {remote} does not exist")
+        step = f"copy {source.name}"
+        reporter(StepStarted(self.name, step, detail=remote))
+        try:
+            await asyncio.to_thread(shutil.copyfile, source, local)
+        except OSError as exc:
+            raise SshError(f"{self.name}: cannot copy {remote}: {exc.strerror or exc}") from None
+        reporter(StepDone(self.name, step))
 
     async def write_file(self, remote: str, data: bytes, mode: int = 0o644) -> None:
         try:

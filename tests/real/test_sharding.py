@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from sollol_cli.settings import Settings
 from sollol_cli.sharding.coordinator import alive, all_records
 from tests.harness.llama import ServerGroup
 from tests.harness.models import OllamaStore
@@ -201,4 +202,28 @@ def test_down_stops_the_coordinator(shard_manifest: Path, state_dir: Path) -> No
     assert coordinators(state_dir) == []
     with contextlib.suppress(ProcessLookupError):
         os.kill(record.pid, signal.SIGKILL)
+    assert invoke("up", str(shard_manifest), "-q").exit_code == 0
+
+
+def test_model_from_an_ollama_store_on_a_node(
+    shard_manifest: Path, ssh_nodes: TestHosts, tiny_gguf: Path, tmp_path: Path, state_dir: Path
+) -> None:
+    """`store_node`: the GGUF is resolved in node2's Ollama store over SSH and copied to the controller."""
+    node2 = ssh_nodes.nodes[1]
+    remote = OllamaStore(node2.root_dir / ".ollama" / "models")  # node2's ~/.ollama/models
+    weights = remote.add_model(("registry.ollama.ai", "library", "Remote-Tiny", "q4"), tiny_gguf)
+    text = shard_manifest.read_text().replace(
+        "models:\n", "models:\n  - {name: remote-tiny:q4, mode: shard, store_node: node2, context: 1024}\n"
+    )
+    manifest = tmp_path / "cluster.yaml"
+    manifest.write_text(text)
+    invoke("down", str(shard_manifest), "-q")  # frees the rpc-servers held by the other model's coordinator
+    assert invoke("up", str(manifest), "-q").exit_code == 0
+    result = invoke("run", "remote-tiny:q4", PROMPT, *GREEDY, "-v", "-f", str(manifest))
+    assert result.exit_code == 0, result.stderr
+    local = invoke("run", "tiny", PROMPT, *GREEDY, "-f", str(manifest))
+    assert result.stdout == local.stdout
+    cached = Settings().cache_dir / "models" / "blobs" / f"{weights['digest'].replace(':', '-')}.gguf"
+    assert cached.stat().st_size == tiny_gguf.stat().st_size
+    invoke("down", str(manifest), "-q")
     assert invoke("up", str(shard_manifest), "-q").exit_code == 0
