@@ -22,7 +22,8 @@ def generated() -> dict[Path, str]:
 
     files = {ROOT / "examples" / "clusters" / SCHEMA_FILE: cluster_schema_text()}
     # the demo's packaged manifest is the localhost example, word for word
-    files[ROOT / "examples" / "clusters" / "localhost.yaml"] = (ROOT / "sollol_cli" / "demo" / "localhost.yaml").read_text()
+    demo = ROOT / "sollol_cli" / "demo" / "localhost.yaml"
+    files[ROOT / "examples" / "clusters" / "localhost.yaml"] = demo.read_text()
     for shell in ("bash", "zsh", "fish"):
         files[ROOT / "completions" / f"sollol.{shell}"] = completion_script(shell)
     readme = ROOT / "README.md"

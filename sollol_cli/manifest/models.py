@@ -39,6 +39,12 @@ def check_address(value: str) -> str:
     return value
 
 
+def check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError("use letters, digits, '.', '_' or '-' (at most 63)")
+    return value
+
+
 def check_bind(value: str | None) -> str | None:
     if value is None:
         return None
@@ -175,12 +181,7 @@ class Node(Strict):
     rpc: RpcRole | None = None
     llamacpp: LlamacppRole | None = None
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("use letters, digits, '.', '_' or '-' (at most 63)")
-        return value
+    _name = field_validator("name")(classmethod(lambda cls, v: check_name(v)))
 
     @field_validator("address")
     @classmethod
@@ -329,12 +330,7 @@ class Cluster(Strict):
     routing: Routing = Field(default_factory=Routing, description="Retries, queueing, probes.")
     discovery: Discovery = Field(default_factory=Discovery, description="`sollol discover` defaults.")
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("use letters, digits, '.', '_' or '-' (at most 63)")
-        return value
+    _name = field_validator("name")(classmethod(lambda cls, v: check_name(v)))
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Cluster:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Literal
 
 from sollol_cli import events
 from sollol_cli.errors import UsageError
+from sollol_cli.llamacpp.build import sha256_file
 from sollol_cli.manifest.loader import LoadedManifest
 from sollol_cli.manifest.models import Cluster
 from sollol_cli.provision.apply import DEFAULT_OPTIONS, NodeOutcome, Options, check_protocols, run_nodes
@@ -50,7 +50,7 @@ def controller_binaries(cluster: Cluster, settings: Settings) -> dict[str, tuple
                     f"llama_cpp.bin_dir: {path} does not exist",
                     hint="point it at a directory with rpc-server and llama-server",
                 )
-            found[name] = (str(path.resolve()), _sha256(path))  # resolved: upload the file, not a symlink
+            found[name] = (str(path.resolve()), sha256_file(path))  # resolved: upload the file, not a symlink
         return found
     from sollol_cli.llamacpp.build import resolve_binaries
 
@@ -64,14 +64,6 @@ def controller_binaries(cluster: Cluster, settings: Settings) -> dict[str, tuple
         "rpc-server": (str(binaries.rpc_server.resolve()), binaries.sha256["rpc-server"]),
         "llama-server": (str(binaries.llama_server.resolve()), binaries.sha256["llama-server"]),
     }
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def expected_protocol(cluster: Cluster) -> str:

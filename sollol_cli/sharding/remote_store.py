@@ -4,11 +4,11 @@ GGUF to the controller, where the coordinator runs, cached by digest so it is co
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import shlex
 from pathlib import Path
 
 from sollol_cli import events
+from sollol_cli.llamacpp.build import sha256_file
 from sollol_cli.sharding.ollama_store import ModelResolutionError, parse_manifest, parse_model_name
 from sollol_cli.ssh.runner import CommandRunner
 
@@ -55,16 +55,8 @@ async def fetch_model(
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_suffix(".part")
     await runner.get_file(f"{root}/blobs/{layers.model.blob_name}", part, reporter=reporter)
-    if await asyncio.to_thread(_sha256, part) != digest:
+    if await asyncio.to_thread(sha256_file, part) != digest:
         part.unlink(missing_ok=True)
         raise ModelResolutionError(f"the copy of '{name}' from node {node} does not match its digest sha256:{digest}")
     part.replace(target)
     return target
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
