@@ -11,7 +11,19 @@ import sys
 
 import typer
 
-from sollol_cli.cli.commands import completion, demo, llamacpp, logs, provision, run, schema, serve, status, validate
+from sollol_cli.cli.commands import (
+    completion,
+    demo,
+    discover,
+    llamacpp,
+    logs,
+    provision,
+    run,
+    schema,
+    serve,
+    status,
+    validate,
+)
 
 app = typer.Typer(
     name="sollol",
@@ -48,6 +60,7 @@ app.command("logs")(logs.logs)
 app.command("run")(run.run)
 app.command("status")(status.status)
 app.command("serve")(serve.serve)
+app.command("discover")(discover.discover)
 app.command("demo")(demo.demo)
 app.command("schema")(schema.schema)
 app.command("completion")(completion.completion)
