@@ -37,7 +37,9 @@ def port_open(address: str, port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def lab(ssh_nodes: TestHosts, llama_bins, tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestHosts]:  # type: ignore[no-untyped-def]
+def lab(
+    ssh_nodes: TestHosts, llama_bins, tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestHosts]:  # type: ignore[no-untyped-def]
     logs = tmp_path_factory.mktemp("discover-logs")
     n1, n2, n3 = ssh_nodes.nodes[:3]
     for node in (n1, n2, n3):

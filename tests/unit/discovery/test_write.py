@@ -54,7 +54,11 @@ def test_write_adds_exactly_the_new_backends_and_keeps_comments(tmp_path: Path) 
         "  - name: tiny\n"
     )
     cluster = validate_document(parse_yaml(text, str(path)), str(path))
-    assert [b.label for b in cluster.backends] == ["ollama@10.0.0.9:11434", "llamacpp@10.0.0.7:8080", "rpc@10.0.0.8:50052"]
+    assert [b.label for b in cluster.backends] == [
+        "ollama@10.0.0.9:11434",
+        "llamacpp@10.0.0.7:8080",
+        "rpc@10.0.0.8:50052",
+    ]
     # a second run finds nothing new
     path.write_text(text)
     assert new_backends(load_manifest(path).cluster, FOUND) == []
