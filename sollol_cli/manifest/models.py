@@ -223,7 +223,10 @@ class Backend(Strict):
     kind: BackendKind
     address: str
     port: Port | None = Field(None, description="Default: 11434 ollama, 8080 llamacpp, 50052 rpc.")
-    priority: int = 0
+    priority: int = Field(0, description="Routing tier: higher tiers are preferred while they have capacity.")
+    slots: int | None = Field(
+        None, ge=1, le=256, description="Requests it serves at once (its OLLAMA_NUM_PARALLEL / -np); default 1."
+    )
 
     _address = field_validator("address")(classmethod(lambda cls, v: check_address(v)))
 

@@ -74,7 +74,9 @@ class Dispatcher:
     def stream_call(self, trace: Trace, call: Callable[[Backend], AsyncIterator[T]]) -> AsyncIterator[T]:
         """Route any backend call for `trace.model` (chat, generate, embeddings, OpenAI pass-through) with the
         same queue, retries and accounting; a one-shot call is a stream of one item (see `single`)."""
-        if self.sharded is not None:
+        if self.sharded is None:
+            trace.reason = "distribute: the cluster has no rpc backends to shard over"
+        else:
             shard, reason = self.sharded.handles(trace.model)
             trace.reason = reason
             if shard:

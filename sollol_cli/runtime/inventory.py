@@ -58,7 +58,7 @@ def inventory(cluster: Cluster) -> list[BackendSpec]:
             specs.append(BackendSpec(ref, node.priority, machine, hint, True))
     for backend in cluster.backends:
         ref = BackendRef(backend.label, backend.kind.value, backend.address, backend.effective_port)
-        specs.append(BackendSpec(ref, backend.priority, backend.address, None, False))
+        specs.append(BackendSpec(ref, backend.priority, backend.address, None, False, backend.slots))
     return specs
 
 
