@@ -71,8 +71,12 @@ def lab(
     wait_for(lambda: hello(n1.address, 50052) is not None and hello(n2.address, 50052) is not None)
     wait_for(lambda: port_open(n3.address, 8080) and port_open(n1.address, 11434) and port_open(n2.address, 8080))
     yield ssh_nodes
+    # the processes run inside the nodes: kill them there (killing the local nsenter would leave them)
     for node in (n1, n2, n3):
-        ssh_nodes.exec_in(node, "pkill -f discover-bin; true", check=False)
+        # [d]... keeps pkill from matching (and killing) the shell that runs it
+        ssh_nodes.exec_in(node, "pkill -f '[d]iscover-bin'; pkill -f '[s]ocketserver'; true", check=False)
+    for node in (n1, n2, n3):
+        wait_for(lambda node=node: not port_open(node.address, 8080) and not port_open(node.address, 50052), 10)
     for proc in procs:
         proc.kill()
 
