@@ -100,10 +100,6 @@ class OllamaRole(Strict):
         default_factory=dict, description="Extra environment, e.g. OLLAMA_NUM_PARALLEL: '4'."
     )
     binary: str = Field("ollama", description="The ollama executable on the node.")
-    install: bool = Field(
-        False,
-        description="Run the official installer when Ollama is missing (real nodes only; never in tests).",
-    )
 
     _bind = field_validator("bind")(classmethod(lambda cls, v: check_bind(v)))
 

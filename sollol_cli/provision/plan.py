@@ -59,7 +59,7 @@ class Fail:
 Step = Upload | Stop | Forget | Start | Keep | EnsureModels | Fail
 CHANGES = (Upload, Stop, Start)
 
-OLLAMA_INSTALL_HINT = "install it (https://ollama.com/download) or set ollama.install: true"
+OLLAMA_INSTALL_HINT = "install it on the node: curl -fsSL https://ollama.com/install.sh | sh"
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sollol_cli.runtime.monitor import BackendView, Monitor
 from sollol_cli.state import ClusterState
+
+if TYPE_CHECKING:
+    from sollol_cli.manifest.models import Cluster
+    from sollol_cli.sharding.manager import ShardManager
 
 
 def backend_rows(monitor: Monitor, state: ClusterState) -> list[dict[str, Any]]:
@@ -63,3 +68,28 @@ def status_data(monitor: Monitor, state: ClusterState, cluster_name: str) -> dic
     rows = backend_rows(monitor, state)
     up = sum(1 for r in rows if r["reachable"] in ("yes", "busy"))
     return {"cluster": cluster_name, "backends": rows, "reachable": up, "total": len(rows)}
+
+
+def model_rows(cluster: Cluster, shards: ShardManager | None, coordinators: Path) -> list[dict[str, Any]]:
+    """Per manifest model: distribute or shard and why, and where a running coordinator put its layers."""
+    from sollol_cli.sharding import coordinator as coord
+    from sollol_cli.sharding.manager import placement_lines
+
+    running = {record.model: record for record in coord.all_records(coordinators) if coord.alive(record)}
+    rows = []
+    for model in cluster.models:
+        if shards is None:
+            mode, reason = False, "distribute: the cluster has no rpc backends to shard over"
+        else:
+            mode, reason = shards.handles(model.name)
+        record = running.get(model.name)
+        rows.append(
+            {
+                "name": model.name,
+                "mode": "shard" if mode else "distribute",
+                "reason": reason,
+                "coordinator": None if record is None else {"pid": record.pid, "port": record.port},
+                "placement": placement_lines(record) if record is not None else [],
+            }
+        )
+    return rows

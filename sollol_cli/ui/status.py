@@ -55,7 +55,13 @@ def render(data: dict[str, Any]) -> Group:
         )  # fmt: skip
         if row["error"]:
             problems.append(Text(f"{row['name']}: {row['error']}", style="red" if state == "no" else "yellow"))
-    return Group(table, *problems)
+    models = []
+    for model in data.get("models", []):
+        models.append(Text(f"{model['name']}: {model['reason']}", style="dim" if model["mode"] == "distribute" else ""))
+        models.extend(Text(f"  {line}") for line in model["placement"])
+    if models:
+        models.insert(0, Text("models:", style="bold"))
+    return Group(table, *problems, *models)
 
 
 def print_status(data: dict[str, Any]) -> None:

@@ -110,12 +110,19 @@ def test_second_request_reuses_the_coordinator(shard_manifest: Path, state_dir: 
     assert (after.pid, after.start_time) == (before.pid, before.start_time)
 
 
-def test_status_shows_rpc_servers_busy_with_the_coordinator(shard_manifest: Path) -> None:
+def test_status_shows_rpc_servers_busy_with_the_coordinator(shard_manifest: Path, ssh_nodes: TestHosts) -> None:
     invoke("run", "tiny", "hi", "--num-predict", "2", "-f", str(shard_manifest))
     result = invoke("status", "--json", "-f", str(shard_manifest))
     rows = json.loads(result.stdout)["backends"]
     assert [(r["kind"], r["reachable"]) for r in rows] == [("rpc", "busy"), ("rpc", "busy")]
     assert all(r["error"].startswith("attached to the coordinator for 'tiny'") for r in rows)
+    (model,) = json.loads(result.stdout)["models"]
+    assert (model["name"], model["mode"]) == ("tiny", "shard")
+    assert model["reason"].startswith("shard (set in the manifest): needs ")
+    n1, n2 = (node.address for node in ssh_nodes.nodes[:2])
+    assert [line.split(":")[0] for line in model["placement"]][:2] == [f"placement {n1}", f"placement {n2}"]
+    table = invoke("status", "-f", str(shard_manifest)).stdout.splitlines()
+    assert "models:" in table and any(line.startswith("tiny: shard (set in the manifest)") for line in table)
 
 
 def test_killed_rpc_server_replans_on_the_remaining_one(

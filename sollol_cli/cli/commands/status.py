@@ -33,12 +33,16 @@ def status(
         settings = load_settings()
         loaded = load_manifest(find_manifest(manifest, settings.manifest))
         cluster = loaded.cluster
+        from sollol_cli.runtime.status import model_rows
         from sollol_cli.sharding.coordinator import attached_endpoints
-        from sollol_cli.sharding.manager import coordinator_home
+        from sollol_cli.sharding.manager import ShardManager, coordinator_home
 
         home = coordinator_home(settings, cluster.name)
         async with ClusterRuntime(cluster, attached=lambda: attached_endpoints(home)) as runtime:
+            shards = ShardManager(cluster, settings)
+            shards.attach(runtime.monitor)
             data = status_data(runtime.monitor, load_state(settings.state_dir, cluster.name), cluster.name)
+            data["models"] = model_rows(cluster, shards, home)
             if json:
                 console.print_json(data)
             elif not watch:
@@ -48,7 +52,9 @@ def status(
                     while True:
                         await asyncio.sleep(interval)
                         await runtime.monitor.probe_all()
-                        update(status_data(runtime.monitor, load_state(settings.state_dir, cluster.name), cluster.name))
+                        data = status_data(runtime.monitor, load_state(settings.state_dir, cluster.name), cluster.name)
+                        data["models"] = model_rows(cluster, shards, home)
+                        update(data)
         if data["total"] and data["reachable"] == 0:
             return 4
         return 0 if data["reachable"] == data["total"] else 1

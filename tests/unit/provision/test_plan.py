@@ -74,7 +74,7 @@ CASES = {
     ),
     "ollama missing": case(OLLAMA, {}, [
         "fail sollol-lab-ollama-11434: ollama is not installed ('ollama' not found); "
-        "install it (https://ollama.com/download) or set ollama.install: true",
+        "install it on the node: curl -fsSL https://ollama.com/install.sh | sh",
     ]),
     "ollama present: start and ensure models": case(OLLAMA, {"ollama_path": "/usr/bin/ollama"}, [
         "start sollol-lab-ollama-11434 on 10.0.0.1:11434 [process]: not running",
@@ -148,4 +148,21 @@ def test_plan_down_stops_only_recorded_services() -> None:
     assert [describe(step) for step in plan_down("n1", facts).steps] == [
         "stop sollol-lab-rpc-50052 (pid 100): sollol down",
         "forget sollol-lab-ollama-11434 (not running)",
+    ]
+
+
+def test_rpc_protocol_mismatch_fails_only_that_node() -> None:
+    from sollol_cli.provision.apply import NodeOutcome, ServiceOutcome, check_protocols
+
+    def outcome(node: str, version: str | None) -> NodeOutcome:
+        service = ServiceOutcome("sollol-lab-rpc-50052", "rpc", "10.0.0.1", 50052, "d", "process", 1, 1, version, True)
+        return NodeOutcome(node, "changed", services=[service])
+
+    same, other, busy = outcome("a", "7.0.0"), outcome("b", "6.1.0"), outcome("c", None)
+    check_protocols([same, other, busy], "7.0.0")
+    assert (same.status, busy.status) == ("changed", "changed")
+    assert other.status == "failed"
+    assert other.failures == [
+        "sollol-lab-rpc-50052: rpc protocol 6.1.0 differs from the coordinator's 7.0.0; "
+        "use the same llama.cpp build on every node"
     ]
