@@ -55,10 +55,14 @@ def main() -> None:
         time.sleep(3)  # let the three services come up
         networks = parse_networks([str(config.subnet)])
         times, found = [], 0
+        expected = {(n1.address, 50052, "rpc"), (n2.address, 11434, "ollama"), (n3.address, 8080, "llamacpp")}
         for _ in range(args.runs):
             result = asyncio.run(discover(networks, DEFAULT_PORTS))
             times.append(result.seconds)
-            found = sum(1 for item in result.found if item.kind != "unknown")
+            seen = {(item.address, item.port, item.kind) for item in result.found}
+            if seen != expected:  # a fast scan that misses something is no result
+                sys.exit(f"expected {sorted(expected)}, found {sorted(seen)}")
+            found = len(seen)
     print("| scan | addresses x ports | backends found | median | best | runs |")
     print("|---|---|---|---|---|---|")
     print(

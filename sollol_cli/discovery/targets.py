@@ -42,15 +42,43 @@ def _private(network: Network) -> bool:
     return network.is_private or network.is_loopback or network.is_link_local
 
 
+def distinct(networks: Iterable[Network]) -> list[Network]:
+    """The networks not inside another one, in the given order: what is left never overlaps."""
+    given = list(dict.fromkeys(networks))
+    return [n for n in given if not any(n != other and _inside(n, other) for other in given)]
+
+
+def _inside(network: Network, other: Network) -> bool:
+    if isinstance(network, ipaddress.IPv4Network) and isinstance(other, ipaddress.IPv4Network):
+        return network.subnet_of(other)
+    if isinstance(network, ipaddress.IPv6Network) and isinstance(other, ipaddress.IPv6Network):
+        return network.subnet_of(other)
+    return False
+
+
+def _hosts_of(network: Network) -> Iterator[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    # network and broadcast addresses are skipped, except in /31 and /32 where every address is a host
+    return network.hosts() if network.num_addresses > 2 else iter(network)
+
+
 def hosts(networks: Iterable[Network]) -> Iterator[str]:
-    """Every address to probe, skipping network and broadcast addresses (except in /31 and /32)."""
-    seen: set[str] = set()
-    for network in networks:
-        for address in network.hosts() if network.num_addresses > 2 else network:
-            text = str(address)
-            if text not in seen:
-                seen.add(text)
-                yield text
+    """Every address to probe, once, lazily (a forced /8 is 16 million of them)."""
+    for network in distinct(networks):
+        for address in _hosts_of(network):
+            yield str(address)
+
+
+def host_count(networks: Iterable[Network]) -> int:
+    """len(list(hosts(networks))), without listing them."""
+    total = 0
+    for network in distinct(networks):
+        if network.num_addresses <= 2:
+            total += network.num_addresses
+        elif network.version == 6:
+            total += network.num_addresses - 1  # IPv6 has no broadcast address; only the subnet-router anycast one
+        else:
+            total += network.num_addresses - 2
+    return total
 
 
 def parse_ports(text: str) -> tuple[int, ...]:
@@ -81,3 +109,8 @@ def local_networks(interfaces: Any) -> list[Network]:
                 continue
             found.append(network)
     return found
+
+
+def endpoint(address: str, port: int) -> str:
+    """`10.0.0.5:50052`, `[fd00::5]:50052`."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"

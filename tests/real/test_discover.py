@@ -1,6 +1,6 @@
 """`sollol discover` on the namespace test hosts (the only addresses it may scan, besides loopback):
-real rpc-servers on two nodes, a real llama-server on one, the Ollama stand-in on one, and an unrelated
-TCP listener on a backend port."""
+real rpc-servers on two nodes, a real llama-server on one, the Ollama stand-in on one, and two unrelated
+TCP listeners on backend ports (one sends a banner, one waits silently like a line-oriented server)."""
 
 from __future__ import annotations
 
@@ -67,16 +67,27 @@ def lab(
             "class H(s.StreamRequestHandler):\n def handle(self): self.wfile.write(b'220 welcome\\\\r\\\\n')\n"
             f"s.TCPServer(('{n2.address}', 8080), H).serve_forever()\"", log=logs / "u2.log",
         ),
+        # ... and one that reads and never answers, as a busy rpc-server does (but it keeps accepting)
+        ssh_nodes.spawn_in(
+            n3, f"exec {sys.executable} -c \"import socketserver as s\n"
+            "class H(s.StreamRequestHandler):\n def handle(self):\n  while self.rfile.read1(1024): pass\n"
+            f"s.ThreadingTCPServer(('{n3.address}', 11434), H).serve_forever()\"", log=logs / "u3.log",
+        ),
     ]  # fmt: skip
     wait_for(lambda: hello(n1.address, 50052) is not None and hello(n2.address, 50052) is not None)
-    wait_for(lambda: port_open(n3.address, 8080) and port_open(n1.address, 11434) and port_open(n2.address, 8080))
+    wait_for(
+        lambda: all(
+            port_open(address, port)
+            for address, port in ((n3.address, 8080), (n1.address, 11434), (n2.address, 8080), (n3.address, 11434))
+        )
+    )
     yield ssh_nodes
     # the processes run inside the nodes: kill them there (killing the local nsenter would leave them)
     for node in (n1, n2, n3):
         # [d]... keeps pkill from matching (and killing) the shell that runs it
         ssh_nodes.exec_in(node, "pkill -f '[d]iscover-bin'; pkill -f '[s]ocketserver'; true", check=False)
     for node in (n1, n2, n3):
-        wait_for(lambda node=node: not port_open(node.address, 8080) and not port_open(node.address, 50052), 10)
+        wait_for(lambda node=node: not any(port_open(node.address, p) for p in (8080, 11434, 50052)), 10)
     for proc in procs:
         proc.kill()
 
@@ -100,13 +111,24 @@ def test_scan_finds_exactly_the_backends(lab: TestHosts, llama_servers: ServerGr
         (n2.address, 8080): ("unknown", "unknown"),
         (n2.address, 50052): ("rpc", "busy"),
         (n3.address, 8080): ("llamacpp", "ready"),
+        (n3.address, 11434): ("unknown", "unknown"),
     }
     assert found[(n1.address, 50052)]["version"] == "7.0.0"
     assert found[(n1.address, 50052)]["total_bytes"] > 0
+    assert found[(n1.address, 50052)]["devices"] >= 1
     assert found[(n3.address, 8080)]["models"] == ["tiny"]
     assert found[(n3.address, 8080)]["version"] == "b0-0c1e57098"
+    assert found[(n3.address, 8080)]["slots"] >= 1
     assert found[(n1.address, 11434)]["version"]
+    assert found[(n1.address, 11434)]["models"]
+    assert found[(n3.address, 11434)]["detail"] == "open, but answers neither an rpc-server HELLO nor HTTP"
     assert data["addresses"] == 254
+    assert data["silent"] == []
+    # those probes left the busy rpc-server's one-client queue full: now its port drops connects, and
+    # the scan says so instead of pretending the port is closed
+    again = scan(lab)
+    assert {(f["address"], f["port"]) for f in again["found"]} == set(found) - {(n2.address, 50052)}
+    assert again["silent"] == [f"{n2.address}:50052"]
 
 
 def test_write_adds_the_new_backends_to_a_commented_manifest(lab: TestHosts, tmp_path: Path) -> None:

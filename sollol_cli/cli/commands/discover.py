@@ -10,31 +10,37 @@ from sollol_cli.cli._run import run_async
 from sollol_cli.cli.options import JsonFlag, ManifestOpt, QuietFlag, VerboseOpt
 
 if TYPE_CHECKING:
-    from sollol_cli.discovery.fingerprint import Found
+    from sollol_cli.discovery.write import WriteResult
     from sollol_cli.manifest.loader import LoadedManifest
 
 
 def discover(
     cidrs: Annotated[list[str] | None, typer.Argument(help="Subnets to scan (default: discovery.subnets).")] = None,
-    ports: Annotated[str | None, typer.Option("--ports", help="Ports to probe (default 11434,8080,50052).")] = None,
+    ports: Annotated[
+        str | None, typer.Option("--ports", help="Ports to probe (default: discovery.ports, else 11434,8080,50052).")
+    ] = None,
     manifest: ManifestOpt = None,
-    write: Annotated[bool, typer.Option("--write", help="Add what was found to the manifest's backends.")] = False,
-    local: Annotated[bool, typer.Option("--local", help="Scan this machine's own subnets.")] = False,
+    write: Annotated[bool, typer.Option("--write", help="Add the new backends to the manifest's backends.")] = False,
+    local: Annotated[bool, typer.Option("--local", help="Scan this machine's own subnets (real netmasks).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Allow ranges larger than /16 and public ranges.")] = False,
     concurrency: Annotated[int, typer.Option(min=1, max=4096, help="Connects in flight at most.")] = 512,
-    timeout: Annotated[float, typer.Option(min=0.05, help="Seconds to wait for each connect.")] = 0.5,
+    timeout: Annotated[float, typer.Option(min=0.05, max=30.0, help="Seconds to wait for each connect.")] = 0.5,
     json: JsonFlag = False,
     quiet: QuietFlag = False,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Find Ollama, llama-server and rpc-server backends on a subnet, and say what each one is."""
+    """Find Ollama, llama-server and rpc-server backends on a subnet, and say what each one is.
+
+    Refuses public ranges and ranges larger than a /16 unless --force (exit 2).
+    """
 
     async def body() -> None:
-        from pathlib import Path
+        import asyncio
 
         from sollol_cli.discovery.run import discover as scan
         from sollol_cli.discovery.run import result_data
         from sollol_cli.discovery.targets import DEFAULT_PORTS, parse_networks, parse_ports
+        from sollol_cli.discovery.write import host_names, resolve_names, update_manifest
         from sollol_cli.errors import UsageError
         from sollol_cli.manifest.loader import find_manifest, load_manifest
         from sollol_cli.settings import load_settings
@@ -45,7 +51,7 @@ def discover(
         if write or manifest is not None or not (cidrs or local) or ports is None:
             try:
                 loaded = load_manifest(find_manifest(manifest, load_settings().manifest))
-            except UsageError:
+            except UsageError:  # no manifest: fine unless one was asked for
                 if write or manifest is not None:
                     raise
         if local:
@@ -61,16 +67,21 @@ def discover(
             )
         networks = parse_networks(targets, force=force)
         wanted = parse_ports(ports) if ports else tuple(loaded.cluster.discovery.ports) if loaded else DEFAULT_PORTS
+        # host names in the manifest resolve while the scan runs, so --write can tell they are already there
+        names = asyncio.create_task(resolve_names(host_names(loaded.cluster) if write and loaded else []))
         with progress.step_display("sollol discover", quiet=quiet or json) as reporter:
             result = await scan(networks, wanted, concurrency=concurrency, timeout=timeout, reporter=reporter)
-        written: list[Found] = []
+        aliases = await names
+        written: WriteResult | None = None
         if write:
-            assert loaded is not None
-            written = _write(loaded, result.found)
+            assert loaded is not None  # --write loads the manifest or fails above
+            written = update_manifest(loaded.path, result.found, aliases)
         if json:
-            console.print_json(result_data(result, written))
+            console.print_json(result_data(result, written.added if written else None))
         else:
-            ui.print_found(result, written, Path(loaded.path) if loaded and write else None)
+            ui.print_found(result)
+            if written is not None and loaded is not None:
+                ui.print_written(written, loaded.path)
 
     run_async(body, verbose=verbose)
 
@@ -90,16 +101,3 @@ def _local_subnets() -> list[str]:
     if not networks:
         raise UsageError("this machine has no subnet to scan besides loopback")
     return [str(n) for n in networks]
-
-
-def _write(loaded: LoadedManifest, found: list[Found]) -> list[Found]:
-    from sollol_cli.discovery.write import add_backends, new_backends, write_manifest
-    from sollol_cli.manifest.loader import parse_yaml, validate_document
-
-    additions = new_backends(loaded.cluster, found)
-    if not additions:
-        return []
-    text = add_backends(loaded.document, additions)
-    validate_document(parse_yaml(text, str(loaded.path)), str(loaded.path))  # never write a broken manifest
-    write_manifest(loaded.path, text)
-    return additions

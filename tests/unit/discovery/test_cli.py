@@ -1,7 +1,12 @@
-"""`sollol discover` refusals: clear one-line errors, exit 2, and nothing is scanned."""
+"""`sollol discover` through the CLI: refusals (clear one-line errors, exit 2, nothing scanned), the
+manifest's subnets as the default, and the table, --json and --write against a fake Ollama on 127.0.0.1."""
 
 from __future__ import annotations
 
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -37,3 +42,53 @@ def test_manifest_subnets_are_the_default(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert '"networks": [\n    "127.0.0.1/32"\n  ]' in result.stdout
     assert '"ports": [\n    9\n  ]' in result.stdout
+
+
+class FakeOllama(BaseHTTPRequestHandler):
+    ANSWERS = {"/api/version": {"version": "0.12.3"}, "/api/tags": {"models": [{"name": "tiny:latest"}]}}
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        body = json.dumps(self.ANSWERS.get(self.path, {"error": "not found"})).encode()
+        self.send_response(200 if self.path in self.ANSWERS else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # the rpc-server probe's reset connection is expected
+
+
+@pytest.fixture
+def fake_ollama() -> Iterator[int]:
+    server = QuietServer(("127.0.0.1", 0), FakeOllama)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_table_and_write_through_the_cli(fake_ollama: int, tmp_path: Path) -> None:
+    path = tmp_path / "cluster.yaml"
+    path.write_text("# lab\nname: lab   # mine\n")
+    result = invoke("discover", "127.0.0.1/32", "--ports", str(fake_ollama), "--write", "-f", str(path), "-q")
+    assert result.exit_code == 0, result.stderr
+    header, row = result.stdout.splitlines()
+    assert header.split() == ["address", "port", "kind", "state", "version", "models", "/", "memory", "latency"]
+    assert row.split()[:6] == ["127.0.0.1", str(fake_ollama), "ollama", "ready", "0.12.3", "tiny:latest"]
+    assert result.stderr.splitlines()[-1] == f"added 1 backends to {path}"
+    assert path.read_text() == (
+        "# lab\nname: lab   # mine\nbackends:\n"
+        f"  - {{kind: ollama, address: 127.0.0.1, port: {fake_ollama}}}  # found by sollol discover: ollama 0.12.3\n"
+    )
+    assert invoke("validate", str(path)).exit_code == 0
+    again = invoke("discover", "127.0.0.1/32", "--ports", str(fake_ollama), "--write", "-f", str(path), "--json")
+    data = json.loads(again.stdout)
+    assert [(f["kind"], f["version"], f["models"]) for f in data["found"]] == [("ollama", "0.12.3", ["tiny:latest"])]
+    assert data["written"] == [] and data["silent"] == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sollol_cli.discovery.targets import hosts, local_networks, parse_networks, parse_ports
+from sollol_cli.discovery.targets import endpoint, host_count, hosts, local_networks, parse_networks, parse_ports
 from sollol_cli.errors import UsageError
 
 
@@ -23,8 +23,32 @@ def test_hosts(cidr: str, first: str, last: str, count: int) -> None:
     assert (addresses[0], addresses[-1], len(addresses)) == (first, last, count)
 
 
-def test_overlapping_ranges_are_probed_once() -> None:
-    assert len(list(hosts(parse_networks(["10.1.0.0/24", "10.1.0.0/25"])))) == 254
+@pytest.mark.parametrize(
+    "cidrs",
+    [["10.1.0.0/24", "10.1.0.0/25"], ["10.1.0.0/25", "10.1.0.0/24", "10.1.0.7/32"], ["10.1.0.0/24", "10.1.0.0/24"]],
+)
+def test_overlapping_ranges_are_probed_once(cidrs: list[str]) -> None:
+    networks = parse_networks(cidrs)
+    addresses = list(hosts(networks))
+    assert len(addresses) == len(set(addresses)) == host_count(networks) == 254
+
+
+@pytest.mark.parametrize(
+    "cidr", ["10.0.0.4/31", "10.0.0.5/32", "fd00::/120", "fd00::/126", "fd00::/127", "192.168.0.0/22"]
+)
+def test_host_count_matches_hosts(cidr: str) -> None:
+    networks = parse_networks([cidr])
+    assert host_count(networks) == len(list(hosts(networks)))
+
+
+def test_a_forced_large_range_is_never_listed_in_memory() -> None:
+    networks = parse_networks(["10.0.0.0/8"], force=True)
+    assert host_count(networks) == 2**24 - 2
+    assert next(hosts(networks)) == "10.0.0.1"  # lazy: the first address without building 16 million
+
+
+def test_endpoint() -> None:
+    assert (endpoint("10.0.0.5", 50052), endpoint("fd00::5", 8080)) == ("10.0.0.5:50052", "[fd00::5]:8080")
 
 
 @pytest.mark.parametrize(
