@@ -49,6 +49,10 @@ class BackendView:
     served: int = 0
     speed: SpeedEstimate = field(default_factory=SpeedEstimate)
     last_error: str | None = None
+    # what the last successful probe saw: one failed probe does not make the models unknown while the
+    # backend still counts as healthy (it is taken out after `unhealthy_after` failures)
+    models: frozenset[str] = frozenset()
+    loaded: frozenset[str] = frozenset()
     busy_timeouts: int = 0  # consecutive connect timeouts since the rpc-server was last seen busy
 
     @property
@@ -125,6 +129,9 @@ class Monitor:
                 view.status = await view.client.probe()
                 ok = view.status.ready
                 view.last_error = None if ok else view.status.error
+                if ok:
+                    view.models = frozenset(m.name for m in view.status.models)
+                    view.loaded = frozenset(view.status.loaded)
         except Exception as exc:  # a probe must never take the monitor down
             view.last_error = f"probe failed: {exc}"
         view.probe = self.schedule.after_probe(view.probe, ok=ok, now=self.clock(), random=random.random())
@@ -156,9 +163,7 @@ class Monitor:
         for view in self.views.values():
             if view.spec.ref.kind not in kinds:
                 continue
-            status = view.status
-            models = frozenset(m.name for m in status.models) if status else frozenset()
-            loaded = frozenset(status.loaded) if status else frozenset()
+            models, loaded = view.models, view.loaded
             healthy = view.probe.healthy and self.breaker.allows(view.breaker, now)
             out.append(
                 Candidate(

@@ -33,7 +33,8 @@ class ClusterRuntime:
         self.timeouts = Timeouts(
             connect=routing.connect_timeout, read=routing.read_timeout, probe=routing.connect_timeout
         )
-        schedule = ProbeSchedule(interval_s=routing.probe_interval, max_backoff_s=max(routing.probe_interval * 6, 10))
+        # backoff capped at a few intervals: a backend that comes back is re-admitted within them
+        schedule = ProbeSchedule(interval_s=routing.probe_interval, max_backoff_s=routing.probe_interval * 4)
         self.monitor = Monitor(inventory(cluster), self.timeouts, schedule=schedule, attached=attached)
         self.dispatcher = Dispatcher(self.monitor, routing, sharded=sharded)
         self._probe = probe

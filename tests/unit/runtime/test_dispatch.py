@@ -72,6 +72,7 @@ def runtime(*backends: FakeBackend, slots: int = 1, **routing: Any) -> tuple[Dis
         view = monitor.view(backend.ref.name)
         view.client = backend  # type: ignore[assignment]
         view.status = BackendStatus(True, "0.0.0", [ModelEntry("tiny:latest")])
+        view.models = frozenset({"tiny:latest"})  # as a successful probe records them
         view.probe = ProbeState(True, 0, 1e18)
     return Dispatcher(monitor, Routing(**routing)), monitor
 
@@ -165,6 +166,15 @@ async def test_queue_wait_expires() -> None:
     dispatcher, _ = runtime(FakeBackend("a", delay=0.5), slots=1, queue_length=5, queue_wait=0.1)
     outcomes = await asyncio.gather(collect(dispatcher), collect(dispatcher), return_exceptions=True)
     assert any(isinstance(o, QueueFull) and "within 0.1 s" in str(o) for o in outcomes)
+
+
+async def test_one_failed_probe_keeps_the_known_models() -> None:
+    a = FakeBackend("a")
+    dispatcher, monitor = runtime(a)
+    view = monitor.view("a")
+    view.status = BackendStatus(False, error="timed out")  # one failed probe; still healthy until taken out
+    chunks, trace = await collect(dispatcher)
+    assert trace.backend == "a" and chunks[-1]["done"]
 
 
 async def test_unhealthy_only() -> None:
