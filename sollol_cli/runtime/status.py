@@ -73,7 +73,6 @@ def status_data(monitor: Monitor, state: ClusterState, cluster_name: str) -> dic
 def model_rows(cluster: Cluster, shards: ShardManager | None, coordinators: Path) -> list[dict[str, Any]]:
     """Per manifest model: distribute or shard and why, and where a running coordinator put its layers."""
     from sollol_cli.sharding import coordinator as coord
-    from sollol_cli.sharding.manager import placement_lines
 
     running = {record.model: record for record in coord.all_records(coordinators) if coord.alive(record)}
     rows = []
@@ -89,7 +88,7 @@ def model_rows(cluster: Cluster, shards: ShardManager | None, coordinators: Path
                 "mode": "shard" if mode else "distribute",
                 "reason": reason,
                 "coordinator": None if record is None else {"pid": record.pid, "port": record.port},
-                "placement": placement_lines(record) if record is not None else [],
+                "placement": record.placement if record is not None else [],
             }
         )
     return rows

@@ -67,6 +67,8 @@ class CoordinatorRecord:
     rpc_memory: dict[str, list[int]] = field(default_factory=dict)  # endpoint -> [free, total] bytes at start
     n_layer: int | None = None
     split: list[float] = field(default_factory=list)
+    # computed once when it became ready: re-reading a growing log on every request would cost more each time
+    placement: list[str] = field(default_factory=list)
 
 
 def records_dir(state_dir: Path) -> Path:

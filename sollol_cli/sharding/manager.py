@@ -228,7 +228,7 @@ class ShardManager:
         if record is not None:
             if coord.alive(record):
                 trace.notes.append(f"reused the running coordinator (pid {record.pid}, port {record.port})")
-                trace.notes.extend(placement_lines(record))
+                trace.notes.extend(record.placement)
                 return record
             trace.notes.append(f"the previous coordinator had exited: {coord.log_tail(record, 2)}")
             coord.forget_record(state_dir, model.name)
@@ -248,9 +248,10 @@ class ShardManager:
             coord.stop_process(record)
             coord.forget_record(state_dir, model.name)
             raise
+        record.placement = placement_lines(record)
         coord.save_record(state_dir, record)
         trace.notes.append(f"started a coordinator (pid {record.pid}), loaded in {record.ready_after_s:.1f} s")
-        trace.notes.extend(placement_lines(record))
+        trace.notes.extend(record.placement)
         return record
 
     def _evict_others(self, model: Model, trace: Trace) -> None:
