@@ -23,13 +23,15 @@ Chunk = dict[str, Any]
 
 @dataclass(frozen=True)
 class BackendRef:
-    """Where a backend listens; `node` is the manifest node it runs on (None for unmanaged backends)."""
+    """Where a backend listens; `node` is the manifest node it runs on (None for unmanaged backends).
+    `api_key` is sent as a bearer token (a coordinator sollol runs on a node requires one)."""
 
     name: str
     kind: BackendKindName
     host: str
     port: int
     node: str | None = None
+    api_key: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def address(self) -> str:

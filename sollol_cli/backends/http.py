@@ -168,6 +168,8 @@ async def open_response(
     """
     session = get_session()
     url = ref.base_url + path
+    if ref.api_key:
+        headers = {**(headers or {}), "Authorization": f"Bearer {ref.api_key}"}
     resp: aiohttp.ClientResponse | None = None
     for attempt in (1, 2):
         try:

@@ -75,7 +75,7 @@ async def _expire_coordinators(state: GatewayState) -> None:
     assert state.shards is not None
     while True:
         await asyncio.sleep(max(state.runtime.cluster.routing.probe_interval, 5.0))
-        state.shards.expire()
+        await state.shards.expire()
 
 
 async def _metrics(request: web.Request) -> web.Response:

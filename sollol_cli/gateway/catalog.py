@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sollol_cli.backends.base import Backend, BackendRef, ModelEntry, UpstreamError
+from sollol_cli.backends.base import Backend, ModelEntry, UpstreamError
 from sollol_cli.backends.translate import human_parameters
 from sollol_cli.errors import BackendError, ModelNotFound, SollolError
 from sollol_cli.gateway.state import GatewayState
@@ -191,7 +191,7 @@ async def _coordinators(state: GatewayState) -> list[dict[str, Any]]:
     for record in records:
         from sollol_cli.backends.llamacpp import LlamaServerBackend
 
-        ref = BackendRef(f"coordinator:{record.model}", "llamacpp", record.host, record.port)
+        ref = coord.backend_ref(record)
         backend = LlamaServerBackend(ref, state.runtime.timeouts, alias=record.model)
         listed = await ask(state, backend, lambda b: b.ps())
         entry = dict(listed[0]) if listed else {"size": 0, "digest": "", "details": {"format": "gguf"}}

@@ -272,6 +272,12 @@ class Model(Strict):
     slots: int = Field(1, ge=1, le=64, description="Parallel requests of a sharded model's coordinator.")
     tensor_split: list[float] | None = Field(None, description="Share of layers per rpc node, in node order.")
     keep_alive: float = Field(300.0, ge=0, description="Seconds an idle coordinator stays loaded.")
+    coordinator: str | None = Field(
+        None, description="Node that runs a sharded model's coordinator, over SSH (default: the controller)."
+    )
+    coordinator_port: Port | None = Field(
+        None, description="Port of a coordinator on a node (default: a free one from 41100-41999)."
+    )
 
     @field_validator("tensor_split")
     @classmethod
@@ -402,6 +408,7 @@ def cross_check(cluster: Cluster) -> list[tuple[tuple[str | int, ...], str]]:
             problems.append(
                 (("models", i, "store_node"), "store_node takes the GGUF from an Ollama store; drop 'gguf'")
             )
+        problems.extend(_coordinator_problems(cluster, i, model, names))
         if model.gguf and model.ollama_model:
             problems.append((("models", i, "gguf"), "give either 'gguf' or 'ollama_model', not both"))
         if (
@@ -413,6 +420,28 @@ def cross_check(cluster: Cluster) -> list[tuple[tuple[str | int, ...], str]]:
             message = f"has {len(model.tensor_split)} shares but the cluster has {count} rpc backends"
             problems.append((("models", i, "tensor_split"), message))
     return problems
+
+
+def _coordinator_problems(
+    cluster: Cluster, i: int, model: Model, names: set[str]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    if model.coordinator is None:
+        if model.coordinator_port is not None:
+            return [(("models", i, "coordinator_port"), "coordinator_port needs 'coordinator' (a node name)")]
+        return []
+    if model.coordinator not in names:
+        message = f"no node named '{model.coordinator}'{_suggest(model.coordinator, names)}"
+        return [(("models", i, "coordinator"), message)]
+    host = cluster.node(model.coordinator)
+    if host.is_local:
+        return []
+    # rpc-servers on loopback are only reachable from the controller itself
+    loopback = [n.name for n in cluster.nodes if n.rpc is not None and (n.rpc.bind or n.host).startswith("127.")]
+    loopback += [b.label for b in cluster.backends if b.kind is BackendKind.rpc and b.address.startswith("127.")]
+    if loopback:
+        message = f"a coordinator on node '{host.name}' cannot reach the rpc-servers on loopback: {', '.join(loopback)}"
+        return [(("models", i, "coordinator"), message)]
+    return []
 
 
 def _dotted(loc: tuple[str | int, ...]) -> str:

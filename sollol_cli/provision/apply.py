@@ -194,16 +194,14 @@ class NodeJob:
                     outcome.changed.append(f"pulled {', '.join(pulled)} on {spec.name}")
 
     async def _upload(self, runner: CommandRunner, binary: svc.BinarySource, home: str) -> None:
+        from sollol_cli.provision.transfer import upload_checked
+
         assert binary.local_path is not None and binary.sha256 is not None
         final = _home_path(binary.remote_path, home)
-        tmp = f"{final}.upload-{self.node.name}"  # per node: several local nodes may share one machine
-        await runner.run(f"mkdir -p {_q(final.rsplit('/', 1)[0])}", timeout=15, check=True)
-        await runner.put_file(Path(binary.local_path), tmp, mode=0o755, reporter=self.report)
-        # rename over the old file: a running rpc-server keeps its inode, no "text file busy"
-        result = await runner.run(f"mv -f {_q(tmp)} {_q(final)} && sha256sum {_q(final)}", timeout=60, check=True)
-        got = result.stdout.split()[0] if result.stdout.split() else ""
-        if got != binary.sha256:
-            raise StepError(f"checksum mismatch after upload of {binary.name}: {got[:12]} != {binary.sha256[:12]}")
+        # tagged per node: several local nodes may share one machine
+        await upload_checked(
+            runner, Path(binary.local_path), final, binary.sha256, mode=0o755, reporter=self.report, tag=self.node.name
+        )
 
     async def _stop(self, runner: CommandRunner, service: RunningService, home: str) -> None:
         records = _record_paths(self.cluster.name, self.node.name, service.name)
@@ -298,8 +296,9 @@ def _q(path: str) -> str:
 
 
 def _record_paths(cluster: str, node: str, name: str) -> str:
+    """A service's files in the run directory (a coordinator also has its API key there)."""
     base = svc.run_dir(cluster, node)
-    return f"{_q(f'{base}/{name}.pid')} {_q(f'{base}/{name}.unit')}"
+    return " ".join(_q(f"{base}/{name}.{ext}") for ext in ("pid", "unit", "key"))
 
 
 def _service_of(step: object) -> str:

@@ -97,6 +97,8 @@ def plan_up(
     running = facts.services
 
     for name, service in sorted(running.items()):
+        if service.kind == "coordinator" and service.alive:
+            continue  # a sharded model's coordinator: the shard manager's to stop (expiry, `down`), not up's
         if name not in wanted:
             steps.append(Stop(service, "no longer in the manifest") if service.alive else Forget(service))
 

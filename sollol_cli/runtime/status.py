@@ -87,7 +87,9 @@ def model_rows(cluster: Cluster, shards: ShardManager | None, coordinators: Path
                 "name": model.name,
                 "mode": "shard" if mode else "distribute",
                 "reason": reason,
-                "coordinator": None if record is None else {"pid": record.pid, "port": record.port},
+                "coordinator": None
+                if record is None
+                else {"pid": record.pid, "host": record.host, "port": record.port, "node": record.node},
                 "placement": record.placement if record is not None else [],
             }
         )

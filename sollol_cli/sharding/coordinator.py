@@ -1,8 +1,8 @@
 """The sharding coordinator: a `llama-server --rpc ...` process sollol starts, supervises and reuses.
 
-It runs detached on the controller (its own session, output drained to a log file, never a pipe), and is
-recorded in the state directory, so a later `sollol run` reuses a warm coordinator instead of reloading
-the model, until its keep-alive expires or `sollol down` stops it.
+It runs detached on the controller (its own session, output drained to a log file, never a pipe) or on a
+node (node_coordinator.py), and is recorded in the state directory, so a later `sollol run` reuses a warm
+coordinator instead of reloading the model, until its keep-alive expires or `sollol down` stops it.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from sollol_cli import events
+from sollol_cli.backends.base import BackendRef
 from sollol_cli.errors import BackendError
-from sollol_cli.sharding.placement_log import DevicePlacement, parse_placement
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,18 @@ class CoordinatorRecord:
     split: list[float] = field(default_factory=list)
     # computed once when it became ready: re-reading a growing log on every request would cost more each time
     placement: list[str] = field(default_factory=list)
+    node: str | None = None  # None: this machine; else the manifest node it runs on (log is a path there)
+    api_key: str | None = None  # required by a coordinator on a node (it listens on the cluster network)
+
+    @property
+    def where(self) -> str:
+        return f"node {self.node}" if self.node else "this machine"
+
+
+def backend_ref(record: CoordinatorRecord) -> BackendRef:
+    return BackendRef(
+        f"coordinator:{record.model}", "llamacpp", record.host, record.port, node=record.node, api_key=record.api_key
+    )
 
 
 def records_dir(state_dir: Path) -> Path:
@@ -121,6 +134,7 @@ def save_record(state_dir: Path, record: CoordinatorRecord) -> None:
     path = _record_path(state_dir, record.model)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
+    tmp.touch(mode=0o600)  # it may hold an API key
     tmp.write_text(json.dumps(asdict(record), indent=2))
     tmp.replace(path)
 
@@ -141,6 +155,11 @@ def process_start_time(pid: int) -> int | None:
 
 
 def alive(record: CoordinatorRecord) -> bool:
+    """Is the process still the one started? A coordinator on a node counts as alive while recorded: checking
+    costs an SSH round trip, so the paths that act on it check for real (NodeHost.alive) and this only
+    decides what status shows and which rpc-servers not to probe."""
+    if record.node is not None:
+        return True
     return process_start_time(record.pid) == record.start_time
 
 
@@ -193,47 +212,48 @@ def _reap(pid: int) -> None:
         pass
 
 
-def log_tail(record: CoordinatorRecord, lines: int = 4) -> str:
-    try:
-        text = Path(record.log).read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return "no log"
-    interesting = [line for line in text if line.strip() and "--- sollol" not in line]
+def last_lines(log: str, lines: int = 4) -> str:
+    """The end of a coordinator's log, on one line (for error messages)."""
+    interesting = [line for line in log.splitlines() if line.strip() and "--- sollol" not in line]
     return " | ".join(line.strip() for line in interesting[-lines:]) or "empty log"
 
 
-def placement(record: CoordinatorRecord) -> dict[str, DevicePlacement]:
-    try:
-        text = Path(record.log).read_text(errors="replace")
-    except FileNotFoundError:
-        return {}
-    # only the latest start in an appended log counts
-    last = text.rsplit("--- sollol: starting coordinator", 1)[-1]
-    return parse_placement(last)
+class Host(Protocol):
+    """What wait_ready needs of where the coordinator runs (hosts.CoordinatorHost)."""
+
+    async def alive(self, record: CoordinatorRecord) -> bool: ...
+
+    async def log_text(self, record: CoordinatorRecord) -> str: ...
+
+    async def stop(self, record: CoordinatorRecord) -> bool: ...
 
 
-async def wait_ready(record: CoordinatorRecord, *, timeout: float, reporter: events.Reporter) -> float:
-    """Poll /health until 200 (503 while loading); fail fast when the process dies (e.g. rpc unreachable)."""
-    from sollol_cli.backends.base import BackendRef
+async def wait_ready(record: CoordinatorRecord, host: Host, *, timeout: float, reporter: events.Reporter) -> float:
+    """Poll /health until 200 (503 while loading); fail fast when the process dies (e.g. rpc unreachable).
+    Whether it still runs is asked at most once a second: on a node that is an SSH round trip."""
     from sollol_cli.backends.http import Timeouts
     from sollol_cli.backends.llamacpp import LlamaServerBackend
 
-    backend = LlamaServerBackend(
-        BackendRef(f"coordinator:{record.model}", "llamacpp", record.host, record.port), Timeouts(2.0, 5.0, 2.0)
-    )
+    backend = LlamaServerBackend(backend_ref(record), Timeouts(2.0, 5.0, 2.0))
     started = time.monotonic()
+    checked = started
     subject = f"coordinator {record.model}"
-    reporter(events.StepStarted(subject, "loading", f"over {len(record.rpc)} rpc backends"))
+    where = f" on node {record.node}" if record.node else ""
+    reporter(events.StepStarted(subject, "loading", f"over {len(record.rpc)} rpc backends{where}"))
     while time.monotonic() - started < timeout:
-        if not alive(record):
-            reporter(events.StepFailed(subject, "loading", "exited"))
-            raise BackendError(f"the coordinator for '{record.model}' exited while loading: {log_tail(record)}")
         status = await backend.probe()
         if status.ready:
             elapsed = time.monotonic() - started
             reporter(events.StepDone(subject, "loading", f"ready in {elapsed:.1f} s"))
             return elapsed
+        if time.monotonic() - checked >= 1.0 or status.error:
+            checked = time.monotonic()
+            if not await host.alive(record):
+                reporter(events.StepFailed(subject, "loading", "exited"))
+                log = last_lines(await host.log_text(record))
+                raise BackendError(f"the coordinator for '{record.model}'{where} exited while loading: {log}")
         reporter(events.StepProgress(subject, "loading", time.monotonic() - started, timeout, status.error or ""))
         await asyncio.sleep(0.2)
-    stop_process(record)
-    raise BackendError(f"the coordinator for '{record.model}' was not ready within {timeout:.0f} s: {log_tail(record)}")
+    await host.stop(record)
+    log = last_lines(await host.log_text(record))
+    raise BackendError(f"the coordinator for '{record.model}'{where} was not ready within {timeout:.0f} s: {log}")

@@ -129,7 +129,31 @@ def check_architecture(architecture: str, path: Path) -> None:
 
 def read_gguf_info(path: Path) -> GgufInfo:
     """Read and check the model facts of a GGUF file (magic, version, known architecture)."""
-    meta = read_metadata(path)
+    return _info(read_metadata(path), path, path.stat().st_size)
+
+
+class HeaderTruncated(GgufError):
+    """Why: the bytes given end before the metadata does; read more of the file."""
+
+
+def info_from_head(head: bytes, path: Path, file_size: int) -> GgufInfo:
+    """The same facts from the first bytes of a file elsewhere (a node's Ollama store): the metadata comes
+    first in a GGUF, so a few MiB answer without copying gigabytes. HeaderTruncated asks for more bytes."""
+    if head[:4] != GGUF_MAGIC:
+        raise GgufError(
+            f"{path} is not a GGUF file (it starts with {head[:4]!r}, not b'GGUF')",
+            hint="llama.cpp needs a .gguf model; convert it with llama.cpp's convert scripts",
+        )
+    try:
+        meta = _Scanner(head).header(path)
+    except (struct.error, ValueError, OverflowError, UnicodeDecodeError) as exc:
+        if len(head) < file_size:
+            raise HeaderTruncated(f"{path}: the metadata goes beyond the first {len(head)} bytes") from None
+        raise GgufError(f"{path} is a damaged GGUF file ({exc})", hint="download or convert it again") from None
+    return _info(meta, path, file_size)
+
+
+def _info(meta: dict[str, MetaValue], path: Path, file_size: int) -> GgufInfo:
     arch = meta.get("general.architecture")
     if not isinstance(arch, str):
         raise GgufError(f"{path} has no general.architecture in its metadata")
@@ -170,7 +194,7 @@ def read_gguf_info(path: Path) -> GgufInfo:
         key_length=number("attention.key_length"),
         value_length=number("attention.value_length"),
         vocab_size=number("vocab_size") or token_count or None,
-        file_size=path.stat().st_size,
+        file_size=file_size,
         file_type=file_type if isinstance(file_type, int) else None,
     )
 
@@ -208,7 +232,7 @@ def read_metadata(path: Path) -> dict[str, MetaValue]:
 
 
 class _Scanner:
-    def __init__(self, buf: mmap.mmap) -> None:
+    def __init__(self, buf: mmap.mmap | bytes) -> None:
         self.buf = buf
         self.offset = 0
 

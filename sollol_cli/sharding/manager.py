@@ -10,7 +10,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,18 +19,12 @@ from sollol_cli.manifest.models import Cluster, Model, ModelMode
 from sollol_cli.router import normalize_model_name
 from sollol_cli.settings import Settings
 from sollol_cli.sharding import coordinator as coord
+from sollol_cli.sharding.hosts import ControllerHost, CoordinatorHost, ModelFile, NodeHost
 
 if TYPE_CHECKING:
     from sollol_cli.backends.llamacpp import LlamaServerBackend
     from sollol_cli.runtime.dispatch import Trace
     from sollol_cli.runtime.monitor import Monitor
-
-
-@dataclass(frozen=True)
-class ModelFile:
-    path: str
-    size: int
-    kv_bytes: int | None
 
 
 class ShardManager:
@@ -56,6 +49,7 @@ class ShardManager:
         self._files: dict[str, ModelFile] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._rpc_memory_at_plan: dict[str, list[int]] = {}
+        self._hosts: dict[str, NodeHost] = {}
 
     def attach(self, monitor: Monitor) -> None:
         self.monitor = monitor
@@ -160,43 +154,55 @@ class ShardManager:
             info = read_gguf_info(path)
         except SollolError as exc:
             raise BackendError(f"model '{model.name}': {exc.message}", hint=exc.hint) from None
-        file = ModelFile(str(path), info.file_size, kv_cache_bytes(info, model.context))
+        file = ModelFile(str(path), info.file_size, kv_cache_bytes(info, model.context), info.block_count)
         self._files[model.name] = file
         return file
 
     async def _fetch_from_node(self, model: Model) -> None:
-        """The GGUF lives in an Ollama store on a node: resolve it there and copy it here (cached by digest)."""
+        """The GGUF lives in an Ollama store on a node: resolve it there. When the coordinator runs on that
+        node it is used where it is (only its metadata is read); else it is copied here, cached by digest."""
         from sollol_cli.errors import SollolError
         from sollol_cli.provision.connect import runner_factory
         from sollol_cli.sharding.gguf_info import kv_cache_bytes, read_gguf_info
-        from sollol_cli.sharding.remote_store import fetch_model
+        from sollol_cli.sharding.remote_store import fetch_model, locate_model, remote_info
 
         assert model.store_node is not None
         node = self.cluster.node(model.store_node)
+        name = model.ollama_model or model.name
         try:
             runner = await runner_factory(self.cluster, self.settings)(node)
             async with runner:
-                path = await fetch_model(
-                    runner, node.name, model.ollama_model or model.name, model.store, self.settings.cache_dir,
-                    self.reporter,
-                )  # fmt: skip
-            info = read_gguf_info(path)
+                if model.coordinator == node.name:
+                    blob = await locate_model(runner, node.name, name, model.store)
+                    info = await remote_info(runner, node.name, blob)
+                    kv = kv_cache_bytes(info, model.context)
+                    file = ModelFile(blob.path, blob.size, kv, info.block_count, blob.digest, node.name)
+                else:
+                    cache = self.settings.cache_dir
+                    path = await fetch_model(runner, node.name, name, model.store, cache, self.reporter)
+                    info = read_gguf_info(path)
+                    kv = kv_cache_bytes(info, model.context)
+                    digest = path.stem.removeprefix("sha256-")
+                    file = ModelFile(str(path), info.file_size, kv, info.block_count, digest)
         except SollolError as exc:
             raise BackendError(f"model '{model.name}': {exc.message}", hint=exc.hint) from None
-        self._files[model.name] = ModelFile(str(path), info.file_size, kv_cache_bytes(info, model.context))
+        self._files[model.name] = file
 
     def _n_layer(self, model: Model) -> int | None:
-        from sollol_cli.sharding.gguf_info import read_gguf_info
-
-        try:
-            return read_gguf_info(Path(self.model_file(model).path)).block_count
-        except Exception:  # placement display only; never fail a request over it
-            return None
+        file = self._files.get(model.name)
+        return file.n_layer if file else None
 
     # --- coordinators ---
 
+    def host_for(self, node: str | None) -> CoordinatorHost:
+        """Where a coordinator runs (None: this machine). Node hosts keep one SSH connection until close."""
+        if node is None:
+            return ControllerHost(self.home)
+        if node not in self._hosts:
+            self._hosts[node] = NodeHost(self.cluster, self.settings, self.cluster.node(node), reporter=self.reporter)
+        return self._hosts[node]
+
     async def backend_for(self, name: str, trace: Trace) -> LlamaServerBackend:
-        from sollol_cli.backends.base import BackendRef
         from sollol_cli.backends.llamacpp import LlamaServerBackend
 
         model = self.model(name)
@@ -207,8 +213,7 @@ class ShardManager:
             record = await self._ensure(model, trace)
         record.last_used = time.time()
         coord.save_record(self.home, record)
-        ref = BackendRef(f"coordinator:{model.name}", "llamacpp", record.host, record.port)
-        return LlamaServerBackend(ref, _timeouts(self.cluster))
+        return LlamaServerBackend(coord.backend_ref(record), _timeouts(self.cluster))
 
     async def discard(self, name: str, trace: Trace) -> None:
         """The coordinator failed a request: stop what is left of it so the next call re-plans."""
@@ -217,56 +222,95 @@ class ShardManager:
             return
         record = coord.load_record(self.home, model.name)
         if record is not None:
-            trace.notes.append(f"the coordinator failed ({coord.log_tail(record, 2)}); re-planning")
-            coord.stop_process(record)
-            coord.forget_record(self.home, model.name)
+            log = await self._log(record)
+            trace.notes.append(f"the coordinator failed ({coord.last_lines(log, 2)}); re-planning")
+            await self._stop(record)
+
+    async def _log(self, record: coord.CoordinatorRecord) -> str:
+        from sollol_cli.errors import SshError
+
+        try:
+            return await self.host_for(record.node).log_text(record)
+        except SshError as exc:
+            return f"its log is out of reach: {exc.message}"
+
+    async def _stop(self, record: coord.CoordinatorRecord) -> bool:
+        """Stop and forget; on an unreachable node it is left to `sollol down` (the node keeps its pidfile)."""
+        from sollol_cli.errors import SshError
+
+        try:
+            stopped = await self.host_for(record.node).stop(record)
+        except SshError:
+            stopped = False
+        coord.forget_record(self.home, record.model)
+        return stopped
+
+    async def _still_running(self, record: coord.CoordinatorRecord) -> bool:
+        """On this machine: the same process. On a node: it answers with our key (an HTTP round trip, cheaper
+        than SSH; another process on a reused port would not know the key)."""
+        if record.node is None:
+            return coord.alive(record)
+        from sollol_cli.backends.http import Timeouts
+        from sollol_cli.backends.llamacpp import LlamaServerBackend
+
+        backend = LlamaServerBackend(coord.backend_ref(record), Timeouts(self.cluster.routing.connect_timeout, 5.0))
+        try:
+            await backend.openai_json("/v1/models")
+        except BackendError:
+            return False
+        return True
 
     async def _ensure(self, model: Model, trace: Trace) -> coord.CoordinatorRecord:
         state_dir = self.home
-        self.expire()
+        await self.expire()
         record = coord.load_record(state_dir, model.name)
+        if record is not None and record.node != model.coordinator:
+            trace.notes.append(f"moved the coordinator off {record.where} (the manifest says {_where(model)})")
+            await self._stop(record)
+            record = None
         if record is not None:
-            if coord.alive(record):
-                trace.notes.append(f"reused the running coordinator (pid {record.pid}, port {record.port})")
+            if await self._still_running(record):
+                where = f" on node {record.node}" if record.node else ""
+                trace.notes.append(f"reused the running coordinator{where} (pid {record.pid}, port {record.port})")
                 trace.notes.extend(record.placement)
                 return record
-            trace.notes.append(f"the previous coordinator had exited: {coord.log_tail(record, 2)}")
-            coord.forget_record(state_dir, model.name)
-        self._evict_others(model, trace)
-        plan = await self.plan(model)
-        llama_server = self._llama_server()
-        log = state_dir / "coordinators" / f"{plan.digest}.log"
-        record = coord.start_process(plan, llama_server, log, model.keep_alive)
+            trace.notes.append(f"the previous coordinator had exited: {coord.last_lines(await self._log(record), 2)}")
+            await self._stop(record)
+        await self._evict_others(model, trace)
+        host = self.host_for(model.coordinator)
+        plan = await self.plan(model, host)
+        record = await host.start(plan, self._llama_server(), model.keep_alive)
         record.rpc_memory = self._rpc_memory_at_plan
         record.n_layer = self._n_layer(model)
         record.split = list(plan.split or ())
         coord.save_record(state_dir, record)
         self.started.add(model.name)
         try:
-            record.ready_after_s = await coord.wait_ready(record, timeout=self.ready_timeout, reporter=self.reporter)
+            record.ready_after_s = await coord.wait_ready(
+                record, host, timeout=self.ready_timeout, reporter=self.reporter
+            )
         except BaseException:
-            coord.stop_process(record)
-            coord.forget_record(state_dir, model.name)
+            await self._stop(record)
             raise
-        record.placement = placement_lines(record)
+        record.placement = placement_lines(record, await host.log_text(record))
         coord.save_record(state_dir, record)
-        trace.notes.append(f"started a coordinator (pid {record.pid}), loaded in {record.ready_after_s:.1f} s")
+        where = f" on node {record.node}" if record.node else ""
+        trace.notes.append(f"started a coordinator{where} (pid {record.pid}), loaded in {record.ready_after_s:.1f} s")
         trace.notes.extend(record.placement)
         return record
 
-    def _evict_others(self, model: Model, trace: Trace) -> None:
+    async def _evict_others(self, model: Model, trace: Trace) -> None:
         """An rpc-server serves one coordinator at a time, so switching sharded models means unloading the
         other one first (as Ollama unloads a model to load another when memory is short)."""
         if self.monitor is None:
             return
         ours = {v.spec.ref.address for v in self.monitor.views.values() if v.spec.ref.kind == "rpc"}
         for other in coord.all_records(self.home):
-            if other.model != model.name and coord.alive(other) and ours & set(other.rpc):
-                coord.stop_process(other)
-                coord.forget_record(self.home, other.model)
+            if other.model != model.name and ours & set(other.rpc) and await self._still_running(other):
+                await self._stop(other)
                 trace.notes.append(f"unloaded '{other.model}' to free the rpc-servers (they serve one model at a time)")
 
-    async def plan(self, model: Model) -> coord.CoordinatorPlan:
+    async def plan(self, model: Model, host: CoordinatorHost | None = None) -> coord.CoordinatorPlan:
         """Probe the rpc backends now and decide which ones the coordinator uses."""
         from sollol_cli.llamacpp.sdist import RPC_PROTOCOL_VERSION
 
@@ -319,7 +363,10 @@ class ShardManager:
             for endpoint, v in zip(endpoints, ready, strict=True)
             if v.rpc is not None and v.rpc.devices
         }
-        return coord.CoordinatorPlan(model.name, file.path, endpoints, model.context, model.slots, split)
+        host = host or self.host_for(model.coordinator)
+        gguf = await host.model_path(file)
+        bind = self.cluster.node(model.coordinator).host if model.coordinator else "127.0.0.1"
+        return coord.CoordinatorPlan(model.name, gguf, endpoints, model.context, model.slots, split, bind)
 
     def _llama_server(self) -> str:
         if self.settings.llama_server_path:
@@ -333,27 +380,29 @@ class ShardManager:
             raise UsageError("sharding needs llama-server on the controller", hint="run `sollol llama-cpp build`")
         return str(binaries.llama_server)
 
-    def expire(self) -> list[str]:
+    async def expire(self) -> list[str]:
         """Stop coordinators idle for longer than their keep-alive."""
         stopped = []
         now = time.time()
         for record in coord.all_records(self.home):
-            if not coord.alive(record):
+            if record.node is None and not coord.alive(record):
                 coord.forget_record(self.home, record.model)
             elif now - record.last_used > record.keep_alive:
-                coord.stop_process(record)
-                coord.forget_record(self.home, record.model)
+                await self._stop(record)
                 stopped.append(record.model)
         return stopped
 
     async def close(self) -> None:
-        if not self.stop_on_close:
-            return
-        for name in sorted(self.started):
-            record = coord.load_record(self.home, name)
-            if record is not None:
-                coord.stop_process(record)
-                coord.forget_record(self.home, name)
+        try:
+            if self.stop_on_close:
+                for name in sorted(self.started):
+                    record = coord.load_record(self.home, name)
+                    if record is not None:
+                        await self._stop(record)
+        finally:
+            for host in self._hosts.values():
+                await host.close()
+            self._hosts.clear()
 
 
 def _pool_bytes(views: list) -> int | None:  # type: ignore[type-arg]
@@ -372,11 +421,11 @@ def _timeouts(cluster: Cluster):  # type: ignore[no-untyped-def]
     return Timeouts(connect=cluster.routing.connect_timeout, read=cluster.routing.read_timeout)
 
 
-def placement_lines(record: coord.CoordinatorRecord) -> list[str]:
+def placement_lines(record: coord.CoordinatorRecord, log: str) -> list[str]:
     """`host:port: layers 0-4, model 9.4 MiB, KV 1.2 MiB` per rpc backend (what `-v` and status show)."""
-    from sollol_cli.sharding.placement_log import layers_by_device
+    from sollol_cli.sharding.placement_log import layers_by_device, parse_placement
 
-    mib = coord.placement(record)
+    mib = parse_placement(log)
     layers = layers_by_device(record.n_layer, record.rpc, record.split) if record.n_layer and record.split else {}
     lines = []
     for endpoint in record.rpc:
@@ -387,8 +436,12 @@ def placement_lines(record: coord.CoordinatorRecord) -> list[str]:
         lines.append(f"placement {endpoint}: layers {span}, model {model_mib:.1f} MiB, KV {kv_mib:.1f} MiB")
     local = mib.get("CPU_Mapped") or mib.get("CPU")
     if local is not None and local.model_mib:
-        lines.append(f"placement coordinator (this machine): token embeddings, model {local.model_mib:.1f} MiB")
+        lines.append(f"placement coordinator ({record.where}): token embeddings, model {local.model_mib:.1f} MiB")
     return lines
+
+
+def _where(model: Model) -> str:
+    return f"node {model.coordinator}" if model.coordinator else "this machine"
 
 
 def coordinator_home(settings: Settings, cluster: str) -> Path:
@@ -396,11 +449,12 @@ def coordinator_home(settings: Settings, cluster: str) -> Path:
 
 
 def stop_all(settings: Settings, cluster: str) -> list[str]:
-    """`sollol down`: stop every coordinator this cluster's commands started."""
+    """`sollol down`: stop every coordinator this cluster's commands started on this machine, and forget
+    those on nodes (each node's own `down` stopped them, by the pidfile they left there)."""
     home = coordinator_home(settings, cluster)
     stopped = []
     for record in coord.all_records(home):
-        if coord.stop_process(record):
+        if record.node is None and coord.stop_process(record):
             stopped.append(record.model)
         coord.forget_record(home, record.model)
     return stopped

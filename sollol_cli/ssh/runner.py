@@ -70,7 +70,9 @@ class CommandRunner(Protocol):
         """Copy a file to the node (atomically: written aside, then renamed), emitting progress events."""
         ...
 
-    async def read_file(self, remote: str) -> bytes: ...
+    async def read_file(self, remote: str, *, limit: int | None = None) -> bytes:
+        """The file's bytes (at most `limit` of them, from the start)."""
+        ...
 
     async def get_file(self, remote: str, local: Path, *, reporter: Reporter = ignore) -> None:
         """Copy a (large) file from the node to `local`, emitting progress events."""
@@ -253,10 +255,14 @@ def _text(value: object) -> str:
 
 
 def _sftp_path(remote: str) -> str:
-    """SFTP paths are relative to the login directory, so `~/x` becomes `x` and means what a shell means."""
-    if remote == "~":
+    """SFTP paths are relative to the login directory, so `~/x` (or `$HOME/x`) becomes `x` and means what a
+    shell means."""
+    if remote in ("~", "$HOME"):
         return "."
-    return remote[2:] or "." if remote.startswith("~/") else remote
+    for prefix in ("~/", "$HOME/"):
+        if remote.startswith(prefix):
+            return remote[len(prefix) :] or "."
+    return remote
 
 
 class SshRunner:
@@ -408,11 +414,11 @@ class SshRunner:
         progress(total)
         reporter(StepDone(self.name, step, detail=f"{total} bytes"))
 
-    async def read_file(self, remote: str) -> bytes:
+    async def read_file(self, remote: str, *, limit: int | None = None) -> bytes:
         sftp = await self._sftp_client()
         try:
             async with sftp.open(_sftp_path(remote), "rb") as handle:
-                data = await handle.read()
+                data = await handle.read(-1 if limit is None else limit)
         except asyncssh.SFTPNoSuchFile:
             raise RemoteFileNotFound(f"{self.name}: {remote} does not exist") from None
         except (asyncssh.Error, OSError) as exc:
@@ -477,7 +483,7 @@ class SshRunner:
 
 def _local_path(remote: str) -> Path:
     """Relative paths are relative to the home directory, as they are over SFTP."""
-    path = Path(remote).expanduser()
+    path = Path(_sftp_path(remote)).expanduser()
     return path if path.is_absolute() else Path.home() / path
 
 
@@ -499,6 +505,11 @@ def _copy_atomically(local: Path, target: Path, mode: int, on_progress: Callable
         part.replace(target)
     finally:
         part.unlink(missing_ok=True)
+
+
+def _read_head(path: Path, limit: int | None) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(-1 if limit is None else limit)
 
 
 def _write_atomically(target: Path, data: bytes, mode: int) -> None:
@@ -585,9 +596,9 @@ class LocalRunner:
         progress(total)
         reporter(StepDone(self.name, step, detail=f"{total} bytes"))
 
-    async def read_file(self, remote: str) -> bytes:
+    async def read_file(self, remote: str, *, limit: int | None = None) -> bytes:
         try:
-            return await asyncio.to_thread(_local_path(remote).read_bytes)
+            return await asyncio.to_thread(_read_head, _local_path(remote), limit)
         except FileNotFoundError:
             raise RemoteFileNotFound(f"{self.name}: {remote} does not exist") from None
         except OSError as exc:

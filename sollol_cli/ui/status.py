@@ -58,6 +58,10 @@ def render(data: dict[str, Any]) -> Group:
     models = []
     for model in data.get("models", []):
         models.append(Text(f"{model['name']}: {model['reason']}", style="dim" if model["mode"] == "distribute" else ""))
+        running = model.get("coordinator")
+        if running:
+            where = f"node {running['node']}" if running.get("node") else "this machine"
+            models.append(Text(f"  coordinator on {where}, {running['host']}:{running['port']} (pid {running['pid']})"))
         models.extend(Text(f"  {line}") for line in model["placement"])
     if models:
         models.insert(0, Text("models:", style="bold"))

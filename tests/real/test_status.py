@@ -116,7 +116,12 @@ def test_status_shows_rpc_servers_held_by_sollols_coordinator(shard_cluster: Pat
     assert [(row["name"], row["reachable"]) for row in data["backends"]] == [("r1", "busy"), ("r2", "busy")]
     assert all(row["error"].startswith("attached to the coordinator for 'tiny'") for row in data["backends"])
     (model,) = data["models"]
-    assert model["mode"] == "shard" and model["coordinator"] == {"pid": record.pid, "port": record.port}
+    assert model["mode"] == "shard" and model["coordinator"] == {
+        "pid": record.pid,
+        "host": "127.0.0.1",
+        "port": record.port,
+        "node": None,
+    }
     for line, endpoint in zip(model["placement"], record.rpc, strict=False):  # layers spread over both
         assert line.startswith(f"placement {endpoint}: layers ") and ": layers -," not in line, line
     assert len(model["placement"]) >= 2

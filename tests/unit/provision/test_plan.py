@@ -166,3 +166,25 @@ def test_rpc_protocol_mismatch_fails_only_that_node() -> None:
         "sollol-lab-rpc-50052: rpc protocol 6.1.0 differs from the coordinator's 7.0.0; "
         "use the same llama.cpp build on every node"
     ]
+
+
+COORDINATOR = RunningService("sollol-lab-coordinator-big", 300, 9, "c" * 16, "coordinator", "10.0.0.1", 41200, True)
+
+
+def test_up_leaves_a_running_coordinator_alone_and_forgets_a_dead_one() -> None:
+    """A sharded model's coordinator is not a manifest service: `up` must not stop a warm one."""
+    c = cluster(RPC)
+    specs, sources = desired(c)
+    dead = RunningService("sollol-lab-coordinator-old", 301, 9, "d" * 16, "coordinator", "10.0.0.1", 41201, False)
+    facts = NodeFacts(binaries={BIN: SHA}, services={s.name: s for s in (COORDINATOR, dead, running(c, "rpc"))})
+    assert [describe(step) for step in plan_up("n1", specs, sources, facts).steps] == [
+        "forget sollol-lab-coordinator-old (not running)",
+        "keep sollol-lab-rpc-50052 on 10.0.0.1:50052 (running, up to date)",
+    ]
+
+
+def test_down_stops_a_coordinator_on_the_node() -> None:
+    facts = NodeFacts(services={COORDINATOR.name: COORDINATOR})
+    assert [describe(step) for step in plan_down("n1", facts).steps] == [
+        "stop sollol-lab-coordinator-big (pid 300): sollol down"
+    ]
