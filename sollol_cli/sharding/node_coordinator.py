@@ -190,4 +190,3 @@ def file_digest(path: Path, cache_dir: Path) -> str:
     memo.parent.mkdir(parents=True, exist_ok=True)
     memo.write_text(json.dumps({"path": str(path), "sha256": digest}))
     return digest
-

@@ -228,6 +228,15 @@ class ServerGroup:
             server.stop()
 
 
+def bin_dir_of(bins: LlamaCppBinaries, parent: Path) -> Path:
+    """A directory with rpc-server and llama-server, for a manifest's `llama_cpp.bin_dir`."""
+    bin_dir = parent / "bin"
+    bin_dir.mkdir()
+    for name, path in (("rpc-server", bins.rpc_server), ("llama-server", bins.llama_server)):
+        (bin_dir / name).symlink_to(path)
+    return bin_dir
+
+
 @pytest.fixture(scope="session")
 def llama_bins() -> LlamaCppBinaries:
     """The static rpc-server and llama-server (built on first use per machine, then read from the cache)."""

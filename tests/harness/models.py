@@ -43,10 +43,12 @@ def tiny_big_gguf() -> Path:
     return ensure_tiny_model(cache_dir(), "big")
 
 
-def write_gguf(path: Path, architecture: str = "llama", **metadata: int | str) -> Path:
+def write_gguf(path: Path, architecture: str = "llama", *, tokens: Sequence[str] = (), **metadata: int | str) -> Path:
     """A small metadata-only GGUF (one 4-element tensor), e.g. of an architecture llama.cpp does not know.
     `metadata` keys are relative to the architecture (`block_count=2` -> `<arch>.block_count`)."""
     writer = gguf.GGUFWriter(path, architecture)
+    if tokens:
+        writer.add_token_list(list(tokens))
     for key, value in metadata.items():
         full_key = f"{architecture}.{key.replace('__', '.')}"
         if isinstance(value, str):

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from sollol_cli.backends.rpc import probe_rpc
+from tests.harness.llama import bin_dir_of
 from tests.harness.sshhosts import TestHosts
 from tests.standin.ollama_standin import standin_script
 from tests.unit.cli_helpers import invoke
@@ -58,10 +59,7 @@ def pids(data: dict) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def lab(ssh_nodes: TestHosts, llama_bins, tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Lab:  # type: ignore[no-untyped-def]
     tmp = tmp_path_factory.mktemp("lab")
-    bin_dir = tmp / "bin"
-    bin_dir.mkdir()
-    for name, path in (("rpc-server", llama_bins.rpc_server), ("llama-server", llama_bins.llama_server)):
-        (bin_dir / name).symlink_to(path)
+    bin_dir = bin_dir_of(llama_bins, tmp)
     node2, node3 = ssh_nodes.nodes[1], ssh_nodes.nodes[2]
     models = node2.root_dir / "models"
     models.mkdir(exist_ok=True)

@@ -17,7 +17,7 @@ import pytest
 
 from sollol_cli.settings import Settings
 from sollol_cli.sharding.coordinator import alive, all_records
-from tests.harness.llama import ServerGroup
+from tests.harness.llama import ServerGroup, bin_dir_of
 from tests.harness.models import OllamaStore
 from tests.harness.sshhosts import TestHosts
 from tests.real.test_run_llamacpp import PROMPT, direct_greedy
@@ -55,10 +55,7 @@ def shard_manifest(
     state_dir: Path,  # type: ignore[no-untyped-def]
 ) -> Iterator[Path]:
     tmp = tmp_path_factory.mktemp("shard")
-    bin_dir = tmp / "bin"
-    bin_dir.mkdir()
-    for name, path in (("rpc-server", llama_bins.rpc_server), ("llama-server", llama_bins.llama_server)):
-        (bin_dir / name).symlink_to(path)
+    bin_dir = bin_dir_of(llama_bins, tmp)
     roles = {"node1": f"rpc: {{port: {RPC_PORT}}}", "node2": f"rpc: {{port: {RPC_PORT}}}"}
     extra = (
         f"llama_cpp:\n  bin_dir: {bin_dir}\n"

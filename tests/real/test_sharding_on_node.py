@@ -15,15 +15,15 @@ import pytest
 
 from sollol_cli.settings import Settings
 from sollol_cli.sharding.coordinator import CoordinatorRecord, all_records
-from tests.harness.llama import ServerGroup
+from tests.harness.llama import ServerGroup, bin_dir_of
 from tests.harness.models import OllamaStore
 from tests.harness.sshhosts import TestHosts, TestNode
 from tests.real.test_run_llamacpp import PROMPT, direct_greedy
+from tests.real.test_sharding import GREEDY
 from tests.unit.cli_helpers import invoke
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 RPC_PORT = 50153
-GREEDY = ["--temperature", "0", "--seed", "1", "--num-predict", "24"]
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +33,7 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _shared_state(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the coordinator records live in the state dir: later tests must see what earlier ones started
     monkeypatch.setenv("SOLLOL_STATE_DIR", str(state_dir))
 
 
@@ -56,10 +57,7 @@ def manifest(
     remote.add_model(("registry.ollama.ai", "library", "tiny", "latest"), tiny_gguf)
     here = OllamaStore(tmp / "ollama" / "models")
     here.add_model(("registry.ollama.ai", "library", "tiny-here", "latest"), tiny_gguf)
-    bin_dir = tmp / "bin"
-    bin_dir.mkdir()
-    for name, path in (("rpc-server", llama_bins.rpc_server), ("llama-server", llama_bins.llama_server)):
-        (bin_dir / name).symlink_to(path)
+    bin_dir = bin_dir_of(llama_bins, tmp)
     roles = {"node1": f"rpc: {{port: {RPC_PORT}}}", "node2": f"rpc: {{port: {RPC_PORT}}}"}
     extra = (
         f"llama_cpp:\n  bin_dir: {bin_dir}\n"

@@ -7,13 +7,12 @@ import asyncio
 from dataclasses import replace
 from pathlib import Path
 
-import gguf
-import numpy as np
 import pytest
 
 from sollol_cli.sharding.gguf_info import GgufError, read_gguf_info
 from sollol_cli.sharding.remote_store import RemoteBlob, match_manifest, remote_info
 from sollol_cli.ssh.runner import LocalRunner
+from tests.harness.models import write_gguf
 
 STORE = "/home/u/.ollama/models"
 LISTING = [
@@ -53,16 +52,8 @@ class CountingRunner(LocalRunner):
 
 def big_vocab_gguf(path: Path, tokens: int) -> Path:
     """Metadata longer than the first read (a 300k-token vocabulary is about 5.5 MiB)."""
-    writer = gguf.GGUFWriter(path, "llama")
-    for key, value in (("block_count", 4), ("attention.head_count", 4), ("embedding_length", 64)):
-        writer.add_uint32(f"llama.{key}", value)
-    writer.add_token_list([f"token{i}" for i in range(tokens)])
-    writer.add_tensor("token_embd.weight", np.zeros(4, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    names = [f"token{i}" for i in range(tokens)]
+    return write_gguf(path, tokens=names, block_count=4, attention__head_count=4, embedding_length=64)
 
 
 def test_remote_info_reads_more_only_when_the_metadata_is_longer(tmp_path: Path) -> None:
