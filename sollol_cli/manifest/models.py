@@ -119,7 +119,9 @@ class RpcRole(Strict):
         None,
         description="Address to bind (default: the node's address; 0.0.0.0 only if you accept the risk).",
     )
-    threads: int | None = Field(None, ge=1, description="CPU threads (default: every core of the node).")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads (default: the machine's cores, divided among its rpc-servers)."
+    )
     cache: bool = Field(True, description="Tensor cache (-c): much faster reloads of the same model.")
     device: str | None = Field(None, description="Device to serve (-d), e.g. CUDA0.")
 
@@ -197,6 +199,11 @@ class Node(Strict):
     def host(self) -> str:
         """The address other machines use; `local` nodes are reached on loopback."""
         return "127.0.0.1" if self.address == LOCAL else self.address
+
+    @property
+    def machine(self) -> str:
+        """Which machine it is: nodes on one machine share its cores and memory."""
+        return "local" if self.is_local else self.address
 
     @property
     def roles(self) -> list[str]:

@@ -115,7 +115,10 @@ class NodeJob:
 
     async def up(self, runner: CommandRunner) -> NodeOutcome:
         facts = await self.gather(runner)
-        self.desired = svc.node_services(self.cluster.name, self.node, self.sources, cpus=facts.cpus)
+        sharing = svc.rpc_servers_on_machine(self.cluster, self.node)
+        self.desired = svc.node_services(
+            self.cluster.name, self.node, self.sources, cpus=facts.cpus, rpc_sharing=sharing
+        )
         plan = plan_up(self.node.name, self.desired, self.sources, facts, manager=self.options.manager)
         outcome = NodeOutcome(self.node.name, "planned", plan, facts=facts)
         if self.options.dry_run:
@@ -258,7 +261,8 @@ class NodeJob:
                 check = await runner.run(svc.process_check({"s": (pid, start)}), timeout=15)
                 if "s dead" in check.stdout:
                     tail = await self._log_tail(runner, spec)
-                    raise StepError(f"{spec.kind} exited right after start: {tail}")
+                    held = await port_holder(runner, spec.host, spec.port)
+                    raise StepError(f"{spec.kind} exited right after start: {held or tail}")
             await asyncio.sleep(0.25)
         raise StepError(f"not ready after {self.options.ready_timeout:.0f}s ({last.detail})")
 
@@ -289,6 +293,17 @@ class NodeJob:
             pulled.append(model)
             self.report(events.StepDone(self.node.name, "pull", model))
         return pulled
+
+
+async def port_holder(runner: CommandRunner, host: str, port: int) -> str | None:
+    """rpc-server exits silently when it cannot bind: say who holds the port (a listener, or a connection
+    that happened to get it as its local port), if anyone does."""
+    result = await runner.run(f"ss -tanpH 'sport = :{port}' 2>/dev/null", timeout=15)
+    for row in (line.split() for line in result.stdout.splitlines()):
+        if len(row) >= 5 and row[3].rsplit(":", 1)[0].strip("[]") in (host, "0.0.0.0", "*", "::"):
+            who = row[5] if len(row) > 5 else "another process"
+            return f"port {port} on {host} is taken ({row[0]} {row[3]} -> {row[4]}, {who}); free it or change the port"
+    return None
 
 
 def _q(path: str) -> str:

@@ -89,10 +89,16 @@ def binary_sources(cluster: Cluster, local_bins: dict[str, tuple[str, str]]) -> 
     return sources
 
 
+def rpc_servers_on_machine(cluster: Cluster, node: Node) -> int:
+    """How many of the manifest's rpc-servers run on `node`'s machine (at least 1)."""
+    return max(1, sum(1 for n in cluster.nodes if n.rpc is not None and n.machine == node.machine))
+
+
 def node_services(
-    cluster: str, node: Node, sources: dict[str, BinarySource], *, cpus: int | None = None
+    cluster: str, node: Node, sources: dict[str, BinarySource], *, cpus: int | None = None, rpc_sharing: int = 1
 ) -> list[ServiceSpec]:
-    """The services the manifest asks for on `node`, in start order (`cpus`: the node's core count)."""
+    """The services the manifest asks for on `node`, in start order (`cpus`: the node's core count;
+    `rpc_sharing`: how many of the manifest's rpc-servers run on the node's machine)."""
     specs: list[ServiceSpec] = []
     address = node.host
     if node.rpc is not None:
@@ -100,8 +106,9 @@ def node_services(
         bind = rpc.bind or address
         source = sources.get("rpc-server")
         argv = [source.remote_path if source else "rpc-server", "-H", bind, "-p", str(rpc.port)]
-        # rpc-server uses one thread unless told otherwise: default to every core the node has
-        threads = rpc.threads or cpus
+        # rpc-server uses one thread unless told otherwise: default to the machine's cores, divided among its
+        # rpc-servers (several on one machine, each with every core, spin-wait against each other)
+        threads = rpc.threads or (max(1, cpus // rpc_sharing) if cpus else None)
         if threads:
             argv += ["-t", str(threads)]
         if rpc.cache:

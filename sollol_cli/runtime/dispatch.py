@@ -58,6 +58,10 @@ class ShardedModels(Protocol):
 
     async def discard(self, model: str, trace: Trace) -> None: ...
 
+    async def release(self, model: str) -> None:
+        """A request ended: its keep-alive counts from now."""
+        ...
+
 
 class Dispatcher:
     def __init__(self, monitor: Monitor, routing: Routing, *, sharded: ShardedModels | None = None) -> None:
@@ -103,6 +107,9 @@ class Dispatcher:
                     raise
                 trace.attempts.append(f"{backend.ref.name}: {exc.message}")
                 await self.sharded.discard(trace.model, trace)
+            finally:
+                if sent_any:
+                    await self.sharded.release(trace.model)
 
     async def _distributed(self, call: Callable[[Backend], AsyncIterator[T]], trace: Trace) -> AsyncIterator[T]:
         tried: set[str] = set()

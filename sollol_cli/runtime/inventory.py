@@ -39,7 +39,7 @@ def inventory(cluster: Cluster) -> list[BackendSpec]:
         if node.resources is not None:
             gib = max(node.resources.vram_gib or 0.0, node.resources.ram_gib or 0.0)
             hint = int(gib * GIB) if gib else None
-        machine = "local" if node.is_local else node.address
+        machine = node.machine
         multi = len(node.roles) > 1
         if node.ollama is not None:
             parallel = node.ollama.environment.get("OLLAMA_NUM_PARALLEL")

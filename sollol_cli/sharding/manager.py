@@ -215,6 +215,13 @@ class ShardManager:
         coord.save_record(self.home, record)
         return LlamaServerBackend(coord.backend_ref(record), _timeouts(self.cluster))
 
+    async def release(self, name: str) -> None:
+        model = self.model(name)
+        record = coord.load_record(self.home, model.name) if model else None
+        if record is not None:
+            record.last_used = time.time()
+            coord.save_record(self.home, record)
+
     async def discard(self, name: str, trace: Trace) -> None:
         """The coordinator failed a request: stop what is left of it so the next call re-plans."""
         model = self.model(name)
@@ -294,6 +301,10 @@ class ShardManager:
             raise
         record.placement = placement_lines(record, await host.log_text(record))
         coord.save_record(state_dir, record)
+        if not self.stop_on_close:  # left warm after this command: something must stop it when idle
+            from sollol_cli.sharding import watchdog
+
+            watchdog.spawn(self.cluster, self.settings, record)
         where = f" on node {record.node}" if record.node else ""
         trace.notes.append(f"started a coordinator{where} (pid {record.pid}), loaded in {record.ready_after_s:.1f} s")
         trace.notes.extend(record.placement)
@@ -381,16 +392,29 @@ class ShardManager:
         return str(binaries.llama_server)
 
     async def expire(self) -> list[str]:
-        """Stop coordinators idle for longer than their keep-alive."""
+        """Stop coordinators idle for longer than their keep-alive. Idle is asked of the coordinator itself
+        (its slots): another sollol process may be using it right now."""
         stopped = []
         now = time.time()
         for record in coord.all_records(self.home):
             if record.node is None and not coord.alive(record):
                 coord.forget_record(self.home, record.model)
             elif now - record.last_used > record.keep_alive:
+                if await self._busy(record):
+                    record.last_used = now
+                    coord.save_record(self.home, record)
+                    continue
                 await self._stop(record)
                 stopped.append(record.model)
         return stopped
+
+    async def _busy(self, record: coord.CoordinatorRecord) -> bool:
+        from sollol_cli.backends.http import Timeouts
+        from sollol_cli.backends.llamacpp import LlamaServerBackend
+
+        backend = LlamaServerBackend(coord.backend_ref(record), Timeouts(self.cluster.routing.connect_timeout, 5.0))
+        status = await backend.probe()
+        return bool(status.in_flight)
 
     async def close(self) -> None:
         try:

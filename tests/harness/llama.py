@@ -30,6 +30,7 @@ from sollol_cli.backends.rpc import (
 )
 from sollol_cli.llamacpp.build import LlamaCppBinaries, build
 from sollol_cli.settings import Settings
+from tests.harness._process import stop_process
 
 LOOPBACK = "127.0.0.1"
 _PORT_ATTEMPTS = 3
@@ -64,13 +65,7 @@ class ServerProcess:
             return ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
 
 
 def free_port(host: str = LOOPBACK) -> int:

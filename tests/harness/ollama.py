@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import pytest
 
+from tests.harness._process import stop_process
 from tests.standin.ollama_standin import StandinConfig, StandinServer, standin_script
 
 ConfigLike = StandinConfig | dict[str, Any] | None
@@ -185,13 +186,7 @@ class SubprocessStandin(StandinHandle):
         )
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
 
 
 @pytest.fixture

@@ -7,9 +7,18 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from sollol_cli.manifest.models import Cluster
 from sollol_cli.provision.facts import facts_script, parse_facts
-from sollol_cli.provision.services import binary_sources, detached_start, detached_stop, node_services, unit_text
+from sollol_cli.provision.services import (
+    binary_sources,
+    detached_start,
+    detached_stop,
+    node_services,
+    rpc_servers_on_machine,
+    unit_text,
+)
 
 SHA = "f" * 64
 
@@ -32,6 +41,27 @@ def test_rpc_threads_default_to_the_nodes_cores() -> None:
     (rpc,) = node_services("lab", c.nodes[0], {}, cpus=16)
     assert rpc.argv == ("rpc-server", "-H", "10.0.0.1", "-p", "50052", "-t", "16", "-c")
     assert rpc.ready == "rpc-hello"
+
+
+@pytest.mark.parametrize(("cpus", "sharing", "threads"), [(16, 2, "8"), (16, 3, "5"), (2, 4, "1")])
+def test_rpc_servers_on_one_machine_share_its_cores(cpus: int, sharing: int, threads: str) -> None:
+    c = Cluster.model_validate({"name": "lab", "nodes": [{"name": "n1", "address": "local", "rpc": {}}]})
+    (rpc,) = node_services("lab", c.nodes[0], {}, cpus=cpus, rpc_sharing=sharing)
+    assert rpc.argv[rpc.argv.index("-t") + 1] == threads
+
+
+def test_rpc_servers_counted_per_machine() -> None:
+    c = Cluster.model_validate(
+        {
+            "nodes": [
+                {"name": "a", "address": "local", "rpc": {"port": 50052}},
+                {"name": "b", "address": "local", "rpc": {"port": 50053}, "ollama": {"port": 11435}},
+                {"name": "c", "address": "local", "ollama": {}},
+                {"name": "d", "address": "10.0.0.4", "rpc": {}},
+            ]
+        }
+    )
+    assert [rpc_servers_on_machine(c, node) for node in c.nodes] == [2, 2, 2, 1]
 
 
 def test_rpc_without_cache() -> None:
