@@ -23,20 +23,9 @@ from tests.harness.sshhosts import TestHosts
 from tests.real.test_run_llamacpp import PROMPT, direct_greedy
 from tests.unit.cli_helpers import invoke
 
-pytestmark = [pytest.mark.real, pytest.mark.slow]
+pytestmark = [pytest.mark.real, pytest.mark.slow, pytest.mark.usefixtures("shared_state")]
 RPC_PORT = 50152
 GREEDY = ["--temperature", "0", "--seed", "1", "--num-predict", "24"]
-
-
-@pytest.fixture(scope="module")
-def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("shard-state")
-
-
-@pytest.fixture(autouse=True)
-def _shared_state(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # the coordinator records live in the state dir: later tests must see what earlier ones started
-    monkeypatch.setenv("SOLLOL_STATE_DIR", str(state_dir))
 
 
 @pytest.fixture(scope="module")

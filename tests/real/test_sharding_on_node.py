@@ -22,19 +22,8 @@ from tests.real.test_run_llamacpp import PROMPT, direct_greedy
 from tests.real.test_sharding import GREEDY
 from tests.unit.cli_helpers import invoke
 
-pytestmark = [pytest.mark.real, pytest.mark.slow]
+pytestmark = [pytest.mark.real, pytest.mark.slow, pytest.mark.usefixtures("shared_state")]
 RPC_PORT = 50153
-
-
-@pytest.fixture(scope="module")
-def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("noded-state")
-
-
-@pytest.fixture(autouse=True)
-def _shared_state(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # the coordinator records live in the state dir: later tests must see what earlier ones started
-    monkeypatch.setenv("SOLLOL_STATE_DIR", str(state_dir))
 
 
 @pytest.fixture(scope="module")
