@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from sollol_cli.runtime.monitor import BackendView, Monitor
@@ -10,6 +10,7 @@ from sollol_cli.state import ClusterState
 
 if TYPE_CHECKING:
     from sollol_cli.manifest.models import Cluster
+    from sollol_cli.sharding.coordinator import CoordinatorRecord
     from sollol_cli.sharding.manager import ShardManager
 
 
@@ -70,11 +71,10 @@ def status_data(monitor: Monitor, state: ClusterState, cluster_name: str) -> dic
     return {"cluster": cluster_name, "backends": rows, "reachable": up, "total": len(rows)}
 
 
-def model_rows(cluster: Cluster, shards: ShardManager | None, coordinators: Path) -> list[dict[str, Any]]:
+def model_rows(
+    cluster: Cluster, shards: ShardManager | None, running: Mapping[str, CoordinatorRecord]
+) -> list[dict[str, Any]]:
     """Per manifest model: distribute or shard and why, and where a running coordinator put its layers."""
-    from sollol_cli.sharding import coordinator as coord
-
-    running = {record.model: record for record in coord.all_records(coordinators) if coord.alive(record)}
     rows = []
     for model in cluster.models:
         if shards is None:

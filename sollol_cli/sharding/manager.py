@@ -252,6 +252,12 @@ class ShardManager:
         coord.forget_record(self.home, record.model)
         return stopped
 
+    async def running(self) -> dict[str, coord.CoordinatorRecord]:
+        """The coordinators that run now, by model (each checked, those on nodes over HTTP, concurrently)."""
+        records = coord.all_records(self.home)
+        checks = await asyncio.gather(*(self._still_running(record) for record in records))
+        return {record.model: record for record, up in zip(records, checks, strict=True) if up}
+
     async def _still_running(self, record: coord.CoordinatorRecord) -> bool:
         """On this machine: the same process. On a node: it answers with our key (an HTTP round trip, cheaper
         than SSH; another process on a reused port would not know the key)."""

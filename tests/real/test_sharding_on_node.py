@@ -189,6 +189,23 @@ def test_killed_rpc_server_replans_without_orphans(
     assert invoke("up", str(manifest), "-q").exit_code == 0  # node2's rpc-server back for the other tests
 
 
+def test_a_coordinator_that_died_on_its_node_is_noticed(
+    manifest: Path, ssh_nodes: TestHosts, coordinator_node: TestNode, state_dir: Path
+) -> None:
+    assert invoke("run", "tiny", "hi", "--num-predict", "2", "-f", str(manifest)).exit_code == 0
+    (old,) = records(state_dir)
+    ssh_nodes.exec_in(coordinator_node, f"kill -9 {old.pid}")
+    assert wait_for(lambda: llama_servers_on(ssh_nodes, coordinator_node) == [])
+    status = json.loads(invoke("status", "--json", "-f", str(manifest)).stdout)
+    assert next(m for m in status["models"] if m["name"] == "tiny")["coordinator"] is None
+    again = invoke("run", "tiny", "hi", "--num-predict", "2", "-v", "-f", str(manifest))
+    assert again.exit_code == 0, again.stderr
+    assert any(line.startswith("  the previous coordinator had exited: ") for line in again.stderr.splitlines())
+    (new,) = records(state_dir)
+    assert new.pid != old.pid
+    assert llama_servers_on(ssh_nodes, coordinator_node) == [str(new.pid)]
+
+
 def test_gateway_serves_it_and_stops_it_on_exit(
     manifest: Path, ssh_nodes: TestHosts, coordinator_node: TestNode, state_dir: Path
 ) -> None:

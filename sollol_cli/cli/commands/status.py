@@ -42,7 +42,7 @@ def status(
             shards = ShardManager(cluster, settings)
             shards.attach(runtime.monitor)
             data = status_data(runtime.monitor, load_state(settings.state_dir, cluster.name), cluster.name)
-            data["models"] = model_rows(cluster, shards, home)
+            data["models"] = model_rows(cluster, shards, await shards.running())
             if json:
                 console.print_json(data)
             elif not watch:
@@ -53,7 +53,7 @@ def status(
                         await asyncio.sleep(interval)
                         await runtime.monitor.probe_all()
                         data = status_data(runtime.monitor, load_state(settings.state_dir, cluster.name), cluster.name)
-                        data["models"] = model_rows(cluster, shards, home)
+                        data["models"] = model_rows(cluster, shards, await shards.running())
                         update(data)
         if data["total"] and data["reachable"] == 0:
             return 4
