@@ -106,15 +106,48 @@ def validate_document(document: Any, name: str) -> Cluster:
     try:
         return Cluster.model_validate(document)
     except ValidationError as exc:
-        problems = [p for error in exc.errors() for p in _problems(document, error, name)]
+        errors = exc.errors()
+        problems = [p for error in errors for p in _problems(document, error, name)]
+        if not any(_cross_problems(error) for error in errors):
+            cross = _cross_check_despite(document)
+            problems += [_problem(document, loc, message, name, at_key=True) for loc, message in cross]
         problems.sort(key=lambda p: (p.line, p.column))
         raise ManifestError(problems) from None
 
 
-def _problems(document: Any, error: ErrorDetails, name: str) -> list[ManifestProblem]:
+def _cross_check_despite(document: Any) -> list[tuple[Loc, str]]:
+    """Checks across fields (names, references, ports) need valid nodes, backends and models; when only other
+    sections have type errors, run them anyway so every problem is reported at once."""
+    from sollol_cli.manifest.models import Backend, Model, Node, cross_check
+
+    if not isinstance(document, dict):
+        return []
+    parts: dict[str, list[Any]] = {}
+    for key, kind in (("nodes", Node), ("backends", Backend), ("models", Model)):
+        items = document.get(key) or []
+        if not isinstance(items, list):
+            return []
+        try:
+            parts[key] = [kind.model_validate(item) for item in items]
+        except ValidationError:
+            return []  # reported already; checking across a broken list would guess
+    if not any(parts.values()):
+        return []
+    cluster = Cluster.model_construct(nodes=parts["nodes"], backends=parts["backends"], models=parts["models"])
+    return list(cross_check(cluster))
+
+
+def _cross_problems(error: ErrorDetails) -> CrossCheckProblems | None:
     ctx_error = (error.get("ctx") or {}).get("error")
     if isinstance(ctx_error, ValueError) and ctx_error.args and isinstance(ctx_error.args[0], CrossCheckProblems):
-        return [_problem(document, loc, message, name, at_key=True) for loc, message in ctx_error.args[0]]
+        return ctx_error.args[0]
+    return None
+
+
+def _problems(document: Any, error: ErrorDetails, name: str) -> list[ManifestProblem]:
+    cross = _cross_problems(error)
+    if cross is not None:
+        return [_problem(document, loc, message, name, at_key=True) for loc, message in cross]
     loc = tuple(error["loc"])
     kind = error["type"]
     if kind == "extra_forbidden":

@@ -75,6 +75,10 @@ CASES: list[tuple[str, str | bytes, int, list[str]]] = [
      ["{f}:2:3: ssh.usr: unknown key 'usr'; did you mean 'user'?",
       "{f}:3:9: ssh.port: expected a whole number, got 'x'",
       "{f}:5:5: nodes[0].address: missing required key 'address'"]),
+    ("type-error-and-cross-field-problem-at-once",
+     "ssh: {port: x}\n" + GOOD_NODE + "    rpc: {}\nmodels:\n  - {name: big, store_node: aa}\n", 3,
+     ["{f}:1:13: ssh.port: expected a whole number, got 'x'",
+      "{f}:7:17: models[0].store_node: no node named 'aa'; did you mean 'a'?"]),
     ("non-utf8", b"name: caf\xe9\n", 3, ["{f}:1:10: file is not UTF-8 text; save it as UTF-8"]),
 ]  # fmt: skip
 
