@@ -11,7 +11,8 @@ from sollol_cli.settings import Settings
 
 
 def log_file(cluster: Cluster, node_name: str, role: str | None) -> tuple[Node, str]:
-    """The node and the log path of its `role` service (the only role when there is one)."""
+    """The node and the log path of its `role` service (the only role when there is one), or of the
+    coordinator of a sharded model that runs there (`coordinator` or `coordinator:MODEL`)."""
     names = [n.name for n in cluster.nodes]
     if node_name not in names:
         import difflib
@@ -20,6 +21,8 @@ def log_file(cluster: Cluster, node_name: str, role: str | None) -> tuple[Node, 
         hint = f"did you mean '{close[0]}'?" if close else f"nodes: {', '.join(names) or 'none'}"
         raise UsageError(f"no node named '{node_name}' in the manifest", hint=hint)
     node = cluster.node(node_name)
+    if role is not None and role.split(":", 1)[0] == "coordinator":
+        return node, _coordinator_log(cluster, node, role.partition(":")[2])
     roles = node.roles
     if not roles:
         raise UsageError(f"node '{node_name}' has no roles, so sollol runs nothing there")
@@ -31,6 +34,26 @@ def log_file(cluster: Cluster, node_name: str, role: str | None) -> tuple[Node, 
         raise UsageError(f"node '{node_name}' has no '{role}' role", hint=f"it has: {', '.join(roles)}")
     spec = next(s for s in node_services(cluster.name, node, {}) if s.kind == role)
     return node, log_path(cluster.name, node.name, spec.name)
+
+
+def _coordinator_log(cluster: Cluster, node: Node, model: str) -> str:
+    from sollol_cli.sharding.node_coordinator import service_name
+
+    here = [m.name for m in cluster.models if m.coordinator == node.name]
+    if not here:
+        raise UsageError(f"no model runs its coordinator on node '{node.name}'", hint="see models[].coordinator")
+    if not model:
+        if len(here) > 1:
+            raise UsageError(
+                f"node '{node.name}' coordinates {', '.join(here)}",
+                hint=f"name one: sollol logs {node.name} coordinator:MODEL",
+            )
+        model = here[0]
+    if model not in here:
+        raise UsageError(
+            f"model '{model}' does not run its coordinator on node '{node.name}'", hint=f"it runs: {', '.join(here)}"
+        )
+    return log_path(cluster.name, node.name, service_name(cluster.name, model))
 
 
 async def read_log(
@@ -48,5 +71,5 @@ async def read_log(
             return
         result = await runner.run(f"[ -f {word} ] && tail -n {lines} {word}", timeout=30)
         if result.exit_status != 0:
-            raise UsageError(f"no log at {path} on {node_name}", hint="has `sollol up` started this service?")
+            raise UsageError(f"no log at {path} on {node_name}", hint="has sollol started this service yet?")
         yield result.stdout

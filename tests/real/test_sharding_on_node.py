@@ -148,6 +148,22 @@ def test_second_request_and_up_keep_the_coordinator(
     assert f"  coordinator on node node3, {before.host}:{before.port} (pid {before.pid})" in table
 
 
+def test_logs_of_the_coordinator_on_its_node(manifest: Path, state_dir: Path) -> None:
+    assert invoke("run", "tiny", "hi", "--num-predict", "2", "-f", str(manifest)).exit_code == 0
+    (record,) = records(state_dir)
+    result = invoke("logs", "node3", "coordinator:tiny", "--lines", "2000", "-f", str(manifest))
+    assert result.exit_code == 0, result.stderr
+    assert f"starting coordinator for tiny on port {record.port}" in result.stdout
+    assert "model loaded" in result.stdout and record.api_key not in result.stdout
+    several = invoke("logs", "node3", "coordinator", "-f", str(manifest))
+    assert (several.exit_code, several.stderr) == (
+        2,
+        "error: node 'node3' coordinates tiny, tiny-here; name one: sollol logs node3 coordinator:MODEL\n",
+    )
+    none = invoke("logs", "node1", "coordinator", "-f", str(manifest))
+    assert none.stderr == "error: no model runs its coordinator on node 'node1'; see models[].coordinator\n"
+
+
 def test_a_controller_gguf_is_copied_to_the_node_once(
     manifest: Path, ssh_nodes: TestHosts, coordinator_node: TestNode, tiny_gguf: Path, state_dir: Path
 ) -> None:

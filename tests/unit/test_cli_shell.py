@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 import typer
@@ -66,3 +67,28 @@ def test_error_boundary(exc: BaseException, code: int, message: str, capsys: pyt
     captured = capsys.readouterr()
     assert captured.err == message
     assert "Traceback" not in captured.err
+
+
+def _commands(command: Any, path: str = "sollol") -> list[tuple[str, Any]]:
+    """Every leaf command under typer's group, with its full name."""
+    children = getattr(command, "commands", None)
+    if children is None:
+        return [(path, command)]
+    return [found for name, child in children.items() for found in _commands(child, f"{path} {name}")]
+
+
+def test_no_command_uses_an_option_name_twice() -> None:
+    """Two options sharing `-f` parse as whichever was defined last: every flag must mean one thing."""
+    from sollol_cli.cli import app
+
+    commands = _commands(typer.main.get_command(app))
+    assert len(commands) > 10
+    clashes = []
+    for path, command in commands:
+        seen: dict[str, str] = {}
+        for param in command.params:
+            for flag in [*param.opts, *param.secondary_opts]:
+                if flag.startswith("-") and flag in seen:
+                    clashes.append(f"{path}: {flag} is both {seen[flag]} and {param.name}")
+                seen.setdefault(flag, str(param.name))
+    assert clashes == []

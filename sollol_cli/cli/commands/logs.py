@@ -13,14 +13,18 @@ from sollol_cli.cli.options import ManifestOpt, VerboseOpt
 def logs(
     node: Annotated[str, typer.Argument(help="Node name from the manifest.")],
     role: Annotated[
-        str | None, typer.Argument(help="rpc, ollama or llamacpp (needed when a node has several).")
+        str | None,
+        typer.Argument(
+            help="rpc, ollama, llamacpp, or coordinator[:MODEL] (a sharded model's coordinator on the node); "
+            "needed when a node runs several."
+        ),
     ] = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    follow: Annotated[bool, typer.Option("--follow", "-F", help="Keep printing new lines.")] = False,
     lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="Lines from the end to show first.")] = 50,
     manifest: ManifestOpt = None,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Show the log of a service `sollol up` started on a node."""
+    """Show the log of a service sollol started on a node."""
 
     async def body() -> None:
         import sys
