@@ -1,0 +1,60 @@
+"""The keep-alive watchdog: what it is handed survives the trip, and it leaves when its coordinator has."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from sollol_cli.manifest.loader import load_manifest
+from sollol_cli.manifest.models import Cluster
+from sollol_cli.settings import Settings
+from sollol_cli.sharding import coordinator as coord
+from sollol_cli.sharding.manager import coordinator_home
+from sollol_cli.sharding.watchdog import watch
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "clusters").glob("*.yaml"))
+CLUSTER = Cluster.model_validate({"name": "wd", "backends": [{"kind": "rpc", "address": "127.0.0.1"}]})
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_the_cluster_it_is_handed_is_the_manifests(path: Path) -> None:
+    cluster = load_manifest(path).cluster
+    sent = cluster.model_dump(mode="json", exclude_unset=True, by_alias=True)
+    assert Cluster.model_validate(sent) == cluster
+
+
+def record_of(process: subprocess.Popen[bytes], keep_alive: float) -> coord.CoordinatorRecord:
+    start = coord.process_start_time(process.pid)
+    assert start is not None
+    now = time.time()
+    return coord.CoordinatorRecord("tiny", "d", process.pid, start, "127.0.0.1", 1, "", [], now, now, keep_alive)
+
+
+def test_it_stops_an_idle_coordinator_and_forgets_it(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path)
+    home = coordinator_home(settings, "wd")
+    process = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    record = record_of(process, keep_alive=0.5)
+    coord.save_record(home, record)
+    started = time.monotonic()
+    asyncio.run(asyncio.wait_for(watch(CLUSTER, settings, "tiny", record.pid, record.start_time), 20))
+    assert time.monotonic() - started >= 0.4
+    assert process.wait(5) is not None and coord.load_record(home, "tiny") is None
+
+
+def test_it_leaves_a_replaced_coordinator_to_its_own_watchdog(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path)
+    home = coordinator_home(settings, "wd")
+    process = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        record = record_of(process, keep_alive=0)
+        coord.save_record(home, record)
+        asyncio.run(asyncio.wait_for(watch(CLUSTER, settings, "tiny", record.pid + 1, record.start_time), 5))
+        assert process.poll() is None and coord.load_record(home, "tiny") == record
+    finally:
+        process.kill()
+        process.wait()
