@@ -20,6 +20,7 @@ from sollol_cli.sharding.coordinator import alive, all_records
 from tests.harness.llama import ServerGroup, bin_dir_of
 from tests.harness.models import OllamaStore
 from tests.harness.sshhosts import TestHosts
+from tests.real.provisioning import provisioned
 from tests.real.test_run_llamacpp import PROMPT, direct_greedy
 from tests.unit.cli_helpers import invoke
 
@@ -52,14 +53,8 @@ def shard_manifest(
     )
     path = tmp / "cluster.yaml"
     path.write_text(ssh_nodes.manifest_yaml(roles, name="shard", nodes=ssh_nodes.nodes[:2], extra=extra))
-    os.environ["SOLLOL_STATE_DIR"] = str(state_dir)
-    try:
-        result = invoke("up", str(path), "-q")
-        assert result.exit_code == 0, result.stderr
+    with provisioned(path, state_dir):
         yield path
-    finally:
-        invoke("down", str(path), "-q")
-        os.environ.pop("SOLLOL_STATE_DIR", None)
 
 
 def coordinators(state_dir: Path) -> list:  # type: ignore[type-arg]

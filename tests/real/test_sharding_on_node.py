@@ -4,7 +4,6 @@ its layers on the rpc-servers `sollol up` started on node1 and node2, reused, re
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +17,7 @@ from sollol_cli.sharding.coordinator import CoordinatorRecord, all_records
 from tests.harness.llama import ServerGroup, bin_dir_of
 from tests.harness.models import OllamaStore
 from tests.harness.sshhosts import TestHosts, TestNode
+from tests.real.provisioning import provisioned
 from tests.real.test_run_llamacpp import PROMPT, direct_greedy
 from tests.real.test_sharding import GREEDY
 from tests.unit.cli_helpers import invoke
@@ -56,14 +56,8 @@ def manifest(
     )
     path = tmp / "cluster.yaml"
     path.write_text(ssh_nodes.manifest_yaml(roles, name="noded", nodes=ssh_nodes.nodes[:3], extra=extra))
-    os.environ["SOLLOL_STATE_DIR"] = str(state_dir)
-    try:
-        result = invoke("up", str(path), "-q")
-        assert result.exit_code == 0, result.stderr
+    with provisioned(path, state_dir):
         yield path
-    finally:
-        invoke("down", str(path), "-q")
-        os.environ.pop("SOLLOL_STATE_DIR", None)
 
 
 def records(state_dir: Path) -> list[CoordinatorRecord]:
