@@ -440,8 +440,8 @@ def _coordinator_problems(
         message = f"no node named '{model.coordinator}'{_suggest(model.coordinator, names)}"
         return [(("models", i, "coordinator"), message)]
     host = cluster.node(model.coordinator)
-    if host.is_local:
-        return []
+    if host.is_local or host.host.startswith("127."):
+        return []  # on this machine: loopback is the same loopback
     # rpc-servers on loopback are only reachable from the controller itself
     loopback = [n.name for n in cluster.nodes if n.rpc is not None and (n.rpc.bind or n.host).startswith("127.")]
     loopback += [b.label for b in cluster.backends if b.kind is BackendKind.rpc and b.address.startswith("127.")]

@@ -155,3 +155,14 @@ def test_verbose_twice_shows_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in quiet.stderr
     assert "Traceback" in loud.stderr
     assert quiet.exit_code == loud.exit_code == 3
+
+
+def test_a_coordinator_on_this_machine_may_use_loopback_rpc_servers(tmp_path: Path) -> None:
+    """Over SSH to 127.0.0.1 or with `address: local`, the node's loopback is the rpc-servers' loopback."""
+    path = tmp_path / "cluster.yaml"
+    path.write_text(
+        "nodes:\n  - {name: ssh-here, address: 127.0.0.1}\n  - {name: here, address: local, rpc: {}}\n"
+        "models:\n  - {name: a, coordinator: ssh-here}\n  - {name: b, coordinator: here}\n"
+    )
+    result = invoke("validate", str(path))
+    assert (result.exit_code, result.stderr) == (0, "")
