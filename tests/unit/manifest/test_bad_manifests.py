@@ -165,4 +165,5 @@ def test_a_coordinator_on_this_machine_may_use_loopback_rpc_servers(tmp_path: Pa
         "models:\n  - {name: a, coordinator: ssh-here}\n  - {name: b, coordinator: here}\n"
     )
     result = invoke("validate", str(path))
-    assert (result.exit_code, result.stderr) == (0, "")
+    assert result.exit_code == 0
+    assert result.stderr.splitlines()[0] == f"✓ {path} is valid: cluster 'cluster'"
