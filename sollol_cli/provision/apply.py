@@ -299,11 +299,15 @@ async def port_holder(runner: CommandRunner, host: str, port: int) -> str | None
     """rpc-server exits silently when it cannot bind: say who holds the port (a listener, or a connection
     that happened to get it as its local port), if anyone does."""
     result = await runner.run(f"ss -tanpH 'sport = :{port}' 2>/dev/null", timeout=15)
-    for row in (line.split() for line in result.stdout.splitlines()):
-        if len(row) >= 5 and row[3].rsplit(":", 1)[0].strip("[]") in (host, "0.0.0.0", "*", "::"):
-            who = row[5] if len(row) > 5 else "another process"
-            return f"port {port} on {host} is taken ({row[0]} {row[3]} -> {row[4]}, {who}); free it or change the port"
-    return None
+    rows = [row for row in (line.split() for line in result.stdout.splitlines()) if len(row) >= 5]
+    rows = [row for row in rows if row[3].rsplit(":", 1)[0].strip("[]") in (host, "0.0.0.0", "*", "::")]
+    # a listener first, then a live connection (with its process), then what is left (TIME-WAIT)
+    rows.sort(key=lambda row: {"LISTEN": 0, "ESTAB": 1}.get(row[0], 2))
+    if not rows:
+        return None
+    row = rows[0]
+    who = row[5] if len(row) > 5 else "another process"
+    return f"port {port} on {host} is taken ({row[0]} {row[3]} -> {row[4]}, {who}); free it or change the port"
 
 
 def _q(path: str) -> str:
