@@ -107,9 +107,7 @@ def stop_script(cluster: str, node: str, record: CoordinatorRecord) -> str:
     )
 
 
-async def launch(
-    runner: CommandRunner, spec: NodeLaunch, keep_alive: float, *, log_file: str | None = None
-) -> CoordinatorRecord:
+async def launch(runner: CommandRunner, spec: NodeLaunch, keep_alive: float) -> CoordinatorRecord:
     api_key = secrets.token_urlsafe(24)
     result = await runner.run(start_script(spec), input=api_key + "\n", timeout=30)
     fields = result.stdout.split()
@@ -119,7 +117,7 @@ async def launch(
     pid, start, port = (int(f) for f in fields)
     now = time.time()
     return CoordinatorRecord(
-        spec.plan.model, spec.plan.digest, pid, start, spec.plan.host, port, log_file or spec.log_path,
+        spec.plan.model, spec.plan.digest, pid, start, spec.plan.host, port, spec.log_path,
         list(spec.plan.rpc), now, now, keep_alive, node=spec.node, api_key=api_key,
     )  # fmt: skip
 
