@@ -440,15 +440,19 @@ def _coordinator_problems(
         message = f"no node named '{model.coordinator}'{_suggest(model.coordinator, names)}"
         return [(("models", i, "coordinator"), message)]
     host = cluster.node(model.coordinator)
-    if host.is_local or host.host.startswith("127."):
+    if host.is_local or _loopback(host.host):
         return []  # on this machine: loopback is the same loopback
     # rpc-servers on loopback are only reachable from the controller itself
-    loopback = [n.name for n in cluster.nodes if n.rpc is not None and (n.rpc.bind or n.host).startswith("127.")]
-    loopback += [b.label for b in cluster.backends if b.kind is BackendKind.rpc and b.address.startswith("127.")]
+    loopback = [n.name for n in cluster.nodes if n.rpc is not None and _loopback(n.rpc.bind or n.host)]
+    loopback += [b.label for b in cluster.backends if b.kind is BackendKind.rpc and _loopback(b.address)]
     if loopback:
         message = f"a coordinator on node '{host.name}' cannot reach the rpc-servers on loopback: {', '.join(loopback)}"
         return [(("models", i, "coordinator"), message)]
     return []
+
+
+def _loopback(address: str) -> bool:
+    return address.startswith("127.")
 
 
 def _dotted(loc: tuple[str | int, ...]) -> str:

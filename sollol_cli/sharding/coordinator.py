@@ -77,6 +77,11 @@ class CoordinatorRecord:
     def where(self) -> str:
         return f"node {self.node}" if self.node else "this machine"
 
+    @property
+    def on_node(self) -> str:
+        """` on node NAME` for messages, empty on this machine."""
+        return f" on node {self.node}" if self.node else ""
+
 
 def backend_ref(record: CoordinatorRecord) -> BackendRef:
     return BackendRef(
@@ -156,8 +161,8 @@ def process_start_time(pid: int) -> int | None:
 
 def alive(record: CoordinatorRecord) -> bool:
     """Is the process still the one started? A coordinator on a node counts as alive while recorded: checking
-    costs an SSH round trip, so the paths that act on it check for real (NodeHost.alive) and this only
-    decides what status shows and which rpc-servers not to probe."""
+    costs a round trip, so the paths that act on it or show it check for real (ShardManager.running) and this
+    only decides which rpc-servers not to probe."""
     if record.node is not None:
         return True
     return process_start_time(record.pid) == record.start_time
@@ -238,7 +243,7 @@ async def wait_ready(record: CoordinatorRecord, host: Host, *, timeout: float, r
     started = time.monotonic()
     checked = started
     subject = f"coordinator {record.model}"
-    where = f" on node {record.node}" if record.node else ""
+    where = record.on_node
     reporter(events.StepStarted(subject, "loading", f"over {len(record.rpc)} rpc backends{where}"))
     while time.monotonic() - started < timeout:
         status = await backend.probe()

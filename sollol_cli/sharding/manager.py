@@ -263,12 +263,8 @@ class ShardManager:
         than SSH; another process on a reused port would not know the key)."""
         if record.node is None:
             return coord.alive(record)
-        from sollol_cli.backends.http import Timeouts
-        from sollol_cli.backends.llamacpp import LlamaServerBackend
-
-        backend = LlamaServerBackend(coord.backend_ref(record), Timeouts(self.cluster.routing.connect_timeout, 5.0))
         try:
-            await backend.openai_json("/v1/models")
+            await self._client(record).openai_json("/v1/models")
         except BackendError:
             return False
         return True
@@ -283,8 +279,9 @@ class ShardManager:
             record = None
         if record is not None:
             if await self._still_running(record):
-                where = f" on node {record.node}" if record.node else ""
-                trace.notes.append(f"reused the running coordinator{where} (pid {record.pid}, port {record.port})")
+                trace.notes.append(
+                    f"reused the running coordinator{record.on_node} (pid {record.pid}, port {record.port})"
+                )
                 trace.notes.extend(record.placement)
                 return record
             trace.notes.append(f"the previous coordinator had exited: {coord.last_lines(await self._log(record), 2)}")
@@ -311,8 +308,9 @@ class ShardManager:
             from sollol_cli.sharding import watchdog
 
             watchdog.spawn(self.cluster, self.settings, record)
-        where = f" on node {record.node}" if record.node else ""
-        trace.notes.append(f"started a coordinator{where} (pid {record.pid}), loaded in {record.ready_after_s:.1f} s")
+        trace.notes.append(
+            f"started a coordinator{record.on_node} (pid {record.pid}), loaded in {record.ready_after_s:.1f} s"
+        )
         trace.notes.extend(record.placement)
         return record
 
@@ -415,12 +413,14 @@ class ShardManager:
         return stopped
 
     async def _busy(self, record: coord.CoordinatorRecord) -> bool:
+        return bool((await self._client(record).probe()).in_flight)
+
+    def _client(self, record: coord.CoordinatorRecord) -> LlamaServerBackend:
+        """The coordinator as a backend, with short timeouts: for the checks sollol makes, not for requests."""
         from sollol_cli.backends.http import Timeouts
         from sollol_cli.backends.llamacpp import LlamaServerBackend
 
-        backend = LlamaServerBackend(coord.backend_ref(record), Timeouts(self.cluster.routing.connect_timeout, 5.0))
-        status = await backend.probe()
-        return bool(status.in_flight)
+        return LlamaServerBackend(coord.backend_ref(record), Timeouts(self.cluster.routing.connect_timeout, 5.0))
 
     async def close(self) -> None:
         try:
