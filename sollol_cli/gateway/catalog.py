@@ -186,7 +186,7 @@ async def running_models(state: GatewayState) -> list[dict[str, Any]]:
 async def _coordinators(state: GatewayState) -> list[dict[str, Any]]:
     if state.shards is None:
         return []
-    records = [r for r in coord.all_records(state.shards.home) if coord.alive(r)]
+    records = list((await state.shards.running()).values())  # each checked, as `sollol status` does
     out = []
     for record in records:
         from sollol_cli.backends.llamacpp import LlamaServerBackend
