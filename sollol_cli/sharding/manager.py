@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from sollol_cli import events
 from sollol_cli.errors import BackendError, NoHealthyBackend, UsageError
 from sollol_cli.manifest.models import Cluster, Model, ModelMode
-from sollol_cli.router import normalize_model_name
+from sollol_cli.names import normalize_model_name
 from sollol_cli.settings import Settings
 from sollol_cli.sharding import coordinator as coord
 from sollol_cli.sharding.hosts import ControllerHost, CoordinatorHost, ModelFile, NodeHost
