@@ -18,9 +18,9 @@ from sollol_cli.backends.base import (
     StreamBroken,
     Unsupported,
     UpstreamError,
-    backend_for,
     collect,
 )
+from sollol_cli.backends.clients import backend_for
 from sollol_cli.backends.http import Timeouts, close_session, get_session, request_json
 from sollol_cli.backends.llamacpp import LlamaServerBackend
 from sollol_cli.backends.ollama import OllamaBackend
