@@ -34,8 +34,6 @@ _DIGEST = re.compile(r"sha256:([0-9a-fA-F]{64})")
 class ModelResolutionError(SollolError):
     """Why: the store is missing, or the model in it is absent, incomplete or not a runnable single GGUF."""
 
-    exit_code = 1
-
 
 # --- manifests (pure) ---
 
