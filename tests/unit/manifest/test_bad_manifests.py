@@ -24,6 +24,18 @@ CASES: list[tuple[str, str | bytes, int, list[str]]] = [
     ("only-comments", "# nothing here\n", 3, ["{f}:1:1: the manifest is empty; start with 'nodes:'"]),
     ("top-level-list", "- a\n- b\n", 3, ["{f}:1:1: the manifest must be a mapping of keys, not a list"]),
     ("top-level-scalar", "hello\n", 3, ["{f}:1:1: the manifest must be a mapping of keys, not a str"]),
+    # the line where the content starts, not the comment above it
+    ("top-level-list-after-comment", "# my cluster\n- a\n- b\n", 3,
+     ["{f}:2:1: the manifest must be a mapping of keys, not a list"]),
+    ("top-level-scalar-after-comment", "# my cluster\n\nhello\n", 3,
+     ["{f}:3:1: the manifest must be a mapping of keys, not a str"]),
+    ("indented-list-after-document-start", "---\n# my cluster\n  - a\n", 3,
+     ["{f}:3:3: the manifest must be a mapping of keys, not a list"]),
+    # deeper than the YAML reader's recursion can go: one line at the deepest point, not an internal error
+    ("nested-1000-levels-flow", "nodes: " + "[" * 1000 + "]" * 1000 + "\n", 3,
+     ["{f}:1:1007: nested 1001 levels deep, too deep to read; a manifest needs only a few levels"]),
+    ("nested-1000-levels-block", "# deep\nx:\n" + "".join("  " * i + "b:\n" for i in range(1, 1000)), 3,
+     ["{f}:1001:1999: nested 1000 levels deep, too deep to read; a manifest needs only a few levels"]),
     ("unknown-top-key", "nodse: []\n", 3, ["{f}:1:1: nodse: unknown key 'nodse'; did you mean 'nodes'?"]),
     ("unknown-node-key", GOOD_NODE + "    adress: x\n", 3,
      ["{f}:4:5: nodes[0].adress: unknown key 'adress'; did you mean 'address'?"]),
