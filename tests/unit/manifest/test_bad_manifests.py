@@ -72,6 +72,8 @@ CASES: list[tuple[str, str | bytes, int, list[str]]] = [
     ("duplicate-address-port",
      "nodes:\n  - {name: a, address: 10.0.0.1, rpc: {}}\n  - {name: b, address: 10.0.0.1, rpc: {}}\n", 3,
      ["{f}:3:34: nodes[1].rpc.port: 10.0.0.1:50052 is already used by nodes[0].rpc.port"]),
+    ("duplicate-model-names", GOOD_NODE + "models:\n  - {name: Tiny}\n  - {name: 'library/tiny:latest'}\n", 3,
+     ["{f}:6:6: models[1].name: duplicate model 'library/tiny:latest' (also models[0])"]),
     ("shard-without-rpc", GOOD_NODE + "models:\n  - {name: big, mode: shard}\n", 3,
      ["{f}:5:17: models[0].mode: mode 'shard' needs at least one node with an 'rpc' role"]),
     ("unknown-store-node", GOOD_NODE + "    rpc: {}\nmodels:\n  - {name: big, store_node: aa}\n", 3,
