@@ -1,4 +1,6 @@
-"""The exception tree. `cli/_run.py` is the one place that catches these and turns them into exit codes.
+"""The exception tree and the one source of exit codes: `cli/_run.py` is the one place that catches these
+and exits with their `exit_code` (README's exit-code table lists the same codes; a test keeps them equal).
+Modules may subclass these, but only this module sets an `exit_code`.
 
 SollolError (exit 1)                 -- anything sollol reports without a traceback
 ├── UsageError (exit 2)              -- bad arguments / options / environment the user can fix
@@ -8,7 +10,8 @@ SollolError (exit 1)                 -- anything sollol reports without a traceb
 ├── PartialFailure (exit 1)          -- some nodes or backends failed, the others went on
 ├── BackendError (exit 1)            -- a backend answered with an error or broke a stream
 │   ├── ModelNotFound (exit 1)       -- no backend has the model
-│   ├── NoHealthyBackend (exit 1)    -- backends have the model but none is up
+│   ├── NoHealthyBackend (exit 4)    -- backends have (or may have) the model but none of them is up
+│   ├── NotEnoughMemory (exit 1)     -- the backends that are up cannot hold the model
 │   └── QueueFull (exit 1)           -- every backend busy and the wait queue full or expired
 ├── BuildError (exit 1)              -- building llama.cpp failed
 └── SshError (exit 1)                -- an SSH-level failure on one node (wrapped per node, never raised raw)
@@ -25,10 +28,13 @@ class SollolError(Exception):
 
     exit_code: ClassVar[int] = 1
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, reported: bool = False) -> None:
+        """`reported`: the command has shown this failure already (e.g. a table of per-node results), so
+        the boundary only exits with the code and prints nothing more."""
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.reported = reported
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}; {self.hint}"
@@ -73,13 +79,15 @@ class ManifestError(SollolError):
 
 
 class UnreachableError(SollolError):
-    """Why: nothing answered, so there is nothing partial to report."""
+    """Why: nothing answered, so there is nothing partial to report (`up`/`down` reached no node, `status`
+    reached no backend)."""
 
     exit_code = 4
 
 
 class PartialFailure(SollolError):
-    """Why: some nodes failed; the rest did their work and the caller has already rendered per-node results."""
+    """Why: some nodes failed; the rest did their work and the caller has already rendered per-node results
+    (`up`/`down` with a failed or unreachable node, `status` with a backend that does not answer)."""
 
     exit_code = 1
 
@@ -96,6 +104,10 @@ class NoHealthyBackend(BackendError):
     """Why: nodes have (or may have) the model but none of them answers right now."""
 
     exit_code = 4
+
+
+class NotEnoughMemory(BackendError):
+    """Why: some backends answer, but together they cannot hold the model (others that could are missing)."""
 
 
 class QueueFull(BackendError):

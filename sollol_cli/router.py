@@ -19,32 +19,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-DEFAULT_HOST = "registry.ollama.ai"
-DEFAULT_NAMESPACE = "library"
-DEFAULT_TAG = "latest"
+from sollol_cli.names import normalize_model_name
+
 # Tokens a typical answer has; only used to weigh time-to-first-token against generation speed.
 EXPECTED_TOKENS = 256
-
-
-def normalize_model_name(name: str) -> str:
-    """Ollama's name rules as one comparable string: `Tiny` == `tiny:latest` == `library/tiny`.
-
-    Grammar `[host/][namespace/]model[:tag][@digest]`; the tag is after the last `:` that follows the last
-    `/` (so a registry port is not a tag); defaults registry.ollama.ai, library, latest; case-insensitive.
-    """
-    name, at, digest = name.strip().lower().partition("@")
-    slash, colon = name.rfind("/"), name.rfind(":")
-    base, tag = (name[:colon], name[colon + 1 :]) if colon > slash else (name, "")
-    parts = base.split("/")
-    if len(parts) == 1:
-        parts = [DEFAULT_HOST, DEFAULT_NAMESPACE, *parts]
-    elif len(parts) == 2:
-        parts = [DEFAULT_HOST, *parts]
-    return f"{'/'.join(parts)}:{tag or DEFAULT_TAG}{at}{digest}"
-
-
-def same_model(a: str, b: str) -> bool:
-    return normalize_model_name(a) == normalize_model_name(b)
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from sollol_cli.errors import BackendError
-
-if TYPE_CHECKING:
-    from sollol_cli.backends.http import Timeouts
 
 BackendKindName = Literal["ollama", "llamacpp", "rpc"]
 Chunk = dict[str, Any]
@@ -206,19 +203,3 @@ def aggregate(chunks: Iterable[Chunk]) -> Chunk:
 async def collect(chunks: AsyncIterator[Chunk]) -> Chunk:
     """`aggregate()` over a live stream."""
     return aggregate([chunk async for chunk in chunks])
-
-
-def backend_for(ref: BackendRef, *, alias: str | None = None, timeouts: Timeouts | None = None) -> Backend:
-    """The serving client for `ref`; `alias` is a llama-server's configured model name."""
-    from sollol_cli.backends.http import Timeouts
-
-    limits = timeouts or Timeouts()
-    if ref.kind == "ollama":
-        from sollol_cli.backends.ollama import OllamaBackend
-
-        return OllamaBackend(ref, limits)
-    if ref.kind == "llamacpp":
-        from sollol_cli.backends.llamacpp import LlamaServerBackend
-
-        return LlamaServerBackend(ref, limits, alias=alias)
-    raise Unsupported(f"{ref.label}: rpc-server nodes serve no HTTP API; requests go to a coordinator")

@@ -28,6 +28,7 @@ from sollol_cli.backends.http import (
     parse_json_object,
     request_json,
 )
+from sollol_cli.names import same_model
 
 _NO_SLOTS_ENDPOINT = (404, 501)  # `--no-slots`, or a build without the route
 # llama-server closes the connection after every streamed answer; saying so up front keeps that
@@ -220,7 +221,7 @@ class LlamaServerBackend:
             request_json(self._ref, "GET", "/v1/models", timeout=self.timeouts.request()),
         )
         entry = self._entry(props, _model_meta(models))
-        if not _same_model(model, entry.name):
+        if not same_model(model, entry.name):
             raise UpstreamError(self._ref.label, 404, f"model '{model}' not found")
         meta = _model_meta(models)
         caps = _dict(props.get("chat_template_caps"))
@@ -322,14 +323,6 @@ def _details(entry: ModelEntry) -> dict[str, Any]:
         "parameter_size": entry.parameter_size or "",
         "quantization_level": entry.quantization or "",
     }
-
-
-def _same_model(asked: str, served: str) -> bool:
-    def norm(name: str) -> str:
-        name = name.lower()
-        return name.removesuffix(":latest")
-
-    return norm(asked) == norm(served)
 
 
 def _model_meta(models: Any) -> dict[str, Any]:

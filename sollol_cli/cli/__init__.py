@@ -11,6 +11,7 @@ import sys
 
 import typer
 
+from sollol_cli.cli._run import EXIT_INTERRUPTED
 from sollol_cli.cli.commands import (
     completion,
     demo,
@@ -76,4 +77,4 @@ def main() -> None:
         app(prog_name="sollol")
     except KeyboardInterrupt:  # Ctrl-C outside a command body (e.g. during argument parsing)
         sys.stderr.write("interrupted\n")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)

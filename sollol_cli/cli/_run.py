@@ -1,7 +1,7 @@
 """The one error boundary: run a command body, map exceptions to documented exit codes.
 
-Exit codes: 0 ok, 1 some nodes/backends failed, 2 usage error, 3 invalid manifest, 4 nodes unreachable,
-130 interrupted.
+Exit codes: 0 ok, each exception's `exit_code` (errors.py, the one source; README lists them), 130 when
+interrupted, and SollolError's (1) for anything unexpected.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def run(body: Callable[[], T], *, verbose: int = 0) -> T:
     except SollolError as error:
         if verbose > 1:
             ui_errors.print_internal_error(error, verbose=True)
-        ui_errors.print_error(error)
+        if not error.reported:  # a table of per-node results already said what failed
+            ui_errors.print_error(error)
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
         ui_errors.print_interrupted()
@@ -37,7 +38,7 @@ def run(body: Callable[[], T], *, verbose: int = 0) -> T:
         raise
     except Exception as exc:  # the last line of defence: still no traceback unless asked
         ui_errors.print_internal_error(exc, verbose=verbose > 0)
-        raise typer.Exit(1) from None
+        raise typer.Exit(SollolError.exit_code) from None
 
 
 def run_async(make: Callable[[], Coroutine[Any, Any, T]], *, verbose: int = 0) -> T:

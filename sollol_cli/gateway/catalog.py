@@ -17,16 +17,11 @@ from sollol_cli.backends.base import Backend, ModelEntry, UpstreamError
 from sollol_cli.backends.translate import human_parameters
 from sollol_cli.errors import BackendError, ModelNotFound, SollolError
 from sollol_cli.gateway.state import GatewayState
-from sollol_cli.router import normalize_model_name, same_model
+from sollol_cli.names import display_name, normalize_model_name, same_model
 from sollol_cli.runtime.monitor import BackendView
 from sollol_cli.sharding import coordinator as coord
 
 T = TypeVar("T")
-
-
-def display_name(name: str) -> str:
-    """Ollama always shows a tag: `tiny` -> `tiny:latest` (a registry port is not a tag)."""
-    return name if name.rfind(":") > name.rfind("/") else f"{name}:latest"
 
 
 def serving_views(state: GatewayState) -> list[BackendView]:

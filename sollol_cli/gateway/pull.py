@@ -16,7 +16,7 @@ from sollol_cli.backends.base import Chunk, UpstreamError
 from sollol_cli.errors import BackendError, NoHealthyBackend
 from sollol_cli.gateway.problems import Problem
 from sollol_cli.manifest.models import Cluster
-from sollol_cli.router import normalize_model_name
+from sollol_cli.names import normalize_model_name
 from sollol_cli.runtime.monitor import BackendView, Monitor
 
 

@@ -16,7 +16,7 @@ from sollol_cli.gateway.problems import Problem
 from sollol_cli.gateway.pull import merged_pull, pull_targets
 from sollol_cli.gateway.state import OLLAMA_COMPAT_VERSION, GatewayState, exchange, gateway
 from sollol_cli.gateway.streaming import NDJSON, collect, json_response, stream
-from sollol_cli.router import same_model
+from sollol_cli.names import same_model
 from sollol_cli.runtime.dispatch import Operation, Trace, single
 from sollol_cli.runtime.monitor import BackendView
 

@@ -13,7 +13,7 @@ from sollol_cli.gateway.accesslog import Exchange
 from sollol_cli.gateway.problems import Problem
 from sollol_cli.gateway.state import exchange, gateway
 from sollol_cli.gateway.streaming import SSE, collect, json_response, stream
-from sollol_cli.router import same_model
+from sollol_cli.names import same_model
 from sollol_cli.runtime.dispatch import Trace, single
 
 _TEXT = (validate.any_of(validate.is_str, validate.list_of(validate.is_str)), "a string or a list of strings")

@@ -9,6 +9,7 @@ import difflib
 import hashlib
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -93,13 +94,53 @@ def parse_yaml(text: str, name: str) -> Any:
         raise ManifestError([ManifestProblem(name, line, col, "", f"YAML syntax error: {problem}")]) from None
     except YAMLError as exc:
         raise ManifestError([ManifestProblem(name, 1, 1, "", f"YAML error: {exc}")]) from None
+    except RecursionError:  # ruamel composes nested collections recursively
+        depth, line, col = _deepest(text)
+        message = f"nested {depth} levels deep, too deep to read; a manifest needs only a few levels"
+        raise ManifestError([ManifestProblem(name, line, col, "", message)]) from None
     if document is None:
         raise ManifestError([ManifestProblem(name, 1, 1, "", "the manifest is empty; start with 'nodes:'")])
     if not isinstance(document, dict):
-        raise ManifestError(
-            [ManifestProblem(name, 1, 1, "", f"the manifest must be a mapping of keys, not a {_kind(document)}")]
-        )
+        line, col = _content_start(text)
+        message = f"the manifest must be a mapping of keys, not a {_kind(document)}"
+        raise ManifestError([ManifestProblem(name, line, col, "", message)])
     return document
+
+
+def _yaml_events(text: str) -> Iterator[Any]:
+    """ruamel's parse events (iterative, so any depth is fine), until the first syntax error."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        yield from YAML(typ="rt").parse(text)
+    except YAMLError:
+        return
+
+
+def _deepest(text: str) -> tuple[int, int, int]:
+    """The greatest nesting depth and the 1-based line/column where it is first reached."""
+    from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent
+
+    depth, deepest, line, col = 0, 0, 1, 1
+    for event in _yaml_events(text):
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > deepest:
+                deepest, line, col = depth, event.start_mark.line + 1, event.start_mark.column + 1
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
+    return deepest, line, col
+
+
+def _content_start(text: str) -> tuple[int, int]:
+    """1-based line/column of the document's first value (after comments, blank lines and `---`)."""
+    from ruamel.yaml.events import NodeEvent
+
+    for event in _yaml_events(text):
+        if isinstance(event, NodeEvent):
+            return event.start_mark.line + 1, event.start_mark.column + 1
+    return 1, 1
 
 
 def validate_document(document: Any, name: str) -> Cluster:

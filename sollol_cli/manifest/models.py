@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sollol_cli.names import normalize_model_name
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
@@ -400,7 +402,7 @@ def cross_check(cluster: Cluster) -> list[tuple[tuple[str | int, ...], str]]:
     rpc_backends = [b for b in cluster.backends if b.kind is BackendKind.rpc]
     model_names: dict[str, int] = {}
     for i, model in enumerate(cluster.models):
-        key = model.name.lower()
+        key = normalize_model_name(model.name)  # `tiny` and `library/tiny:latest` are one model
         if key in model_names:
             problems.append(
                 (("models", i, "name"), f"duplicate model '{model.name}' (also models[{model_names[key]}])")

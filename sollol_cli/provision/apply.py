@@ -14,6 +14,7 @@ from typing import Literal
 from sollol_cli import events
 from sollol_cli.errors import SollolError
 from sollol_cli.manifest.models import Cluster, Node
+from sollol_cli.names import normalize_model_name
 from sollol_cli.provision import services as svc
 from sollol_cli.provision.facts import NodeFacts, RunningService, facts_script, parse_facts
 from sollol_cli.provision.plan import (
@@ -274,7 +275,6 @@ class NodeJob:
     async def _ensure_models(self, spec: svc.ServiceSpec, models: tuple[str, ...]) -> list[str]:
         from sollol_cli.backends.base import BackendRef
         from sollol_cli.backends.ollama import OllamaBackend
-        from sollol_cli.router import normalize_model_name
 
         backend = OllamaBackend(BackendRef(self.node.name, "ollama", spec.host, spec.port))
         present = {normalize_model_name(str(m.get("name", ""))) for m in await backend.tags()}

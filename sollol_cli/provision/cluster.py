@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from sollol_cli import events
-from sollol_cli.errors import UsageError
+from sollol_cli.errors import PartialFailure, SollolError, UnreachableError, UsageError
 from sollol_cli.llamacpp.build import sha256_file
 from sollol_cli.manifest.loader import LoadedManifest
 from sollol_cli.manifest.models import Cluster
@@ -26,10 +26,18 @@ class ClusterOutcome:
     dry_run: bool
 
     @property
+    def failure(self) -> SollolError | None:
+        """What the command raises once it has shown the per-node results (None: every node did its part)."""
+        bad = [n for n in self.nodes if n.status in ("failed", "unreachable")]
+        if not bad:
+            return None
+        if all(n.status == "unreachable" for n in self.nodes):
+            return UnreachableError(f"`{self.action}` reached none of the {len(self.nodes)} nodes", reported=True)
+        return PartialFailure(f"`{self.action}` failed on {len(bad)} of {len(self.nodes)} nodes", reported=True)
+
+    @property
     def exit_code(self) -> int:
-        if self.nodes and all(n.status == "unreachable" for n in self.nodes):
-            return 4
-        return 1 if any(n.status in ("failed", "unreachable") for n in self.nodes) else 0
+        return self.failure.exit_code if self.failure else 0
 
 
 def needs_llama_binaries(cluster: Cluster) -> bool:

@@ -39,7 +39,7 @@ class Trace:
     mode: str = "distribute"
     reason: str = ""
     backend: str | None = None
-    attempts: list[str] = field(default_factory=list)  # "backend: error" for each failed attempt
+    attempts: list[str] = field(default_factory=list)  # each failed attempt's error, naming its backend
     queued_s: float = 0.0
     ttft_s: float | None = None
     tokens_per_s: float | None = None
@@ -105,7 +105,7 @@ class Dispatcher:
             except (BackendUnavailable, StreamBroken) as exc:
                 if sent_any or attempt == 2:
                     raise
-                trace.attempts.append(f"{backend.ref.name}: {exc.message}")
+                trace.attempts.append(exc.message)
                 await self.sharded.discard(trace.model, trace)
             finally:
                 if sent_any:
@@ -136,7 +136,7 @@ class Dispatcher:
                 failures += 1
                 last_error = exc
                 tried.add(view.name)
-                trace.attempts.append(f"{view.name}: {exc.message}")
+                trace.attempts.append(exc.message)
                 action = retry_plan(failures, self.routing.retries, first_byte_sent=sent_any)
                 if action is not RetryAction.retry_elsewhere:
                     raise

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sollol_cli.backends.base import Backend, BackendStatus
+from sollol_cli.backends.clients import backend_for
 from sollol_cli.backends.http import Timeouts
 from sollol_cli.health import BreakerState, CircuitBreaker, ProbeSchedule, ProbeState
 from sollol_cli.router import Candidate, SpeedEstimate
@@ -21,18 +22,6 @@ if TYPE_CHECKING:
 from sollol_cli.runtime.inventory import BackendSpec
 
 BUSY_TIMEOUT_GRACE = 3
-
-
-def make_client(spec: BackendSpec, timeouts: Timeouts) -> Backend | None:
-    if spec.ref.kind == "ollama":
-        from sollol_cli.backends.ollama import OllamaBackend
-
-        return OllamaBackend(spec.ref, timeouts)
-    if spec.ref.kind == "llamacpp":
-        from sollol_cli.backends.llamacpp import LlamaServerBackend
-
-        return LlamaServerBackend(spec.ref, timeouts, alias=spec.alias)
-    return None
 
 
 @dataclass
@@ -77,7 +66,7 @@ class Monitor:
         clock: Callable[[], float] = time.monotonic,
         attached: Callable[[], dict[str, Attachment]] | None = None,
     ) -> None:
-        self.views = {spec.name: BackendView(spec, make_client(spec, timeouts)) for spec in specs}
+        self.views = {spec.name: BackendView(spec, _client(spec, timeouts)) for spec in specs}
         self.timeouts = timeouts
         self.schedule = schedule or ProbeSchedule()
         self.breaker = breaker or CircuitBreaker()
@@ -208,3 +197,8 @@ class Monitor:
             # A connect failure means the node is probably gone: probe it again soon rather than waiting.
             view.probe = ProbeState(view.probe.healthy, view.probe.consecutive_failures, self.clock())
         self._notify()
+
+
+def _client(spec: BackendSpec, timeouts: Timeouts) -> Backend | None:
+    """None for an rpc-server: it is probed over its own protocol and never sent requests."""
+    return None if spec.ref.kind == "rpc" else backend_for(spec.ref, alias=spec.alias, timeouts=timeouts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from sollol_cli.errors import PartialFailure, SollolError, UnreachableError
 from sollol_cli.runtime.monitor import BackendView, Monitor
 from sollol_cli.state import ClusterState
 
@@ -69,6 +70,16 @@ def status_data(monitor: Monitor, state: ClusterState, cluster_name: str) -> dic
     rows = backend_rows(monitor, state)
     up = sum(1 for r in rows if r["reachable"] in ("yes", "busy"))
     return {"cluster": cluster_name, "backends": rows, "reachable": up, "total": len(rows)}
+
+
+def status_failure(data: Mapping[str, Any]) -> SollolError | None:
+    """What `sollol status` raises once the table is shown: none answered, some did not, or None."""
+    reachable, total, cluster = data["reachable"], data["total"], data["cluster"]
+    if total and reachable == 0:
+        return UnreachableError(f"none of the {total} backends of '{cluster}' answered", reported=True)
+    if reachable != total:
+        return PartialFailure(f"{total - reachable} of {total} backends of '{cluster}' did not answer", reported=True)
+    return None
 
 
 def model_rows(

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sollol_cli import events
-from sollol_cli.errors import BackendError, NoHealthyBackend, UsageError
+from sollol_cli.errors import BackendError, NoHealthyBackend, NotEnoughMemory, UsageError
 from sollol_cli.manifest.models import Cluster, Model, ModelMode
-from sollol_cli.router import normalize_model_name
+from sollol_cli.names import normalize_model_name
 from sollol_cli.settings import Settings
 from sollol_cli.sharding import coordinator as coord
 from sollol_cli.sharding.hosts import ControllerHost, CoordinatorHost, ModelFile, NodeHost
@@ -358,7 +358,7 @@ class ShardManager:
         need = file.size + (file.kv_bytes or 0)
         have = _pool_bytes(ready)
         if unusable and have is not None and have < need:
-            raise NoHealthyBackend(
+            raise NotEnoughMemory(
                 f"model '{model.name}' needs {need / 2**30:.1f} GiB but the ready rpc backends have "
                 f"{have / 2**30:.1f} GiB; missing: {'; '.join(unusable)}"
             )

@@ -3,8 +3,8 @@
 Store layout: `manifests/<host>/<namespace>/<model>/<tag>` (Docker v2 schema 2 JSON) and
 `blobs/sha256-<hex>`. The weights are the layer of media type `application/vnd.ollama.image.model`.
 
-Name parsing and manifest parsing are pure; the file system is touched only by the store functions below
-them. `gguf` is imported only when a blob is checked, so listing a store stays light.
+Manifest parsing is pure (names are parsed by `sollol_cli.names`); the file system is touched only by the
+store functions below it. `gguf` is imported only when a blob is checked, so listing a store stays light.
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sollol_cli.errors import SollolError, UsageError
+from sollol_cli.errors import SollolError
+from sollol_cli.names import ModelName, parse_model_name
 
-DEFAULT_HOST = "registry.ollama.ai"
-DEFAULT_NAMESPACE = "library"
-DEFAULT_TAG = "latest"
 # Where the Linux installer's `ollama` service user keeps its store.
 SYSTEM_STORE = Path("/usr/share/ollama/.ollama/models")
 
@@ -30,82 +28,11 @@ MEDIA_MODEL = "application/vnd.ollama.image.model"
 MEDIA_PROJECTOR = "application/vnd.ollama.image.projector"
 MEDIA_TENSOR_PREFIX = "application/vnd.ollama.image.tensor"
 
-_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(:[0-9]+)?")
 _DIGEST = re.compile(r"sha256:([0-9a-fA-F]{64})")
-
-
-class InvalidModelName(UsageError):
-    """Why: the name cannot be an Ollama model name, so no store lookup could find it."""
 
 
 class ModelResolutionError(SollolError):
     """Why: the store is missing, or the model in it is absent, incomplete or not a runnable single GGUF."""
-
-    exit_code = 1
-
-
-# --- names (pure) ---
-
-
-@dataclass(frozen=True)
-class ModelName:
-    host: str
-    namespace: str
-    model: str
-    tag: str
-
-    @property
-    def canonical(self) -> str:
-        return f"{self.host}/{self.namespace}/{self.model}:{self.tag}"
-
-    @property
-    def short(self) -> str:
-        """The name as Ollama displays it: default host and namespace left out."""
-        if self.host.lower() != DEFAULT_HOST:
-            return self.canonical
-        if self.namespace.lower() != DEFAULT_NAMESPACE:
-            return f"{self.namespace}/{self.model}:{self.tag}"
-        return f"{self.model}:{self.tag}"
-
-    @property
-    def manifest_parts(self) -> tuple[str, str, str, str]:
-        return (self.host, self.namespace, self.model, self.tag)
-
-
-def parse_model_name(name: str) -> ModelName:
-    """`[host/][namespace/]model[:tag]`; the tag is what follows the last ':' after the last '/'."""
-    text = name.strip()
-    scheme_end = text.find("://")
-    if scheme_end >= 0:  # Ollama accepts https://host/ns/model and drops the scheme
-        text = text[scheme_end + 3 :]
-    tag = DEFAULT_TAG
-    colon = text.rfind(":")
-    if colon > text.rfind("/"):
-        text, tag = text[:colon], text[colon + 1 :]
-    parts = text.split("/")
-    if len(parts) > 3:
-        raise InvalidModelName(f"'{name}' has too many '/' parts for an Ollama model name", hint=_GRAMMAR)
-    host, namespace = DEFAULT_HOST, DEFAULT_NAMESPACE
-    if len(parts) == 3:
-        host, namespace, model = parts
-    elif len(parts) == 2:
-        namespace, model = parts
-    else:
-        (model,) = parts
-    for label, value, pattern in (
-        ("host", host, _HOST),
-        ("namespace", namespace, _PART),
-        ("model", model, _PART),
-        ("tag", tag, _PART),
-    ):
-        if not pattern.fullmatch(value):
-            shown = f"'{value}'" if value else "empty"
-            raise InvalidModelName(f"'{name}' is not a valid Ollama model name: the {label} is {shown}", hint=_GRAMMAR)
-    return ModelName(host, namespace, model, tag)
-
-
-_GRAMMAR = "use [host/][namespace/]model[:tag], e.g. llama3.2:1b or hf.co/org/repo:Q4_K_M"
 
 
 # --- manifests (pure) ---

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from sollol_cli import events
 from sollol_cli.llamacpp.build import sha256_file
+from sollol_cli.names import parse_model_name
 from sollol_cli.sharding.gguf_info import GgufError, GgufInfo, HeaderTruncated, info_from_head
-from sollol_cli.sharding.ollama_store import ModelResolutionError, parse_manifest, parse_model_name
+from sollol_cli.sharding.ollama_store import ModelResolutionError, parse_manifest
 from sollol_cli.ssh.runner import CommandRunner
 
 STORE_CANDIDATES = ('"$OLLAMA_MODELS"', '"$HOME"/.ollama/models', "/usr/share/ollama/.ollama/models")

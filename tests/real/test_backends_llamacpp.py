@@ -227,6 +227,7 @@ async def test_show_tags_and_ps(server: ServerProcess, tiny_gguf: Path) -> None:
     assert shown["capabilities"][0] == "completion"
     assert shown["model_info"]["general.parameter_count"] > 0
     assert shown["template"]  # the model's chat template
+    assert await backend.show(f"library/{name}") == shown  # Ollama's name rules, as routing uses them
     with pytest.raises(UpstreamError) as caught:
         await backend.show("other-model")
     assert caught.value.status == 404 and caught.value.upstream_message == "model 'other-model' not found"

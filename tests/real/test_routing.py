@@ -104,7 +104,7 @@ def test_backend_failing_before_the_first_byte_is_retried_elsewhere(ollama_stand
     lines = result.stderr.splitlines()
     assert lines[0].startswith("healthy · distribute · first token")
     assert lines[1] == "  decision: distribute: the cluster has no rpc backends to shard over"
-    assert lines[2].startswith(f"  retried after: broken: broken (127.0.0.1:{broken.port}): HTTP 500")
+    assert lines[2].startswith(f"  retried after: broken (127.0.0.1:{broken.port}): HTTP 500")
 
 
 def _serve(script: Path, port: int, log: Path) -> subprocess.Popen[bytes]:

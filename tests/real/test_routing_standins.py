@@ -110,7 +110,7 @@ def test_backend_killed_before_answering_is_retried_elsewhere(ollama_standin, tm
     assert stdout.decode().startswith("<rescuer>") and len(stdout.split()) == 4
     lines = stderr.decode().splitlines()
     assert lines[0].startswith("rescuer · distribute · first token"), lines
-    assert lines[2].startswith(f"  retried after: doomed: doomed (127.0.0.1:{doomed.port}): "), lines
+    assert lines[2].startswith(f"  retried after: doomed (127.0.0.1:{doomed.port}): "), lines
 
 
 async def until(condition: Callable[[], bool], timeout: float) -> float:
@@ -150,7 +150,9 @@ def test_restarted_backend_is_picked_again_within_a_few_probe_intervals(ollama_s
                 kill(phoenix)
                 # its last probe was fine, so the next request still tries it: refused, answered by steady
                 trace = await ask()
-                assert trace.backend == "steady" and trace.attempts[0].startswith("phoenix: "), trace
+                assert trace.backend == "steady" and trace.attempts[0].startswith(
+                    f"phoenix (127.0.0.1:{phoenix.port}): "
+                ), trace
                 await until(lambda: not view.probe.healthy, timeout=4 * interval + 1)
                 trace = await ask()  # taken out: not even tried
                 assert trace.backend == "steady" and trace.attempts == [], trace

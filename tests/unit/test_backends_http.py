@@ -18,9 +18,9 @@ from sollol_cli.backends.base import (
     StreamBroken,
     Unsupported,
     UpstreamError,
-    backend_for,
     collect,
 )
+from sollol_cli.backends.clients import backend_for
 from sollol_cli.backends.http import Timeouts, close_session, get_session, request_json
 from sollol_cli.backends.llamacpp import LlamaServerBackend
 from sollol_cli.backends.ollama import OllamaBackend
@@ -417,3 +417,25 @@ async def test_empty_prompt_or_messages_answer_like_a_model_load(serve: Serve) -
     chatted = await collect(backend.chat({"model": "tiny", "messages": []}))
     assert (generated["response"], generated["done_reason"]) == ("", "load")
     assert (chatted["message"], chatted["done_reason"]) == ({"role": "assistant", "content": ""}, "load")
+
+
+async def test_llama_server_show_matches_names_by_ollamas_rules(serve: Serve) -> None:
+    """Generate accepts `library/tiny` for a llama-server aliased `tiny`; /api/show must accept it too."""
+
+    async def props(request: web.Request) -> web.Response:
+        return web.json_response({"model_path": "/models/tiny.gguf", "chat_template": "{{x}}", "total_slots": 1})
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"data": [{"id": "tiny", "meta": {"n_params": 1000, "n_ctx_train": 64}}]})
+
+    app = web.Application()
+    app.router.add_get("/props", props)
+    app.router.add_get("/v1/models", models)
+    ref = await serve(app)
+    backend = LlamaServerBackend(BackendRef("n2", "llamacpp", ref.host, ref.port), alias="tiny")
+    for name in ("tiny", "Tiny:latest", "library/tiny", "registry.ollama.ai/library/tiny:latest"):
+        assert (await backend.show(name))["model_info"]["general.parameter_count"] == 1000, name
+    for other in ("tiny:7b", "me/tiny", "tinyllama"):
+        with pytest.raises(UpstreamError) as caught:
+            await backend.show(other)
+        assert (caught.value.status, caught.value.upstream_message) == (404, f"model '{other}' not found")

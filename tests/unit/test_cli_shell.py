@@ -49,6 +49,9 @@ def test_unknown_command_is_usage_error() -> None:
     [
         (PartialFailure("2 of 3 nodes failed"), 1, "error: 2 of 3 nodes failed\n"),
         (UnreachableError("no node answered"), 4, "error: no node answered\n"),
+        # the command already showed its per-node table: only the exit code is left to give
+        (PartialFailure("2 of 3 nodes failed", reported=True), 1, ""),
+        (UnreachableError("no node answered", reported=True), 4, ""),
         (KeyboardInterrupt(), 130, "interrupted\n"),
         (
             RuntimeError("boom"),

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sollol_cli.names import normalize_model_name
 from sollol_cli.router import (
     Candidate,
     Choice,
@@ -20,7 +21,6 @@ from sollol_cli.router import (
     Unavailable,
     Wait,
     choose,
-    normalize_model_name,
     queue_decision,
     retry_plan,
 )
@@ -29,40 +29,6 @@ from sollol_cli.router import (
 def cand(name: str, models: tuple[str, ...] = ("tiny",), /, **fields: Any) -> Candidate:
     loaded = frozenset(fields.pop("loaded", ()))
     return Candidate(name=name, models=frozenset(models), loaded=loaded, **fields)
-
-
-NAME_CASES = [
-    ("bare", "tiny", "registry.ollama.ai/library/tiny:latest"),
-    ("tag", "codellama:13b", "registry.ollama.ai/library/codellama:13b"),
-    ("upper-case", "TinyLlama:Q4_K_M", "registry.ollama.ai/library/tinyllama:q4_k_m"),
-    ("namespace", "jmorgan/tiny", "registry.ollama.ai/jmorgan/tiny:latest"),
-    ("host", "hf.co/org/repo:Q4_K_M", "hf.co/org/repo:q4_k_m"),
-    ("registry-port-is-not-a-tag", "localhost:5000/ns/m", "localhost:5000/ns/m:latest"),
-    ("empty-tag", "tiny:", "registry.ollama.ai/library/tiny:latest"),
-    ("spaces", "  tiny \n", "registry.ollama.ai/library/tiny:latest"),
-    ("digest", "tiny@sha256:AB", "registry.ollama.ai/library/tiny:latest@sha256:ab"),
-]
-
-
-@pytest.mark.parametrize(("name", "expected"), [c[1:] for c in NAME_CASES], ids=[c[0] for c in NAME_CASES])
-def test_normalize_model_name(name: str, expected: str) -> None:
-    assert normalize_model_name(name) == expected
-
-
-SAME_NAME_CASES = [
-    ("latest-implied", "tiny", "tiny:latest", True),
-    ("case-insensitive", "TINY", "tiny:LATEST", True),
-    ("library-implied", "library/tiny", "tiny", True),
-    ("full-form", "registry.ollama.ai/library/tiny:latest", "tiny", True),
-    ("other-tag", "tiny:7b", "tiny", False),
-    ("other-namespace", "me/tiny", "tiny", False),
-    ("prefix-is-not-a-match", "tiny", "tinyllama", False),
-]
-
-
-@pytest.mark.parametrize(("a", "b", "same"), [c[1:] for c in SAME_NAME_CASES], ids=[c[0] for c in SAME_NAME_CASES])
-def test_names_match_by_ollama_rules(a: str, b: str, same: bool) -> None:
-    assert (normalize_model_name(a) == normalize_model_name(b)) is same
 
 
 FAST = {"ttft_s": 0.2, "tokens_per_s": 50.0}

@@ -48,7 +48,7 @@ def _provision(
     quiet: bool,
     verbose: int,
 ) -> None:
-    async def body() -> int:
+    async def body() -> None:
         from pathlib import Path
 
         from sollol_cli.errors import UsageError
@@ -78,8 +78,7 @@ def _provision(
             ui.print_plan(data)
         else:
             ui.print_outcome(data)
-        return outcome.exit_code
+        if outcome.failure is not None:
+            raise outcome.failure
 
-    code = run_async(body, verbose=verbose)
-    if code:
-        raise typer.Exit(code)
+    run_async(body, verbose=verbose)

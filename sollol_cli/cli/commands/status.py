@@ -19,12 +19,12 @@ def status(
 ) -> None:
     """Every node and backend at a glance: reachable, versions, models, load, memory."""
 
-    async def body() -> int:
+    async def body() -> None:
         import asyncio
 
         from sollol_cli.manifest.loader import find_manifest, load_manifest
         from sollol_cli.runtime.session import ClusterRuntime
-        from sollol_cli.runtime.status import status_data
+        from sollol_cli.runtime.status import status_data, status_failure
         from sollol_cli.settings import load_settings
         from sollol_cli.state import load_state
         from sollol_cli.ui import console
@@ -55,10 +55,8 @@ def status(
                         data = status_data(runtime.monitor, load_state(settings.state_dir, cluster.name), cluster.name)
                         data["models"] = model_rows(cluster, shards, await shards.running())
                         update(data)
-        if data["total"] and data["reachable"] == 0:
-            return 4
-        return 0 if data["reachable"] == data["total"] else 1
+        failure = status_failure(data)
+        if failure is not None:
+            raise failure
 
-    code = run_async(body, verbose=verbose)
-    if code:
-        raise typer.Exit(code)
+    run_async(body, verbose=verbose)

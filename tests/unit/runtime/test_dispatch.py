@@ -44,12 +44,12 @@ class FakeBackend:
             for i in range(self.tokens):
                 if self.fail and i == self.fail_after:
                     if self.fail == "unavailable":
-                        raise BackendUnavailable(self.ref.name, "connection refused")
+                        raise BackendUnavailable(self.ref.label, "connection refused")  # as the real clients
                     if self.fail == "500":
-                        raise UpstreamError(self.ref.name, 500, "boom")
+                        raise UpstreamError(self.ref.label, 500, "boom")
                     if self.fail == "400":
-                        raise UpstreamError(self.ref.name, 400, "bad request")
-                    raise StreamBroken(self.ref.name, "connection dropped")
+                        raise UpstreamError(self.ref.label, 400, "bad request")
+                    raise StreamBroken(self.ref.label, "connection dropped")
                 await asyncio.sleep(self.delay)
                 yield {"model": body["model"], "response": f"{self.ref.name}-{i} ", "done": False}
             yield {
@@ -105,7 +105,7 @@ async def test_retry_before_first_byte_goes_elsewhere() -> None:
     dispatcher, monitor = runtime(a, b)
     chunks, trace = await collect(dispatcher)
     assert chunks[0]["response"] == "b-0 "
-    assert trace.attempts == ["a: a: connection refused"]
+    assert trace.attempts == ["a (127.0.0.1:1): connection refused"]  # the backend named once
     assert monitor.view("a").breaker.failures == 1
 
 
