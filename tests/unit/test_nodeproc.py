@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sollol_cli.provision.facts import parse_facts
+from sollol_cli.provision.facts import RunningService, parse_facts
 from sollol_cli.ssh.nodeproc import (
     SHELL_FUNCTIONS,
     PidRecord,
@@ -105,7 +105,7 @@ def test_a_process_whose_name_has_a_space_and_a_parenthesis(tmp_path: Path, shel
         assert (tmp_path / "run/sollol-lab-rpc-1234.pid").read_text() == f"{pid} {start} d1 rpc 127.0.0.1 1234\n"
         assert sh(shell, check_text({"s": (pid, start), "reused": (pid, start + 1)}), env) == "reused dead\ns alive\n"
         (service,) = parse_facts(sh(shell, scan_text("$HOME/run"), env)).services.values()
-        assert (service.name, service.pid, service.start_time, service.alive) == ("sollol-lab-rpc-1234", pid, start, True)
+        assert service == RunningService("sollol-lab-rpc-1234", pid, start, "d1", "rpc", "127.0.0.1", 1234, True)
 
         # a different start time is another process that reused the pid: left alone, its records kept
         assert sh(shell, stop_text(pid, start + 1, remove=[pidfile]), env) == "gone\n"
