@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from sollol_cli.ssh.nodeproc import PidRecord, run_dir, scan_text, shell_word
+from sollol_cli.ssh.nodeproc import parse_pidfile, run_dir, scan_text, shell_word
 
 
 @dataclass(frozen=True)
@@ -174,11 +174,8 @@ def _ollama_version(line: str | None) -> str | None:
 def _parse_service(value: str) -> RunningService | None:
     """`NAME PIDFILE-LINE alive|dead` (see ssh/nodeproc.py)."""
     parts = value.split()
-    record = PidRecord.parse(parts[1:-1]) if len(parts) > 2 else None
-    if record is None:
-        return None  # a truncated pidfile (controller killed mid-write): treat as not ours
-    r, alive = record, parts[-1] == "alive"
-    return RunningService(parts[0], r.pid, r.start_time, r.digest, r.kind, r.host, r.port, alive)
+    line = parse_pidfile(parts[1:-1]) if len(parts) > 2 else None
+    return None if line is None else RunningService(parts[0], *line, alive=parts[-1] == "alive")
 
 
 def _parse_unit(value: str) -> RunningService | None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 REMOTE_HOME = "$HOME/.sollol"  # expanded by the node's shell; everything sollol writes lives below it
@@ -56,24 +55,16 @@ def shell_word(arg: str) -> str:
 # --- the pidfile -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PidRecord:
-    """One pidfile: `pid starttime digest kind host port`."""
+PidfileLine = tuple[int, int, str, str, str, int]  # pid, start time, digest, kind, host, port
 
-    pid: int
-    start_time: int
-    digest: str
-    kind: str
-    host: str
-    port: int
 
-    @classmethod
-    def parse(cls, words: list[str]) -> PidRecord | None:
-        """None for anything else (a truncated pidfile, from a controller killed mid-write, is not ours)."""
-        if len(words) != 6 or not (words[0].isdigit() and words[1].isdigit() and words[5].isdigit()):
-            return None
-        pid, start, digest, kind, host, port = words
-        return cls(int(pid), int(start), digest, kind, host, int(port))
+def parse_pidfile(words: list[str]) -> PidfileLine | None:
+    """A pidfile's words (`pid starttime digest kind host port`), or None for anything else: a truncated
+    pidfile, from a controller killed mid-write, is not ours."""
+    if len(words) != 6 or not (words[0].isdigit() and words[1].isdigit() and words[5].isdigit()):
+        return None
+    pid, start, digest, kind, host, port = words
+    return int(pid), int(start), digest, kind, host, int(port)
 
 
 # --- /proc/PID/stat --------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ import pytest
 from sollol_cli.provision.facts import RunningService, parse_facts
 from sollol_cli.ssh.nodeproc import (
     SHELL_FUNCTIONS,
-    PidRecord,
     check_text,
+    parse_pidfile,
     process_start_time,
     scan_text,
     shell_word,
@@ -47,15 +47,15 @@ def test_start_time_from_stat(line: str, expected: int | None) -> None:
 @pytest.mark.parametrize(
     ("words", "expected"),
     [
-        ("12 345 abcd rpc 10.0.0.1 50052", PidRecord(12, 345, "abcd", "rpc", "10.0.0.1", 50052)),
+        ("12 345 abcd rpc 10.0.0.1 50052", (12, 345, "abcd", "rpc", "10.0.0.1", 50052)),
         ("12 345 abcd rpc 10.0.0.1", None),  # truncated: a controller killed mid-write
         ("12 345 abcd rpc 10.0.0.1 50052 extra", None),
         ("x 345 abcd rpc 10.0.0.1 50052", None),
         ("", None),
     ],
 )
-def test_pidfile_parse(words: str, expected: PidRecord | None) -> None:
-    assert PidRecord.parse(words.split()) == expected
+def test_pidfile_parse(words: str, expected: tuple[object, ...] | None) -> None:
+    assert parse_pidfile(words.split()) == expected
 
 
 def test_shell_words() -> None:
