@@ -3,7 +3,9 @@ shell text run on this machine against a real process whose name has a space and
 
 from __future__ import annotations
 
-import shutil
+import contextlib
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -90,17 +92,21 @@ def sh(shell: str, script: str, env: dict[str, str]) -> str:
 @pytest.mark.parametrize("shell", ["sh", "bash"])
 def test_a_process_whose_name_has_a_space_and_a_parenthesis(tmp_path: Path, shell: str) -> None:
     """Start, check and stop a real process named `my proc) x` (its /proc/PID/stat name field has both)."""
-    sleeper = tmp_path / "bin" / "my proc) x"
-    sleeper.parent.mkdir()
-    shutil.copy(shutil.which("sleep") or "/bin/sleep", sleeper)
+    # a script's process is named after the script; it says it runs (and so bears that name) through a FIFO
+    ready = tmp_path / "ready"
+    os.mkfifo(ready)
+    script = tmp_path / "bin" / "my proc) x"
+    script.parent.mkdir()
+    script.write_text(f"#!/bin/sh\necho up > {shell_word(str(ready))}\nsleep 60\n")
+    script.chmod(0o755)
     env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    run_dir, log = "$HOME/run", "$HOME/log/my proc.log"
     pidfile = "$HOME/run/sollol-lab-rpc-1234.pid"
-    started = sh(shell, start_text(f"{shell_word(str(sleeper))} 60", run_dir=run_dir, log=log, pidfile=pidfile,
-                                    record="d1 rpc 127.0.0.1 1234"), env)  # fmt: skip
+    started = sh(shell, start_text(shell_word(str(script)), run_dir="$HOME/run", log="$HOME/log/my proc.log",
+                                    pidfile=pidfile, record="d1 rpc 127.0.0.1 1234"), env)  # fmt: skip
     pid, start = (int(x) for x in started.split())
     try:
-        assert "(my proc) x)" in Path(f"/proc/{pid}/stat").read_text()
+        assert ready.read_text() == "up\n"
+        assert f"{pid} (my proc) x) " in Path(f"/proc/{pid}/stat").read_text()
         assert start == process_start_time(pid) and start > 0
         assert (tmp_path / "run/sollol-lab-rpc-1234.pid").read_text() == f"{pid} {start} d1 rpc 127.0.0.1 1234\n"
         assert sh(shell, check_text({"s": (pid, start), "reused": (pid, start + 1)}), env) == "reused dead\ns alive\n"
@@ -115,4 +121,5 @@ def test_a_process_whose_name_has_a_space_and_a_parenthesis(tmp_path: Path, shel
         assert not (tmp_path / "run/sollol-lab-rpc-1234.pid").exists()
         assert sh(shell, stop_text(pid, start), env) == "gone\n"
     finally:
-        subprocess.run(["kill", "-KILL", str(pid)], capture_output=True)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)  # its session: the script and its sleep
