@@ -1,4 +1,5 @@
-"""The provisioning planner: (desired services, node facts) -> ordered steps. Pure, tested as data.
+"""The provisioning planner: (desired services, node facts) -> ordered steps, and the shell text each step
+runs on the node. Pure, tested as data.
 
 Running `up` twice plans no changes the second time; a changed setting restarts only that service.
 """

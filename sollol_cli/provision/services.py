@@ -1,5 +1,5 @@
-"""What runs on a node, as data: service specs from the manifest, and the shell text that starts,
-stops and checks them. Pure: no I/O, so every command line and unit file is tested as text.
+"""What runs on a node, as data: service specs from the manifest, and the shell text and unit files that
+start them. Pure: no I/O, so every command line and unit file is tested as text.
 
 Two service managers: systemd units when the node has systemd (rendered here), otherwise a detached
 process with a pidfile holding pid and start time, so `down` never kills a process that merely reused the
