@@ -35,8 +35,13 @@ def test_down_stops_the_coordinators_it_is_given(
 
     outcome = asyncio.run(
         provision(
-            load_manifest(manifest), "down", Settings(state_dir=tmp_path / "state"), reporter=seen.append,
-            options=Options(dry_run=dry_run), only=only, stop_coordinators=stop_coordinators,
+            load_manifest(manifest),
+            "down",
+            Settings(state_dir=tmp_path / "state"),
+            reporter=seen.append,
+            options=Options(dry_run=dry_run),
+            only=only,
+            stop_coordinators=stop_coordinators,
         )  # fmt: skip
     )
     assert [n.status for n in outcome.nodes] == ["planned" if dry_run else "unchanged"]
