@@ -6,6 +6,7 @@ the state directory, so it works whatever SOLLOL_CACHE_DIR is and whatever alrea
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from dataclasses import dataclass, field
@@ -113,6 +114,7 @@ async def run_demo(
     from sollol_cli.manifest.loader import load_manifest
     from sollol_cli.provision.apply import Options
     from sollol_cli.provision.cluster import provision
+    from sollol_cli.sharding.manager import stop_all
 
     binaries = resolve_binaries(settings) or build(settings.cache_dir, reporter=reporter)
     path, is_demo = demo_model(settings, model, reporter)
@@ -122,16 +124,17 @@ async def run_demo(
     loaded = load_manifest(manifest)
 
     outcome = await provision(loaded, "up", settings, reporter=reporter, options=Options(ready_timeout=120))
+    coordinators = functools.partial(stop_all, settings, loaded.cluster.name)
     failures = [f"{n.node}: {n.error}" for n in outcome.nodes if n.error]
     if failures:
-        await provision(loaded, "down", settings, reporter=reporter)
+        await provision(loaded, "down", settings, reporter=reporter, stop_coordinators=coordinators)
         raise SollolError("the localhost cluster did not come up: " + "; ".join(failures))
     results: list[PromptResult] = []
     try:
         results = await _prompts(loaded.cluster, settings, reporter, max_tokens)
     finally:
         if not keep:
-            await provision(loaded, "down", settings, reporter=reporter)
+            await provision(loaded, "down", settings, reporter=reporter, stop_coordinators=coordinators)
     return DemoResult(manifest, path, is_demo, str(binaries.rpc_server.parent), results, keep)
 
 

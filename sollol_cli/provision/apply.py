@@ -16,7 +16,7 @@ from sollol_cli.errors import SollolError
 from sollol_cli.manifest.models import Cluster, Node
 from sollol_cli.names import normalize_model_name
 from sollol_cli.provision import services as svc
-from sollol_cli.provision.facts import NodeFacts, RunningService, facts_script, parse_facts
+from sollol_cli.provision.facts import NodeFacts, facts_script, parse_facts
 from sollol_cli.provision.plan import (
     EnsureModels,
     Fail,
@@ -24,13 +24,16 @@ from sollol_cli.provision.plan import (
     Keep,
     NodePlan,
     Start,
+    Step,
     Stop,
     Upload,
+    command,
     describe,
     plan_down,
     plan_up,
 )
 from sollol_cli.provision.readiness import Readiness, probe_service
+from sollol_cli.ssh.nodeproc import check_text, run_dir, shell_word
 from sollol_cli.ssh.runner import CommandRunner
 
 Status = Literal["changed", "unchanged", "failed", "unreachable", "planned"]
@@ -165,13 +168,13 @@ class NodeJob:
                 outcome.changed.append(describe(step))
             case Stop(service, _):
                 self._step("stop", service.name)
-                await self._stop(runner, service, facts.home)
+                await self._stop(runner, step, facts.home)
                 outcome.changed.append(describe(step))
             case Forget(service):
-                await runner.run(f"rm -f {_record_paths(self.cluster.name, self.node.name, service.name)}", timeout=15)
+                await runner.run(self._command(step, facts.home), timeout=15)
             case Start(spec, manager, _):
                 self._step("start", spec.name)
-                pid, start = await self._start(runner, spec, manager, facts.home)
+                pid, start = await self._start(runner, step, facts.home)
                 outcome.changed.append(describe(step))
                 started = ServiceOutcome(spec.name, spec.kind, spec.host, spec.port, spec.digest, manager, pid, start)
                 outcome.services.append(started)
@@ -207,33 +210,27 @@ class NodeJob:
             runner, Path(binary.local_path), final, binary.sha256, mode=0o755, reporter=self.report, tag=self.node.name
         )
 
-    async def _stop(self, runner: CommandRunner, service: RunningService, home: str) -> None:
-        records = _record_paths(self.cluster.name, self.node.name, service.name)
-        if service.manager.startswith("systemd-"):
-            scope: svc.SystemdScope = "user" if service.manager == "systemd-user" else "system"
-            unit = f"{service.name}.service"
-            spec_path = f"/etc/systemd/system/{unit}" if scope == "system" else f"{home}/.config/systemd/user/{unit}"
-            command = (
-                f"{svc.systemctl(scope, 'disable', '--now', unit)}; rm -f {_q(spec_path)} {records}; "
-                f"{svc.systemctl(scope, 'daemon-reload')}"
-            )
-        else:
-            # a subshell: the stop script ends with `exit`, and the records must go only once it succeeded
-            command = f"( {svc.detached_stop(service.pid, service.start_time)} ) && rm -f {records}"
-        result = await runner.run(command, timeout=30)
-        if result.exit_status != 0:
-            raise StepError(f"could not stop pid {service.pid}: {(result.stdout + result.stderr).strip()}")
+    def _command(self, step: Step, home: str) -> str:
+        text = command(step, self.cluster.name, self.node.name, home)
+        assert text is not None, step
+        return text
 
-    async def _start(self, runner: CommandRunner, spec: svc.ServiceSpec, manager: str, home: str) -> tuple[int, int]:
+    async def _stop(self, runner: CommandRunner, step: Stop, home: str) -> None:
+        result = await runner.run(self._command(step, home), timeout=30)
+        if result.exit_status != 0:
+            raise StepError(f"could not stop pid {step.service.pid}: {(result.stdout + result.stderr).strip()}")
+
+    async def _start(self, runner: CommandRunner, step: Start, home: str) -> tuple[int, int]:
+        spec, manager = step.spec, step.manager
         if manager.startswith("systemd-"):
             scope: svc.SystemdScope = "user" if manager == "systemd-user" else "system"
-            path = svc.unit_path(spec, scope, home)
-            dirs = [path.rsplit("/", 1)[0], _home_path(svc.run_dir(spec.cluster, spec.node), home)]
+            path = svc.unit_path(spec.name, scope, home)
+            dirs = [path.rsplit("/", 1)[0], _home_path(run_dir(spec.cluster, spec.node), home)]
             dirs.append(_home_path(spec.log_path, home).rsplit("/", 1)[0])
-            await runner.run("mkdir -p " + " ".join(_q(d) for d in dirs), timeout=15, check=True)
+            await runner.run("mkdir -p " + " ".join(shell_word(d) for d in dirs), timeout=15, check=True)
             await runner.write_file(path, svc.unit_text(spec, home=home).encode(), mode=0o644)
             record = f"{manager} {spec.digest} {spec.kind} {spec.host} {spec.port}\n"
-            record_path = f"{svc.run_dir(spec.cluster, spec.node)}/{spec.name}.unit"
+            record_path = f"{run_dir(spec.cluster, spec.node)}/{spec.name}.unit"
             await runner.write_file(_home_path(record_path, home), record.encode())
             unit = f"{spec.name}.service"
             await runner.run(
@@ -242,7 +239,7 @@ class NodeJob:
                 check=True,
             )
             return 0, 0
-        result = await runner.run(svc.detached_start(spec), timeout=30)
+        result = await runner.run(self._command(step, home), timeout=30)
         parts = result.stdout.split()
         if result.exit_status != 0 or len(parts) != 2 or not all(p.isdigit() for p in parts):
             raise StepError(f"could not start: {(result.stderr or result.stdout).strip()[-300:]}")
@@ -259,7 +256,7 @@ class NodeJob:
             if last.ready:
                 return last.version
             if manager == "process":
-                check = await runner.run(svc.process_check({"s": (pid, start)}), timeout=15)
+                check = await runner.run(check_text({"s": (pid, start)}), timeout=15)
                 if "s dead" in check.stdout:
                     tail = await self._log_tail(runner, spec)
                     held = await port_holder(runner, spec.host, spec.port)
@@ -268,7 +265,7 @@ class NodeJob:
         raise StepError(f"not ready after {self.options.ready_timeout:.0f}s ({last.detail})")
 
     async def _log_tail(self, runner: CommandRunner, spec: svc.ServiceSpec, lines: int = 3) -> str:
-        result = await runner.run(f"tail -n {lines} {svc._shell_word(spec.log_path)} 2>/dev/null", timeout=15)
+        result = await runner.run(f"tail -n {lines} {shell_word(spec.log_path)} 2>/dev/null", timeout=15)
         text = " | ".join(line.strip() for line in result.stdout.splitlines() if line.strip())
         return text or "no output in its log"
 
@@ -308,16 +305,6 @@ async def port_holder(runner: CommandRunner, host: str, port: int) -> str | None
     row = rows[0]
     who = row[5] if len(row) > 5 else "another process"
     return f"port {port} on {host} is taken ({row[0]} {row[3]} -> {row[4]}, {who}); free it or change the port"
-
-
-def _q(path: str) -> str:
-    return svc._shell_word(path)
-
-
-def _record_paths(cluster: str, node: str, name: str) -> str:
-    """A service's files in the run directory (a coordinator also has its API key there)."""
-    base = svc.run_dir(cluster, node)
-    return " ".join(_q(f"{base}/{name}.{ext}") for ext in ("pid", "unit", "key"))
 
 
 def _service_of(step: object) -> str:

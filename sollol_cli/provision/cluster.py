@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,6 +18,11 @@ from sollol_cli.provision.connect import runner_factory
 from sollol_cli.provision.services import BinarySource, binary_sources
 from sollol_cli.settings import Settings
 from sollol_cli.state import NodeState, ServiceState, load_state, save_state
+
+# Stops the sharded models' coordinators that this cluster's commands started on the controller (and forgets
+# those on nodes, which each node's `down` stops by their pidfiles); returns the models stopped. Sharding owns
+# them: the caller passes sharding's stop_all, so provisioning needs no import of sharding.
+StopCoordinators = Callable[[], list[str]]
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,9 @@ async def provision(
     options: Options = DEFAULT_OPTIONS,
     only: list[str] | None = None,
     sources: dict[str, BinarySource] | None = None,
+    stop_coordinators: StopCoordinators | None = None,
 ) -> ClusterOutcome:
+    """`up` or `down` every node (or `only` these); a whole-cluster `down` also calls `stop_coordinators`."""
     cluster = loaded.cluster
     if sources is None:
         sources = binary_sources(cluster, controller_binaries(cluster, settings) if action == "up" else {})
@@ -104,10 +112,8 @@ async def provision(
         await close_session()
     if action == "up" and not options.dry_run:
         check_protocols(outcomes, expected_protocol(cluster))
-    if action == "down" and not options.dry_run and only is None:
-        from sollol_cli.sharding.manager import stop_all
-
-        for model in stop_all(settings, cluster.name):
+    if action == "down" and not options.dry_run and only is None and stop_coordinators is not None:
+        for model in stop_coordinators():
             reporter(events.StepDone("controller", "stop", f"coordinator for {model}"))
     if not options.dry_run:
         record(loaded, outcomes, settings, action)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from sollol_cli.provision.services import run_dir
+from sollol_cli.ssh.nodeproc import parse_pidfile, run_dir, scan_text, shell_word
 
 
 @dataclass(frozen=True)
@@ -82,25 +82,19 @@ def facts_script(
         "--format=csv,noheader,nounits 2>/dev/null | sed 's/ //g; s/^/gpu=/'",
     ]
     for path in binary_paths:
-        word = _word(path)
+        word = shell_word(path)
         # the key keeps the path as asked ($HOME unexpanded), so the plan can look it up
         lines.append(f'[ -f {word} ] && echo {shlex.quote("bin=" + path)} "$(sha256sum {word} | cut -d" " -f1)"')
     for path in files or []:
-        lines.append(f"[ -f {_word(path)} ] && echo {shlex.quote('file=' + path)}")
+        lines.append(f"[ -f {shell_word(path)} ] && echo {shlex.quote('file=' + path)}")
     if ollama_binary:
-        word = _word(ollama_binary)
+        word = shell_word(ollama_binary)
         lines.append(
             f'if p=$(command -v {word} 2>/dev/null); then echo "ollama_path=$p"; '
             f'echo "ollama_version=$({word} --version 2>/dev/null | head -n1)"; fi'
         )
-    rundir = _word(run_dir(cluster, node))
-    lines.append(
-        f'for f in {rundir}/*.pid; do [ -f "$f" ] || continue; set -- $(cat "$f"); '
-        'n=$(basename "$f" .pid); '
-        'if [ -r /proc/$1/stat ] && [ "$(cut -d" " -f22 /proc/$1/stat)" = "$2" ] '
-        '&& [ "$(cut -d" " -f3 /proc/$1/stat)" != Z ]; then a=alive; else a=dead; fi; '
-        'echo "svc=$n $* $a"; done'
-    )
+    rundir = shell_word(run_dir(cluster, node))
+    lines.append(scan_text(run_dir(cluster, node)))
     lines.append(
         f'for f in {rundir}/*.unit; do [ -f "$f" ] || continue; set -- $(cat "$f"); '
         'n=$(basename "$f" .unit); u=""; [ "$1" = systemd-user ] && u=--user; '
@@ -109,12 +103,6 @@ def facts_script(
     )
     lines.append('ss -ltnpH 2>/dev/null | awk \'{print "listen=" $4 " " $6}\'')
     return "\n".join(lines) + "\ntrue\n"
-
-
-def _word(path: str) -> str:
-    from sollol_cli.provision.services import _shell_word
-
-    return _shell_word(path)
 
 
 def parse_facts(text: str, home_alias: str = "$HOME") -> NodeFacts:
@@ -184,11 +172,10 @@ def _ollama_version(line: str | None) -> str | None:
 
 
 def _parse_service(value: str) -> RunningService | None:
+    """`NAME PIDFILE-LINE alive|dead` (see ssh/nodeproc.py)."""
     parts = value.split()
-    if len(parts) != 8 or not (parts[1].isdigit() and parts[2].isdigit() and parts[6].isdigit()):
-        return None  # a truncated pidfile (controller killed mid-write): treat as not ours
-    name, pid, start, digest, kind, host, port, state = parts
-    return RunningService(name, int(pid), int(start), digest, kind, host, int(port), state == "alive")
+    line = parse_pidfile(parts[1:-1]) if len(parts) > 2 else None
+    return None if line is None else RunningService(parts[0], *line, alive=parts[-1] == "alive")
 
 
 def _parse_unit(value: str) -> RunningService | None:

@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 
 from sollol_cli.errors import UsageError
 from sollol_cli.manifest.models import Cluster, Node
-from sollol_cli.provision.services import _shell_word, log_path, node_services
+from sollol_cli.provision.services import node_services
 from sollol_cli.settings import Settings
+from sollol_cli.ssh.nodeproc import coordinator_name, log_path, shell_word
 
 
 def log_file(cluster: Cluster, node_name: str, role: str | None) -> tuple[Node, str]:
@@ -37,8 +38,6 @@ def log_file(cluster: Cluster, node_name: str, role: str | None) -> tuple[Node, 
 
 
 def _coordinator_log(cluster: Cluster, node: Node, model: str) -> str:
-    from sollol_cli.sharding.node_coordinator import service_name
-
     here = [m.name for m in cluster.models if m.coordinator == node.name]
     if not here:
         raise UsageError(f"no model runs its coordinator on node '{node.name}'", hint="see models[].coordinator")
@@ -53,7 +52,7 @@ def _coordinator_log(cluster: Cluster, node: Node, model: str) -> str:
         raise UsageError(
             f"model '{model}' does not run its coordinator on node '{node.name}'", hint=f"it runs: {', '.join(here)}"
         )
-    return log_path(cluster.name, node.name, service_name(cluster.name, model))
+    return log_path(cluster.name, node.name, coordinator_name(cluster.name, model))
 
 
 async def read_log(
@@ -64,7 +63,7 @@ async def read_log(
     node, path = log_file(cluster, node_name, role)
     runner = await runner_factory(cluster, settings)(node)
     async with runner:
-        word = _shell_word(path)
+        word = shell_word(path)
         if follow:
             async for chunk in runner.stream(f"tail -n {lines} -F {word} 2>/dev/null"):
                 yield chunk

@@ -1,4 +1,5 @@
-"""The provisioning planner: (desired services, node facts) -> ordered steps. Pure, tested as data.
+"""The provisioning planner: (desired services, node facts) -> ordered steps, and the shell text each step
+runs on the node. Pure, tested as data.
 
 Running `up` twice plans no changes the second time; a changed setting restarts only that service.
 """
@@ -7,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sollol_cli.provision import services as svc
 from sollol_cli.provision.facts import NodeFacts, RunningService
 from sollol_cli.provision.services import BinarySource, ServiceSpec
+from sollol_cli.ssh.nodeproc import run_dir, shell_word, stop_text
 
 
 @dataclass(frozen=True)
@@ -184,3 +187,34 @@ def describe(step: Step) -> str:
         case Fail(service, reason):
             return f"fail {service}: {reason}"
     raise AssertionError(step)
+
+
+# --- the shell text of a step --------------------------------------------------------------------
+
+
+def command(step: Step, cluster: str, node: str, home: str) -> str | None:
+    """The shell text a Stop, Forget or Start of a detached process runs on the node (`home`: the node's $HOME,
+    for systemd's unit paths); None for steps that run no single command (uploads, systemd starts, checks)."""
+    match step:
+        case Stop(service, _) if service.manager.startswith("systemd-"):
+            scope: svc.SystemdScope = "user" if service.manager == "systemd-user" else "system"
+            unit, unit_file = f"{service.name}.service", svc.unit_path(service.name, scope, home)
+            return (
+                f"{svc.systemctl(scope, 'disable', '--now', unit)}; "
+                f"rm -f {' '.join(shell_word(p) for p in (unit_file, *record_files(cluster, node, service.name)))}; "
+                f"{svc.systemctl(scope, 'daemon-reload')}"
+            )
+        case Stop(service, _):
+            # the records go only once the process is gone
+            return stop_text(service.pid, service.start_time, remove=record_files(cluster, node, service.name))
+        case Forget(service):
+            return f"rm -f {' '.join(shell_word(p) for p in record_files(cluster, node, service.name))}"
+        case Start(spec, "process", _):
+            return svc.detached_start(spec)
+    return None
+
+
+def record_files(cluster: str, node: str, name: str) -> tuple[str, ...]:
+    """A service's files in the run directory (a coordinator also has its API key there)."""
+    base = run_dir(cluster, node)
+    return tuple(f"{base}/{name}.{ext}" for ext in ("pid", "unit", "key"))

@@ -1,9 +1,9 @@
-"""What runs on a node, as data: service specs from the manifest, and the shell text that starts,
-stops and checks them. Pure: no I/O, so every command line and unit file is tested as text.
+"""What runs on a node, as data: service specs from the manifest, and the shell text and unit files that
+start them. Pure: no I/O, so every command line and unit file is tested as text.
 
 Two service managers: systemd units when the node has systemd (rendered here), otherwise a detached
-process (setsid + nohup) with a pidfile holding pid and start time, so `down` never kills a process that
-merely reused the pid.
+process with a pidfile holding pid and start time, so `down` never kills a process that merely reused the
+pid (the node-side protocol is `ssh/nodeproc.py`'s).
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from sollol_cli.manifest.models import Cluster, Node
+from sollol_cli.ssh.nodeproc import REMOTE_HOME, log_path, pid_path, run_dir, shell_word, start_text
 
-REMOTE_HOME = "$HOME/.sollol"  # expanded by the node's shell; everything sollol writes lives below it
-# Per-cluster run and log directories: `down` of one cluster never touches another cluster's services.
 ServiceKind = Literal["rpc", "ollama", "llamacpp"]
 ReadyCheck = Literal["rpc-hello", "llama-health", "ollama-version"]
 BINARY_FOR: dict[ServiceKind, str] = {"rpc": "rpc-server", "llamacpp": "llama-server", "ollama": "ollama"}
@@ -54,17 +53,7 @@ class ServiceSpec:
 
     @property
     def pid_path(self) -> str:
-        return f"{run_dir(self.cluster, self.node)}/{self.name}.pid"
-
-
-# Per node as well as per cluster: several manifest nodes may be one machine (`address: local`), and each
-# node's `up`/`down` must only see the services it started itself.
-def run_dir(cluster: str, node: str) -> str:
-    return f"{REMOTE_HOME}/{cluster}/{node}/run"
-
-
-def log_path(cluster: str, node: str, service: str) -> str:
-    return f"{REMOTE_HOME}/{cluster}/{node}/log/{service}.log"
+        return pid_path(self.cluster, self.node, self.name)
 
 
 @dataclass(frozen=True)
@@ -165,15 +154,7 @@ def node_services(
 
 def _command_line(spec: ServiceSpec) -> str:
     """argv with $HOME left for the shell to expand (paths below REMOTE_HOME), everything else quoted."""
-    return " ".join(_shell_word(arg) for arg in spec.argv)
-
-
-def _shell_word(arg: str) -> str:
-    """Quote for the node's shell, but let `$HOME/...` and `~/...` mean the home of the node's user."""
-    for prefix in ("$HOME/", "~/"):
-        if arg.startswith(prefix):
-            return '"$HOME"/' + shlex.quote(arg[len(prefix) :])
-    return shlex.quote(arg)
+    return " ".join(shell_word(arg) for arg in spec.argv)
 
 
 def _env_prefix(spec: ServiceSpec) -> str:
@@ -184,48 +165,13 @@ def _env_prefix(spec: ServiceSpec) -> str:
 
 
 def detached_start(spec: ServiceSpec) -> str:
-    """Start `spec` so it survives the SSH session; print `pid starttime` of the new process.
-
-    All I/O is redirected (else the SSH channel never closes) and the process gets its own session.
-    The pidfile holds pid and start time (field 22 of /proc/PID/stat) to guard against pid reuse.
-    """
+    """Start `spec` so it survives the SSH session, with its pidfile; print `pid starttime` of the new process."""
     env = _env_prefix(spec)
     run = f"env {env} {_command_line(spec)}" if env else _command_line(spec)
-    log, pidfile = _shell_word(spec.log_path), _shell_word(spec.pid_path)
-    run_d = _shell_word(run_dir(spec.cluster, spec.node))
-    log_d = _shell_word(spec.log_path.rsplit("/", 1)[0])
-    return (
-        f"mkdir -p {run_d} {log_d} && cd {run_d} && "
-        f"{{ trap '' HUP; setsid nohup {run} >>{log} 2>&1 </dev/null & }}; "
-        f"pid=$!; "
-        f'start=$(cut -d" " -f22 /proc/$pid/stat 2>/dev/null || echo 0); '
-        f'echo "$pid $start {spec.digest} {spec.kind} {spec.host} {spec.port}" > {pidfile}; echo "$pid $start"'
+    record = f"{spec.digest} {spec.kind} {spec.host} {spec.port}"
+    return start_text(
+        run, run_dir=run_dir(spec.cluster, spec.node), log=spec.log_path, pidfile=spec.pid_path, record=record
     )
-
-
-def detached_stop(pid: int, start_time: int, *, grace_s: float = 5.0) -> str:
-    """Stop the process only if `pid` still is the process we started (same start time)."""
-    tries = max(1, int(grace_s / 0.1))
-    return (
-        f"p={pid}; s={start_time}; "
-        f'alive() {{ [ -r /proc/$p/stat ] && [ "$(cut -d" " -f22 /proc/$p/stat)" = "$s" ] '
-        f'&& [ "$(cut -d" " -f3 /proc/$p/stat)" != Z ]; }}; '
-        f"if ! alive; then echo gone; exit 0; fi; "
-        f"kill -TERM $p 2>/dev/null; "
-        f"for i in $(seq {tries}); do alive || {{ echo stopped; exit 0; }}; sleep 0.1; done; "
-        f"kill -KILL $p 2>/dev/null; sleep 0.2; alive && {{ echo still-running; exit 1; }}; echo killed"
-    )
-
-
-def process_check(pids: dict[str, tuple[int, int]]) -> str:
-    """Print `name alive|dead` for each recorded (pid, start time); zombies count as dead."""
-    parts = []
-    for name, (pid, start) in sorted(pids.items()):
-        parts.append(
-            f'if [ -r /proc/{pid}/stat ] && [ "$(cut -d" " -f22 /proc/{pid}/stat)" = "{start}" ] '
-            f'&& [ "$(cut -d" " -f3 /proc/{pid}/stat)" != Z ]; then echo "{name} alive"; else echo "{name} dead"; fi'
-        )
-    return "; ".join(parts) if parts else "true"
 
 
 # --- systemd ------------------------------------------------------------------------------------
@@ -264,9 +210,9 @@ def _systemd_quote(arg: str) -> str:
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def unit_path(spec: ServiceSpec, scope: SystemdScope, home: str) -> str:
+def unit_path(name: str, scope: SystemdScope, home: str) -> str:
     base = "/etc/systemd/system" if scope == "system" else f"{home}/.config/systemd/user"
-    return f"{base}/{spec.name}.service"
+    return f"{base}/{name}.service"
 
 
 def systemctl(scope: SystemdScope, *args: str) -> str:

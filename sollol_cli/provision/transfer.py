@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sollol_cli import events
 from sollol_cli.errors import SollolError
-from sollol_cli.provision.services import _shell_word
+from sollol_cli.ssh.nodeproc import shell_word
 from sollol_cli.ssh.runner import CommandRunner
 
 
@@ -16,7 +16,7 @@ class TransferError(SollolError):
 
 async def remote_sha256(runner: CommandRunner, path: str) -> str | None:
     """The file's sha256 on the node, or None when it is not there."""
-    result = await runner.run(f"[ -f {_shell_word(path)} ] && sha256sum {_shell_word(path)}", timeout=600)
+    result = await runner.run(f"[ -f {shell_word(path)} ] && sha256sum {shell_word(path)}", timeout=600)
     words = result.stdout.split()
     return words[0] if result.ok and words else None
 
@@ -34,14 +34,14 @@ async def upload_checked(
     """Copy `local` to `final` under a name of its own (`tag`), then rename it over `final` (a running
     process keeps its inode: no "text file busy") and check the sha256 of what arrived."""
     tmp = f"{final}.upload-{tag}"
-    await runner.run(f"mkdir -p {_shell_word(final.rsplit('/', 1)[0])}", timeout=15, check=True)
+    await runner.run(f"mkdir -p {shell_word(final.rsplit('/', 1)[0])}", timeout=15, check=True)
     await runner.put_file(local, tmp, mode=mode, reporter=reporter)
     moved = await runner.run(
-        f"mv -f {_shell_word(tmp)} {_shell_word(final)} && sha256sum {_shell_word(final)}", timeout=600, check=True
+        f"mv -f {shell_word(tmp)} {shell_word(final)} && sha256sum {shell_word(final)}", timeout=600, check=True
     )
     got = moved.stdout.split()[0] if moved.stdout.split() else ""
     if got != sha256:
-        await runner.run(f"rm -f {_shell_word(final)}", timeout=15)
+        await runner.run(f"rm -f {shell_word(final)}", timeout=15)
         raise TransferError(
             f"{runner.name}: checksum mismatch after upload of {local.name}: {got[:12]} != {sha256[:12]}"
         )

@@ -22,6 +22,7 @@ from typing import Protocol
 from sollol_cli import events
 from sollol_cli.backends.base import BackendRef
 from sollol_cli.errors import BackendError
+from sollol_cli.ssh.nodeproc import process_start_time
 
 
 @dataclass(frozen=True)
@@ -146,17 +147,6 @@ def save_record(state_dir: Path, record: CoordinatorRecord) -> None:
 
 def forget_record(state_dir: Path, model: str) -> None:
     _record_path(state_dir, model).unlink(missing_ok=True)
-
-
-def process_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat, or None when the process is gone or a zombie."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
-    if fields[0] == "Z":
-        return None
-    return int(fields[19])
 
 
 def alive(record: CoordinatorRecord) -> bool:

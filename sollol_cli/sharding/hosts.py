@@ -123,13 +123,13 @@ class NodeHost:
         """llama-server on the node: `llama_cpp.node_bin_dir`'s, else the controller's copied there once."""
         from sollol_cli.errors import BackendError
         from sollol_cli.llamacpp.build import sha256_file
-        from sollol_cli.provision.services import REMOTE_HOME, _shell_word
         from sollol_cli.sharding import node_coordinator as nc
+        from sollol_cli.ssh.nodeproc import REMOTE_HOME, shell_word
 
         runner = await self.runner()
         if self.cluster.llama_cpp.node_bin_dir:
             path = f"{self.cluster.llama_cpp.node_bin_dir.rstrip('/')}/llama-server"
-            if not (await runner.run(f"[ -x {_shell_word(path)} ]", timeout=15)).ok:
+            if not (await runner.run(f"[ -x {shell_word(path)} ]", timeout=15)).ok:
                 raise BackendError(f"{path} does not exist on node {self.node.name} (llama_cpp.node_bin_dir)")
             return path
         final = f"{REMOTE_HOME}/bin/llama-server"

@@ -18,18 +18,14 @@ from pathlib import Path
 
 from sollol_cli import events
 from sollol_cli.errors import BackendError
-from sollol_cli.provision import services as svc
 from sollol_cli.sharding.coordinator import CoordinatorPlan, CoordinatorRecord
+from sollol_cli.ssh import nodeproc
+from sollol_cli.ssh.nodeproc import shell_word
 from sollol_cli.ssh.runner import CommandRunner
 
 PORT_RANGE = (41100, 41999)  # where a free port is searched when the manifest names none
-MODELS_DIR = f"{svc.REMOTE_HOME}/models"  # GGUFs copied for coordinators, by digest, shared by clusters
+MODELS_DIR = f"{nodeproc.REMOTE_HOME}/models"  # GGUFs copied for coordinators, by digest, shared by clusters
 LOG_TAIL_BYTES = 4 * 2**20
-
-
-def service_name(cluster: str, model: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in model)
-    return f"sollol-{cluster}-coordinator-{safe}"
 
 
 @dataclass(frozen=True)
@@ -45,19 +41,24 @@ class NodeLaunch:
 
     @property
     def name(self) -> str:
-        return service_name(self.cluster, self.plan.model)
+        return nodeproc.coordinator_name(self.cluster, self.plan.model)
 
     @property
     def pid_path(self) -> str:
-        return f"{svc.run_dir(self.cluster, self.node)}/{self.name}.pid"
+        return nodeproc.pid_path(self.cluster, self.node, self.name)
 
     @property
     def key_path(self) -> str:
-        return f"{svc.run_dir(self.cluster, self.node)}/{self.name}.key"
+        return key_path(self.cluster, self.node, self.plan.model)
 
     @property
     def log_path(self) -> str:
-        return svc.log_path(self.cluster, self.node, self.name)
+        return nodeproc.log_path(self.cluster, self.node, self.name)
+
+
+def key_path(cluster: str, node: str, model: str) -> str:
+    """The coordinator's API key, next to its pidfile (and removed with it)."""
+    return f"{nodeproc.run_dir(cluster, node)}/{nodeproc.coordinator_name(cluster, model)}.key"
 
 
 def start_script(launch: NodeLaunch) -> str:
@@ -66,7 +67,7 @@ def start_script(launch: NodeLaunch) -> str:
     A free port is one no socket listens on (/proc/net/tcp{,6}, state 0A); the search starts at a random
     point of the range so two starts at once rarely race for the same port.
     """
-    q = svc._shell_word
+    q = shell_word
     words = [q(arg) for arg in launch.plan.argv(launch.llama_server, 0)]
     words[words.index("--port") + 1] = '"$port"'
     words += ["--api-key-file", q(launch.key_path)]
@@ -81,30 +82,24 @@ def start_script(launch: NodeLaunch) -> str:
             'case " $used " in *" $(printf %04X $p) "*) ;; *) port=$p; break;; esac; done; '
             f'[ -n "$port" ] || {{ echo "no free port in {low}-{high}" >&2; exit 1; }}'
         )
-    run_d, log_d = q(svc.run_dir(launch.cluster, launch.node)), q(launch.log_path.rsplit("/", 1)[0])
-    log, pidfile, key = q(launch.log_path), q(launch.pid_path), q(launch.key_path)
-    digest, host = launch.plan.digest, launch.plan.host
-    return (
-        f"set -e; {pick}; mkdir -p {run_d} {log_d}; cd {run_d}; "
+    log, key = q(launch.log_path), q(launch.key_path)
+    before = (
         f"(umask 077; cat > {key}); "
         f'echo "--- sollol: starting coordinator for {launch.plan.model} on port $port" > {log}; '
-        f"{{ trap '' HUP; setsid nohup {' '.join(words)} >>{log} 2>&1 </dev/null & }}; "
-        "pid=$!; "
-        'start=$(cut -d" " -f22 /proc/$pid/stat 2>/dev/null || echo 0); '
-        f'echo "$pid $start {digest} coordinator {host} $port" > {pidfile}; echo "$pid $start $port"'
     )
+    record = f"{launch.plan.digest} coordinator {launch.plan.host} $port"
+    start = nodeproc.start_text(
+        " ".join(words), run_dir=nodeproc.run_dir(launch.cluster, launch.node), log=launch.log_path,
+        pidfile=launch.pid_path, record=record, before=before, report=" $port",
+    )  # fmt: skip
+    return f"set -e; {pick}; {start}"
 
 
 def stop_script(cluster: str, node: str, record: CoordinatorRecord) -> str:
     """Stop it if it still is the process started (same start time); then drop its pidfile and key."""
-    name = service_name(cluster, record.model)
-    base = svc.run_dir(cluster, node)
-    files = " ".join(svc._shell_word(f"{base}/{name}.{ext}") for ext in ("pid", "key"))
-    # the stop text exits when done: run it in a subshell, and keep the records of a process that survived
-    return (
-        f'out=$({svc.detached_stop(record.pid, record.start_time)}); echo "$out"; '
-        f'[ "$out" = still-running ] || rm -f {files}'
-    )
+    files = (nodeproc.pid_path(cluster, node, nodeproc.coordinator_name(cluster, record.model)),
+             key_path(cluster, node, record.model))  # fmt: skip
+    return nodeproc.stop_text(record.pid, record.start_time, remove=files)
 
 
 async def launch(runner: CommandRunner, spec: NodeLaunch, keep_alive: float) -> CoordinatorRecord:
@@ -123,7 +118,7 @@ async def launch(runner: CommandRunner, spec: NodeLaunch, keep_alive: float) -> 
 
 
 async def running(runner: CommandRunner, record: CoordinatorRecord) -> bool:
-    result = await runner.run(svc.process_check({"c": (record.pid, record.start_time)}), timeout=15)
+    result = await runner.run(nodeproc.check_text({"c": (record.pid, record.start_time)}), timeout=15)
     return result.stdout.strip() == "c alive"
 
 
@@ -136,7 +131,7 @@ async def stop(runner: CommandRunner, cluster: str, record: CoordinatorRecord) -
 
 async def log_text(runner: CommandRunner, record: CoordinatorRecord) -> str:
     """The end of its log (the log holds only the current start)."""
-    result = await runner.run(f"tail -c {LOG_TAIL_BYTES} {svc._shell_word(record.log)}", timeout=30)
+    result = await runner.run(f"tail -c {LOG_TAIL_BYTES} {shell_word(record.log)}", timeout=30)
     return result.stdout
 
 
@@ -162,7 +157,7 @@ async def ensure_gguf(
     An existing copy of the right size is trusted: it was checked when it arrived (renamed only after)."""
     final = f"{MODELS_DIR}/sha256-{digest}.gguf"
     size = (await asyncio.to_thread(local.stat)).st_size
-    found = await runner.run(f"stat -c %s {svc._shell_word(final)} 2>/dev/null", timeout=15)
+    found = await runner.run(f"stat -c %s {shell_word(final)} 2>/dev/null", timeout=15)
     if found.ok and found.stdout.strip() == str(size):
         return final, False
     from sollol_cli.provision.transfer import upload_checked

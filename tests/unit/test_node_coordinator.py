@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from sollol_cli.sharding.coordinator import CoordinatorPlan, CoordinatorRecord
-from sollol_cli.sharding.node_coordinator import NodeLaunch, service_name, start_script, stop_script
+from sollol_cli.sharding.node_coordinator import NodeLaunch, start_script, stop_script
+from sollol_cli.ssh.nodeproc import SHELL_FUNCTIONS, coordinator_name
 
 PLAN = CoordinatorPlan(
     "Big:13b", "$HOME/.sollol/models/sha256-ab.gguf", ("10.0.0.2:50052",), 2048, 2, (1.0,), "10.0.0.1"
@@ -18,12 +19,12 @@ PLAN = CoordinatorPlan(
 
 
 def test_service_name_is_a_file_name() -> None:
-    assert service_name("lab", "org/Big:13b") == "sollol-lab-coordinator-org_Big_13b"
+    assert coordinator_name("lab", "org/Big:13b") == "sollol-lab-coordinator-org_Big_13b"
 
 
 def test_fixed_port_script_text() -> None:
     script = start_script(NodeLaunch("lab", "n1", PLAN, "$HOME/.sollol/bin/llama-server", 41234))
-    assert script.startswith('set -e; port=41234; mkdir -p "$HOME"/.sollol/lab/n1/run ')
+    assert script.startswith(f'set -e; port=41234; {SHELL_FUNCTIONS}mkdir -p "$HOME"/.sollol/lab/n1/run ')
     assert (
         '"$HOME"/.sollol/bin/llama-server -m "$HOME"/.sollol/models/sha256-ab.gguf --rpc 10.0.0.2:50052 -ngl 999 '
         '--host 10.0.0.1 --port "$port" -c 2048 -np 2 --metrics --alias Big:13b -lv 4 -ts 1 '

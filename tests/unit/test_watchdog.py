@@ -15,6 +15,7 @@ from sollol_cli.settings import Settings
 from sollol_cli.sharding import coordinator as coord
 from sollol_cli.sharding.manager import coordinator_home
 from sollol_cli.sharding.watchdog import watch
+from sollol_cli.ssh.nodeproc import process_start_time
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "clusters").glob("*.yaml"))
 CLUSTER = Cluster.model_validate({"name": "wd", "backends": [{"kind": "rpc", "address": "127.0.0.1"}]})
@@ -28,7 +29,7 @@ def test_the_cluster_it_is_handed_is_the_manifests(path: Path) -> None:
 
 
 def record_of(process: subprocess.Popen[bytes], keep_alive: float) -> coord.CoordinatorRecord:
-    start = coord.process_start_time(process.pid)
+    start = process_start_time(process.pid)
     assert start is not None
     now = time.time()
     return coord.CoordinatorRecord("tiny", "d", process.pid, start, "127.0.0.1", 1, "", [], now, now, keep_alive)

@@ -49,6 +49,7 @@ def _provision(
     verbose: int,
 ) -> None:
     async def body() -> None:
+        import functools
         from pathlib import Path
 
         from sollol_cli.errors import UsageError
@@ -58,6 +59,7 @@ def _provision(
         from sollol_cli.provision.cluster import provision
         from sollol_cli.provision.report import outcome_data
         from sollol_cli.settings import load_settings
+        from sollol_cli.sharding.manager import stop_all
         from sollol_cli.ui import console, progress
         from sollol_cli.ui import provision as ui
 
@@ -69,8 +71,11 @@ def _provision(
         for warning in warnings(loaded.cluster):
             console.warn(warning)
         options = Options(dry_run=dry_run, ready_timeout=ready_timeout)
+        coordinators = functools.partial(stop_all, settings, loaded.cluster.name)
         with progress.step_display(f"sollol {action}", quiet=quiet or json or dry_run) as reporter:
-            outcome = await provision(loaded, action, settings, reporter=reporter, options=options, only=node)
+            outcome = await provision(
+                loaded, action, settings, reporter=reporter, options=options, only=node, stop_coordinators=coordinators
+            )
         data = outcome_data(outcome)
         if json:
             console.print_json(data)

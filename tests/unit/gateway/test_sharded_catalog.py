@@ -18,6 +18,7 @@ from sollol_cli.runtime.session import ClusterRuntime
 from sollol_cli.settings import Settings
 from sollol_cli.sharding import coordinator as coord
 from sollol_cli.sharding.manager import ShardManager
+from sollol_cli.ssh.nodeproc import process_start_time
 from tests.harness.models import write_gguf
 from tests.unit.gateway.fakes import FakeOllama
 
@@ -74,7 +75,7 @@ async def test_ps_names_a_running_coordinator(gateway_with_shards: tuple[str, Sh
     url, shards, _ = gateway_with_shards
     stand_in = await asyncio.create_subprocess_exec("sleep", "60")  # a live process for the record, not the test
     try:
-        start_time = coord.process_start_time(stand_in.pid)
+        start_time = process_start_time(stand_in.pid)
         assert start_time is not None
         now = time.time()
         record = coord.CoordinatorRecord(

@@ -6,8 +6,9 @@ import pytest
 
 from sollol_cli.manifest.models import Cluster
 from sollol_cli.provision.facts import Listener, NodeFacts, RunningService
-from sollol_cli.provision.plan import describe, plan_down, plan_up
+from sollol_cli.provision.plan import command, describe, plan_down, plan_up
 from sollol_cli.provision.services import binary_sources, node_services
+from sollol_cli.ssh.nodeproc import SHELL_FUNCTIONS, stop_text
 
 SHA = "a" * 64
 OLD = "b" * 64
@@ -187,4 +188,43 @@ def test_down_stops_a_coordinator_on_the_node() -> None:
     facts = NodeFacts(services={COORDINATOR.name: COORDINATOR})
     assert [describe(step) for step in plan_down("n1", facts).steps] == [
         "stop sollol-lab-coordinator-big (pid 300): sollol down"
+    ]
+
+
+# --- the commands the steps run on the node, as exact text ---
+
+RUN = '"$HOME"/.sollol/lab/n1/run'
+
+
+def test_up_commands() -> None:
+    c = cluster(RPC)
+    specs, sources = desired(c)
+    steps = plan_up("n1", specs, sources, NodeFacts()).steps
+    assert [command(step, "lab", "n1", "/root") for step in steps] == [
+        None,  # the upload copies a file
+        f'{SHELL_FUNCTIONS}mkdir -p {RUN} "$HOME"/.sollol/lab/n1/log && cd {RUN} && '
+        "{ trap '' HUP; setsid nohup \"$HOME\"/.sollol/bin/rpc-server -H 10.0.0.1 -p 50052 -c "
+        '>>"$HOME"/.sollol/lab/n1/log/sollol-lab-rpc-50052.log 2>&1 </dev/null & }; '
+        "pid=$!; start=$(sollol_started $pid || echo 0); "
+        f'echo "$pid $start {specs[0].digest} rpc 10.0.0.1 50052" > {RUN}/sollol-lab-rpc-50052.pid; echo "$pid $start"',
+    ]
+    systemd = plan_up("n1", specs, sources, NodeFacts(binaries={BIN: SHA}, systemd="user")).steps
+    assert [command(step, "lab", "n1", "/root") for step in systemd] == [None]  # a unit file, then systemctl
+
+
+def test_down_commands() -> None:
+    """Each record's files go with it: only once its process is gone, and never another process's."""
+    c = cluster(RPC)
+    unit = RunningService("sollol-lab-ollama-11434", 0, 0, "d" * 16, "ollama", "10.0.0.1", 11434, True, "systemd-user")
+    dead = RunningService("sollol-lab-coordinator-old", 301, 9, "d" * 16, "coordinator", "10.0.0.1", 41201, False)
+    facts = NodeFacts(services={s.name: s for s in (running(c, "rpc"), dead, unit)})
+    rpc = [f"$HOME/.sollol/lab/n1/run/sollol-lab-rpc-50052.{ext}" for ext in ("pid", "unit", "key")]
+    assert [command(step, "lab", "n1", "/home/u") for step in plan_down("n1", facts).steps] == [
+        f"rm -f {RUN}/sollol-lab-coordinator-old.pid {RUN}/sollol-lab-coordinator-old.unit "
+        f"{RUN}/sollol-lab-coordinator-old.key",
+        "systemctl --user disable --now sollol-lab-ollama-11434.service; "
+        "rm -f /home/u/.config/systemd/user/sollol-lab-ollama-11434.service "
+        f"{RUN}/sollol-lab-ollama-11434.pid {RUN}/sollol-lab-ollama-11434.unit {RUN}/sollol-lab-ollama-11434.key; "
+        "systemctl --user daemon-reload",
+        stop_text(100, 5, remove=rpc),
     ]

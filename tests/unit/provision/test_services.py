@@ -14,11 +14,11 @@ from sollol_cli.provision.facts import facts_script, parse_facts
 from sollol_cli.provision.services import (
     binary_sources,
     detached_start,
-    detached_stop,
     node_services,
     rpc_servers_on_machine,
     unit_text,
 )
+from sollol_cli.ssh.nodeproc import stop_text
 
 SHA = "f" * 64
 
@@ -130,11 +130,9 @@ def test_detached_start_and_stop_really_work(tmp_path: Path) -> None:
     assert facts.services[sleeper.name].alive
     assert facts.services[sleeper.name].pid == pid
     # a stale start time (pid reuse) must not kill the process
-    assert (
-        subprocess.run(["bash", "-c", detached_stop(pid, start + 1)], capture_output=True, text=True).stdout == "gone\n"
-    )
+    assert subprocess.run(["bash", "-c", stop_text(pid, start + 1)], capture_output=True, text=True).stdout == "gone\n"
     assert Path(f"/proc/{pid}").exists()
-    stopped = subprocess.run(["bash", "-c", detached_stop(pid, start)], capture_output=True, text=True, timeout=10)
+    stopped = subprocess.run(["bash", "-c", stop_text(pid, start)], capture_output=True, text=True, timeout=10)
     assert stopped.stdout.strip() in {"stopped", "killed"}
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
