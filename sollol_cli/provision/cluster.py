@@ -97,7 +97,7 @@ async def provision(
     if action == "up" and not options.dry_run:
         check_protocols(outcomes, expected_protocol(cluster))
     if action == "down" and not options.dry_run and only is None:
-        from sollol_cli.sharding.manager import stop_all
+        from sollol_cli.sharding.lifecycle import stop_all
 
         for model in stop_all(settings, cluster.name):
             reporter(events.StepDone("controller", "stop", f"coordinator for {model}"))

@@ -16,7 +16,7 @@ from sollol_cli.gateway.server import Listening, ServeOptions, serve
 from sollol_cli.manifest.models import Cluster
 from sollol_cli.settings import Settings
 from sollol_cli.sharding import coordinator as coord
-from sollol_cli.sharding.manager import coordinator_home
+from sollol_cli.sharding.lifecycle import coordinator_home
 from tests.harness.llama import ServerGroup
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import aiohttp
@@ -14,7 +15,7 @@ from aiohttp import web
 from sollol_cli.backends.http import close_session
 from sollol_cli.gateway.app import create_app
 from sollol_cli.manifest.models import Cluster
-from sollol_cli.runtime.session import ClusterRuntime
+from sollol_cli.runtime.session import open_cluster
 from sollol_cli.settings import Settings
 from sollol_cli.sharding import coordinator as coord
 from sollol_cli.sharding.manager import ShardManager
@@ -39,17 +40,18 @@ async def gateway_with_shards(tmp_path: Path) -> AsyncIterator[tuple[str, ShardM
             "models": [{"name": "big", "mode": "shard", "gguf": str(gguf)}],
         }
     )
-    shards = ShardManager(cluster, Settings())
-    runtime = ClusterRuntime(cluster, sharded=shards)
-    await runtime.__aenter__()
-    runner = web.AppRunner(create_app(runtime, shards=shards, health_loop=False), access_log=None)
+    opened = AsyncExitStack()
+    runtime = await opened.enter_async_context(open_cluster(cluster, Settings()))
+    shards = runtime.shards
+    assert shards is not None
+    runner = web.AppRunner(create_app(runtime, health_loop=False), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}", shards, gguf
     finally:
         await runner.cleanup()
-        await runtime.__aexit__(None, None, None)
+        await opened.aclose()
         await fake.stop()
         await close_session()
 
