@@ -1,5 +1,6 @@
 """Ollama's `keep_alive` request field, read as Ollama reads it: a number of seconds (fractions dropped), or
-a Go duration string ("5m", "1h30m", "300ms", "0"); anything negative keeps the model loaded for ever."""
+a Go duration string ("5m", "1h30m", "300ms", "0"); anything negative keeps the model loaded for ever. A
+number in a string ("-1", "600") is taken as seconds too, where Ollama refuses it: people write it so."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from sollol_cli.backends.base import Unsupported
 FOREVER = -1.0
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_NUMBER = re.compile(r"\d+\.?\d*|\.\d+")
+_PART = re.compile(rf"({_NUMBER.pattern})(ns|us|µs|μs|ms|s|m|h)")
 
 
 class InvalidKeepAlive(Unsupported):
@@ -37,10 +39,10 @@ def keep_alive_seconds(value: Any) -> float | None:
 
 
 def _duration(text: str) -> float:
-    """Go's time.ParseDuration: an optional sign, then number+unit parts; "0" alone needs no unit."""
+    """Go's time.ParseDuration: an optional sign, then number+unit parts; a plain number is seconds."""
     body = text[1:] if text[:1] in "+-" else text
-    if body == "0":
-        return 0.0
+    if _NUMBER.fullmatch(body):
+        body += "s"
     parts = _PART.findall(body)
     if not body or "".join(number + unit for number, unit in parts) != body:
         raise InvalidKeepAlive(f'keep_alive "{text}" is not a duration; use e.g. "5m", "1h30m", "0" or -1')
