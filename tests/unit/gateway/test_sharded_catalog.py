@@ -95,3 +95,26 @@ async def test_ps_names_a_running_coordinator(gateway_with_shards: tuple[str, Sh
         coord.forget_record(shards.home, "big")
         stand_in.kill()
         await stand_in.wait()
+
+
+async def test_ps_of_a_coordinator_kept_for_ever(gateway_with_shards: tuple[str, ShardManager, Path]) -> None:
+    """keep_alive -1: Ollama shows the far future (now + Go's longest duration, about 292 years)."""
+    url, shards, _ = gateway_with_shards
+    stand_in = await asyncio.create_subprocess_exec("sleep", "60")
+    try:
+        start_time = coord.process_start_time(stand_in.pid)
+        assert start_time is not None
+        now = time.time()
+        record = coord.CoordinatorRecord(
+            model="big", digest="d", pid=stand_in.pid, start_time=start_time, host="127.0.0.1", port=1,
+            log="", rpc=["127.0.0.1:1"], started_at=now, last_used=now, keep_alive=-1,
+        )  # fmt: skip
+        coord.save_record(shards.home, record)
+        async with aiohttp.ClientSession() as session:
+            models = (await (await session.get(url + "/api/ps")).json())["models"]
+        [coordinator] = [m for m in models if m["sollol"]["kind"] == "coordinator"]
+        assert int(coordinator["expires_at"][:4]) - time.gmtime(now).tm_year in (292, 293)
+    finally:
+        coord.forget_record(shards.home, "big")
+        stand_in.kill()
+        await stand_in.wait()
