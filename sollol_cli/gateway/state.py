@@ -1,4 +1,4 @@
-"""What every handler shares: the cluster runtime (its settings and shard manager too), metrics and the access-log sink."""
+"""What every handler shares: the cluster runtime (with its settings and shard manager), metrics, the log."""
 
 from __future__ import annotations
 
