@@ -10,7 +10,7 @@ Setup (everything on 127.0.0.1, the real static llama.cpp build from the sollol 
   share this machine, and with `-t` = every core (what `sollol up` gives an rpc-server on its own node) their
   threads spin-wait against each other and generation gets many times slower;
 - sollol: a manifest listing pair A as `backends: [{kind: rpc}, ...]` and the model as `mode: shard` with a
-  `gguf:` path, driven in-process exactly as `sollol run` drives it (`sharded_models` + `ClusterRuntime`, then
+  `gguf:` path, driven in-process exactly as `sollol run` drives it (`open_cluster`, then
   `runtime.prompt.answer` on the dispatcher). Sollol plans, starts and reuses its own coordinator;
 - by hand: `llama-server` on pair B with the argv of sollol's `CoordinatorPlan.argv` (same split, context, slots,
   verbosity; only `--rpc` and `--port` differ). The script checks that this is the command line sollol's
@@ -83,10 +83,11 @@ from sollol_cli.llamacpp.tinymodel import ensure_tiny_model
 from sollol_cli.manifest.loader import load_manifest
 from sollol_cli.runtime.dispatch import Dispatcher, Trace
 from sollol_cli.runtime.prompt import PromptOptions, answer, generate_request
-from sollol_cli.runtime.session import ClusterRuntime
+from sollol_cli.runtime.session import open_cluster
 from sollol_cli.settings import Settings
 from sollol_cli.sharding import coordinator as coord
-from sollol_cli.sharding.manager import ShardManager, coordinator_home, sharded_models, stop_all
+from sollol_cli.sharding.lifecycle import stop_all
+from sollol_cli.sharding.manager import ShardManager
 
 LOOPBACK = "127.0.0.1"
 CLUSTER = "bench-sharding"
@@ -306,7 +307,7 @@ def sollol_plan(manager: ShardManager, record: coord.CoordinatorRecord) -> coord
     """The plan sollol's running coordinator was started from, rebuilt from its record and the manifest."""
     model = manager.model(MODEL)
     assert model is not None
-    file = manager.model_file(model)
+    file = manager.files.get(model)
     split = tuple(record.split) or None
     return coord.CoordinatorPlan(model.name, file.path, tuple(record.rpc), model.context, model.slots, split)
 
@@ -315,13 +316,9 @@ def sollol_plan(manager: ShardManager, record: coord.CoordinatorRecord) -> coord
 async def sollol_runtime(run: Run, manifest: Path) -> AsyncIterator[tuple[ShardManager, Dispatcher]]:
     """The objects `sollol run` builds (see cli/commands/run.py), stopping the coordinator on the way out."""
     cluster = load_manifest(manifest).cluster
-    home = coordinator_home(run.settings, cluster.name)
-    async with (
-        sharded_models(cluster, run.settings, reporter=report, stop_on_close=True) as sharded,
-        ClusterRuntime(cluster, sharded=sharded, attached=lambda: coord.attached_endpoints(home)) as rt,
-    ):
-        assert isinstance(sharded, ShardManager)
-        yield sharded, rt.dispatcher
+    async with open_cluster(cluster, run.settings, reporter=report, stop_on_close=True) as rt:
+        assert rt.shards is not None
+        yield rt.shards, rt.dispatcher
 
 
 async def measure(run: Run) -> dict[str, Any]:

@@ -5,7 +5,7 @@
 Starts three Ollama stand-ins (tests/standin) as `ollama serve` on loopback ports and measures:
 
 - the real `sollol status` as a fresh process each time (Python start-up and imports included);
-- one probe round inside a process (`ClusterRuntime` entry: fresh connections, no start-up);
+- one probe round inside a process (`open_cluster` entry: fresh connections, no start-up);
 - `sollol status` again with every stand-in answering each request only after `--delay` seconds. A probe
   asks each backend three things, so probing one request at a time would take 9 x delay; concurrent
   probes take about one delay, which is what this row shows.
@@ -100,12 +100,13 @@ def status_process(manifest: Path, env: dict[str, str]) -> Callable[[], None]:
 
 def probe_round(manifest: Path) -> Callable[[], None]:
     from sollol_cli.manifest.loader import load_manifest
-    from sollol_cli.runtime.session import ClusterRuntime
+    from sollol_cli.runtime.session import open_cluster
+    from sollol_cli.settings import Settings
 
     cluster = load_manifest(manifest).cluster
 
     async def once() -> None:
-        async with ClusterRuntime(cluster) as runtime:  # entering probes every backend once
+        async with open_cluster(cluster, Settings()) as runtime:  # entering probes every backend once
             down = [v.name for v in runtime.monitor.views.values() if not v.probe.healthy]
             if down:
                 raise RuntimeError(f"not healthy: {down}")

@@ -55,6 +55,60 @@ class Warning(Event):  # noqa: A001 - a domain name, shadowing the builtin is ha
     message: str
 
 
+# --- what happened to a sharded model's coordinator while serving one request (`sollol run -v`) ---
+
+
+@dataclass(frozen=True)
+class CoordinatorStarted(Event):
+    model: str
+    node: str | None  # None: this machine
+    pid: int
+    ready_after_s: float
+    placement: tuple[str, ...]  # one line per rpc backend (and the coordinator), as `sollol status` shows
+
+
+@dataclass(frozen=True)
+class CoordinatorReused(Event):
+    model: str
+    node: str | None
+    pid: int
+    port: int
+    placement: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CoordinatorMoved(Event):
+    """The manifest names another place for the coordinator: the running one was stopped."""
+
+    model: str
+    was: str  # "this machine" or "node NAME"
+    now: str
+
+
+@dataclass(frozen=True)
+class CoordinatorExited(Event):
+    """The recorded coordinator was no longer running; `log` is the end of its log."""
+
+    model: str
+    log: str
+
+
+@dataclass(frozen=True)
+class CoordinatorFailed(Event):
+    """The coordinator failed a request; it is stopped and the model planned again."""
+
+    model: str
+    log: str
+
+
+@dataclass(frozen=True)
+class CoordinatorEvicted(Event):
+    """`model`'s coordinator was stopped to free the rpc-servers for `for_model`'s."""
+
+    model: str
+    for_model: str
+
+
 Reporter = Callable[[Event], None]
 
 

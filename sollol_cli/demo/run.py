@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sollol_cli import events
 from sollol_cli.errors import SollolError
+from sollol_cli.manifest.models import Cluster
 from sollol_cli.settings import Settings
 
 PROMPT = "Explain in one sentence why a cluster of small machines can run a large language model."
@@ -30,7 +31,7 @@ class PromptResult:
     tokens: int | None
     tokens_per_s: float | None
     ttft_s: float | None
-    notes: list[str] = field(default_factory=list)
+    narrative: list[events.Event] = field(default_factory=list)  # what the coordinator did
 
 
 @dataclass
@@ -114,7 +115,7 @@ async def run_demo(
     from sollol_cli.manifest.loader import load_manifest
     from sollol_cli.provision.apply import Options
     from sollol_cli.provision.cluster import provision
-    from sollol_cli.sharding.manager import stop_all
+    from sollol_cli.sharding.lifecycle import stop_all
 
     binaries = resolve_binaries(settings) or build(settings.cache_dir, reporter=reporter)
     path, is_demo = demo_model(settings, model, reporter)
@@ -138,20 +139,16 @@ async def run_demo(
     return DemoResult(manifest, path, is_demo, str(binaries.rpc_server.parent), results, keep)
 
 
-async def _prompts(cluster, settings: Settings, reporter: events.Reporter, max_tokens: int) -> list[PromptResult]:  # type: ignore[no-untyped-def]
+async def _prompts(
+    cluster: Cluster, settings: Settings, reporter: events.Reporter, max_tokens: int
+) -> list[PromptResult]:
     from sollol_cli.runtime.dispatch import Trace
     from sollol_cli.runtime.prompt import PromptOptions, answer, generate_request
-    from sollol_cli.runtime.session import ClusterRuntime
-    from sollol_cli.sharding.coordinator import attached_endpoints
-    from sollol_cli.sharding.manager import coordinator_home, sharded_models
+    from sollol_cli.runtime.session import open_cluster
 
-    home = coordinator_home(settings, cluster.name)
     options = PromptOptions(temperature=0.0, seed=1, num_predict=max_tokens)
     out: list[PromptResult] = []
-    async with (
-        sharded_models(cluster, settings, reporter=reporter) as sharded,
-        ClusterRuntime(cluster, sharded=sharded, attached=lambda: attached_endpoints(home)) as runtime,
-    ):
+    async with open_cluster(cluster, settings, reporter=reporter) as runtime:
         for model in ("demo-sharded", "demo"):
             reporter(events.StepStarted("demo", "prompt", model))
             trace = Trace(model)
@@ -168,7 +165,7 @@ async def _prompts(cluster, settings: Settings, reporter: events.Reporter, max_t
                     tokens if isinstance(tokens, int) else None,
                     trace.tokens_per_s,
                     trace.ttft_s,
-                    list(trace.notes),
+                    list(trace.events),
                 )  # fmt: skip
             )
             reporter(events.StepDone("demo", "prompt", model))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -18,10 +18,6 @@ from sollol_cli.gateway.problems import error_response, problem_for
 from sollol_cli.gateway.state import GATEWAY, GatewayState, attach_exchange, gateway
 from sollol_cli.gateway.streaming import identify, json_response
 from sollol_cli.runtime.session import ClusterRuntime
-from sollol_cli.settings import Settings
-
-if TYPE_CHECKING:
-    from sollol_cli.sharding.manager import ShardManager
 
 # Chat requests carry base64 images and embedding requests whole documents: far above aiohttp's 1 MiB default.
 MAX_BODY_BYTES = 256 * 1024 * 1024
@@ -33,8 +29,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def create_app(
     runtime: ClusterRuntime,
     *,
-    shards: ShardManager | None = None,
-    settings: Settings | None = None,
     api_key: bytes | None = None,
     log: LineWriter | None = None,
     log_format: LogFormat = "text",
@@ -43,7 +37,7 @@ def create_app(
 ) -> web.Application:
     """`health_loop` runs the monitor's periodic probes while the app runs (off in tests that drive probes)."""
     metrics = GatewayMetrics(runtime.monitor, lambda: float(runtime.dispatcher.waiting))
-    state = GatewayState(runtime, shards, settings or Settings(), metrics, api_key, log, log_format)
+    state = GatewayState(runtime, metrics, api_key, log, log_format)
     app = web.Application(middlewares=[_middleware(state)], client_max_size=max_body_bytes)
     app[GATEWAY] = state
     routes_ollama.add_routes(app)
@@ -58,7 +52,7 @@ def create_app(
 def _background(state: GatewayState) -> Callable[[web.Application], AsyncIterator[None]]:
     async def run(app: web.Application) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(state.runtime.monitor.run(), name="sollol-health")]
-        if state.shards is not None:
+        if state.runtime.shards is not None:
             tasks.append(asyncio.create_task(_expire_coordinators(state), name="sollol-keep-alive"))
         yield
         for task in tasks:
@@ -72,10 +66,11 @@ def _background(state: GatewayState) -> Callable[[web.Application], AsyncIterato
 
 async def _expire_coordinators(state: GatewayState) -> None:
     """Stop coordinators idle for longer than their keep-alive (a long-running gateway outlives many)."""
-    assert state.shards is not None
+    shards = state.runtime.shards
+    assert shards is not None
     while True:
         await asyncio.sleep(max(state.runtime.cluster.routing.probe_interval, 5.0))
-        await state.shards.expire()
+        await shards.coordinators.expire()
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -94,7 +89,7 @@ async def _status(request: web.Request) -> web.Response:
     state = gateway(request)
     runtime = state.runtime
     cluster = runtime.cluster
-    data = status_data(runtime.monitor, load_state(state.settings.state_dir, cluster.name), cluster.name)
+    data = status_data(runtime.monitor, load_state(runtime.settings.state_dir, cluster.name), cluster.name)
     data["gateway"] = {
         "in_flight": sum(v.in_flight for v in runtime.monitor.views.values()),
         "queue_depth": runtime.dispatcher.waiting,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sollol_cli.backends.base import Backend, ModelEntry, UpstreamError
+from sollol_cli.backends.llamacpp import LlamaServerBackend
 from sollol_cli.backends.translate import human_parameters
 from sollol_cli.errors import BackendError, ModelNotFound, SollolError
 from sollol_cli.gateway.state import GatewayState
@@ -22,6 +23,7 @@ from sollol_cli.runtime.monitor import BackendView
 from sollol_cli.sharding import coordinator as coord
 
 T = TypeVar("T")
+FOREVER_S = (2**63 - 1) / 1e9  # Ollama's "for ever": Go's longest time.Duration (about 292 years)
 
 
 def serving_views(state: GatewayState) -> list[BackendView]:
@@ -89,19 +91,19 @@ def _tag_from_entry(entry: ModelEntry) -> dict[str, Any]:
 
 
 def sharded_model_names(state: GatewayState) -> list[str]:
-    shards = state.shards
+    shards = state.runtime.shards
     if shards is None:
         return []
     return [m.name for m in state.runtime.cluster.models if shards.handles(m.name)[0]]
 
 
 def _gguf_of(state: GatewayState, name: str) -> Path | None:
-    shards = state.shards
+    shards = state.runtime.shards
     model = shards.model(name) if shards is not None else None
     if shards is None or model is None:
         return None
     try:
-        return Path(shards.model_file(model).path)
+        return Path(shards.files.get(model).path)
     except SollolError:
         return None
 
@@ -179,13 +181,9 @@ async def running_models(state: GatewayState) -> list[dict[str, Any]]:
 
 
 async def _coordinators(state: GatewayState) -> list[dict[str, Any]]:
-    if state.shards is None:
-        return []
-    records = list((await state.shards.running()).values())  # each checked, as `sollol status` does
+    records = list((await state.runtime.running_coordinators()).values())  # each checked, as `sollol status` does
     out = []
     for record in records:
-        from sollol_cli.backends.llamacpp import LlamaServerBackend
-
         ref = coord.backend_ref(record)
         backend = LlamaServerBackend(ref, state.runtime.timeouts, alias=record.model)
         listed = await ask(state, backend, lambda b: b.ps())
@@ -194,11 +192,17 @@ async def _coordinators(state: GatewayState) -> list[dict[str, Any]]:
         entry.update(
             name=name,
             model=name,
-            expires_at=_rfc3339(record.last_used + record.keep_alive),
+            expires_at=_rfc3339(_expiry(record)),
             sollol={"backend": ref.name, "kind": "coordinator", "address": ref.address, "rpc": record.rpc},
         )
         out.append(entry)
     return out
+
+
+def _expiry(record: coord.CoordinatorRecord) -> float:
+    """When it unloads; kept for ever, the far future Ollama shows then (now + Go's longest duration)."""
+    expires = coord.expires_at(record)
+    return record.last_used + FOREVER_S if expires is None else expires
 
 
 # --- /api/show ---

@@ -14,7 +14,7 @@ from sollol_cli.errors import UsageError
 from sollol_cli.gateway.accesslog import LineWriter, LogFormat
 from sollol_cli.gateway.app import create_app
 from sollol_cli.manifest.models import Cluster
-from sollol_cli.runtime.session import ClusterRuntime
+from sollol_cli.runtime.session import open_cluster
 from sollol_cli.settings import Settings
 
 
@@ -45,16 +45,8 @@ async def serve(
     on_stopping: Callable[[int], None] | None = None,
 ) -> None:
     """Serve until `stop` is set. `on_stopping` gets the number of requests still in flight."""
-    from sollol_cli.sharding.manager import sharded_models
-
-    async with (
-        sharded_models(cluster, settings, stop_on_close=True) as shards,
-        ClusterRuntime(cluster, sharded=shards) as runtime,
-    ):
-        app = create_app(
-            runtime, shards=shards, settings=settings, api_key=options.api_key,
-            log=options.log, log_format=options.log_format,
-        )  # fmt: skip
+    async with open_cluster(cluster, settings, stop_on_close=True) as runtime:
+        app = create_app(runtime, api_key=options.api_key, log=options.log, log_format=options.log_format)
         # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream
         # request (the backend stops generating) and frees the backend slot at once.
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=options.grace_s)

@@ -1,20 +1,15 @@
-"""What every handler shares: the cluster runtime, settings, metrics and the access-log sink."""
+"""What every handler shares: the cluster runtime (with its settings and shard manager), metrics, the log."""
 
 from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from sollol_cli.gateway.accesslog import Exchange, LineWriter, LogFormat
 from sollol_cli.gateway.metrics import GatewayMetrics
 from sollol_cli.runtime.session import ClusterRuntime
-from sollol_cli.settings import Settings
-
-if TYPE_CHECKING:
-    from sollol_cli.sharding.manager import ShardManager
 
 # What /api/version answers when no Ollama backend reports its own version (llama.cpp-only clusters):
 # recent enough that clients enable the features sollol passes through (tools, format schemas, think).
@@ -24,8 +19,6 @@ OLLAMA_COMPAT_VERSION = "0.12.0"
 @dataclass
 class GatewayState:
     runtime: ClusterRuntime
-    shards: ShardManager | None
-    settings: Settings
     metrics: GatewayMetrics
     api_key: bytes | None
     log: LineWriter | None

@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
+from sollol_cli.backends import translate
 from sollol_cli.backends.base import Backend, BackendUnavailable, Chunk, StreamBroken, UpstreamError
 from sollol_cli.errors import BackendError, ModelNotFound, NoHealthyBackend, QueueFull
+from sollol_cli.events import Event, Reporter
 from sollol_cli.manifest.models import Routing
 from sollol_cli.router import (
     NoBackend,
@@ -25,6 +27,7 @@ from sollol_cli.router import (
     queue_decision,
     retry_plan,
 )
+from sollol_cli.runtime.keep_alive import keep_alive_seconds
 from sollol_cli.runtime.monitor import BackendView, Monitor
 
 Operation = Literal["chat", "generate"]
@@ -44,22 +47,24 @@ class Trace:
     ttft_s: float | None = None
     tokens_per_s: float | None = None
     started: float = field(default_factory=time.monotonic)
-    notes: list[str] = field(default_factory=list)  # extra lines for -v (coordinator reuse, placement)
+    events: list[Event] = field(default_factory=list)  # what the coordinator did (shown by -v)
 
 
 class ShardedModels(Protocol):
-    """The sharding coordinators (issue: model sharding). `backend_for` starts or reuses a coordinator."""
-
-    def attach(self, monitor: Monitor) -> None: ...
+    """The sharding coordinators (sharding.manager.ShardManager). `backend_for` starts or reuses one."""
 
     def handles(self, model: str) -> tuple[bool, str]: ...
 
-    async def backend_for(self, model: str, trace: Trace) -> Backend: ...
+    async def backend_for(self, model: str, report: Reporter) -> Backend: ...
 
-    async def discard(self, model: str, trace: Trace) -> None: ...
+    async def discard(self, model: str, report: Reporter) -> None: ...
 
-    async def release(self, model: str) -> None:
-        """A request ended: its keep-alive counts from now."""
+    async def release(self, model: str, keep_alive: float | None) -> None:
+        """A request ended: its keep-alive (seconds, negative for ever, None: the default) counts from now."""
+        ...
+
+    async def unload(self, model: str) -> None:
+        """`keep_alive: 0` with nothing to generate: stop the model's coordinator."""
         ...
 
 
@@ -68,16 +73,31 @@ class Dispatcher:
         self.monitor = monitor
         self.routing = routing
         self.sharded = sharded
-        if sharded is not None:
-            sharded.attach(monitor)
         self.waiting = 0
 
     def stream(self, op: Operation, body: dict[str, Any], trace: Trace) -> AsyncIterator[Chunk]:
-        return self.stream_call(trace, lambda client: client.chat(body) if op == "chat" else client.generate(body))
+        unload = _unload_reply(op, body)
+        return self.stream_call(
+            trace,
+            lambda client: client.chat(body) if op == "chat" else client.generate(body),
+            keep_alive=body.get("keep_alive"),
+            unload=unload,
+        )
 
-    def stream_call(self, trace: Trace, call: Callable[[Backend], AsyncIterator[T]]) -> AsyncIterator[T]:
+    def stream_call(
+        self,
+        trace: Trace,
+        call: Callable[[Backend], AsyncIterator[T]],
+        *,
+        keep_alive: Any = None,
+        unload: T | None = None,
+    ) -> AsyncIterator[T]:
         """Route any backend call for `trace.model` (chat, generate, embeddings, OpenAI pass-through) with the
-        same queue, retries and accounting; a one-shot call is a stream of one item (see `single`)."""
+        same queue, retries and accounting; a one-shot call is a stream of one item (see `single`).
+
+        `keep_alive` is the request's own (Ollama's field); backends that load models themselves read it from
+        the request, a sharded model's coordinator is kept for it. `unload` is the answer to a request that
+        only asks to load or unload the model (no prompt): with keep_alive 0 the coordinator is stopped."""
         if self.sharded is None:
             trace.reason = "distribute: the cluster has no rpc backends to shard over"
         else:
@@ -85,16 +105,26 @@ class Dispatcher:
             trace.reason = reason
             if shard:
                 trace.mode = "shard"
-                return self._sharded(call, trace)
+                seconds = keep_alive_seconds(keep_alive)
+                if unload is not None and seconds == 0:
+                    return self._unload(trace, unload)
+                return self._sharded(call, trace, seconds)
         return self._distributed(call, trace)
 
-    async def _sharded(self, call: Callable[[Backend], AsyncIterator[T]], trace: Trace) -> AsyncIterator[T]:
+    async def _unload(self, trace: Trace, reply: T) -> AsyncIterator[T]:
+        assert self.sharded is not None
+        await self.sharded.unload(trace.model)
+        yield reply
+
+    async def _sharded(
+        self, call: Callable[[Backend], AsyncIterator[T]], trace: Trace, keep_alive: float | None
+    ) -> AsyncIterator[T]:
         """Through the model's coordinator. If it fails before the first chunk (llama-server aborts when an
         rpc-server dies), the coordinator is replaced once on the backends still there; after the first
         chunk the error ends the stream, as everywhere."""
         assert self.sharded is not None
         for attempt in (1, 2):
-            backend = await self.sharded.backend_for(trace.model, trace)
+            backend = await self.sharded.backend_for(trace.model, trace.events.append)
             trace.backend = backend.ref.name
             sent_any = False
             try:
@@ -106,10 +136,10 @@ class Dispatcher:
                 if sent_any or attempt == 2:
                     raise
                 trace.attempts.append(exc.message)
-                await self.sharded.discard(trace.model, trace)
+                await self.sharded.discard(trace.model, trace.events.append)
             finally:
                 if sent_any:
-                    await self.sharded.release(trace.model)
+                    await self.sharded.release(trace.model, keep_alive)
 
     async def _distributed(self, call: Callable[[Backend], AsyncIterator[T]], trace: Trace) -> AsyncIterator[T]:
         tried: set[str] = set()
@@ -193,6 +223,21 @@ class Dispatcher:
             finally:
                 self.waiting -= 1
             ahead = 0  # once queued, it competes on equal terms with the others already waiting
+
+
+def _unload_reply(op: Operation, body: dict[str, Any]) -> Chunk | None:
+    """Ollama's answer to a request with nothing to generate and keep_alive 0 (`ollama stop`); None when the
+    request has something to generate."""
+    model = str(body.get("model") or "")
+    if op == "chat":
+        if body.get("messages"):
+            return None
+        done: Chunk = {"message": {"role": "assistant", "content": ""}}
+    else:
+        if body.get("prompt") or body.get("suffix"):
+            return None
+        done = {"response": ""}
+    return {"model": model, "created_at": translate.now_rfc3339(), **done, "done": True, "done_reason": "unload"}
 
 
 class single(Generic[T]):  # lower case: it reads as the function it stands for

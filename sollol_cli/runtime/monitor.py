@@ -9,17 +9,16 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from sollol_cli.backends.base import Backend, BackendStatus
 from sollol_cli.backends.clients import backend_for
 from sollol_cli.backends.http import Timeouts
+from sollol_cli.backends.rpc import RpcDevice, RpcProbe, probe_rpc
 from sollol_cli.health import BreakerState, CircuitBreaker, ProbeSchedule, ProbeState
 from sollol_cli.router import Candidate, SpeedEstimate
-
-if TYPE_CHECKING:
-    from sollol_cli.sharding.coordinator import Attachment
 from sollol_cli.runtime.inventory import BackendSpec
+from sollol_cli.sharding.coordinator import Attachment
+from sollol_cli.sharding.pool import RpcServer, ServingBackend
 
 BUSY_TIMEOUT_GRACE = 3
 
@@ -31,7 +30,7 @@ class BackendView:
     spec: BackendSpec
     client: Backend | None
     status: BackendStatus | None = None
-    rpc: Any = None  # RpcProbe for rpc-servers
+    rpc: RpcProbe | None = None  # rpc-servers only
     probe: ProbeState = field(default_factory=ProbeState)
     breaker: BreakerState = field(default_factory=BreakerState)
     in_flight: int = 0
@@ -81,8 +80,6 @@ class Monitor:
         ok = False
         try:
             if view.spec.ref.kind == "rpc":
-                from sollol_cli.backends.rpc import RpcDevice, RpcProbe, probe_rpc
-
                 held = self.attached().get(view.spec.ref.address)
                 if held is not None:
                     known = view.rpc
@@ -97,23 +94,24 @@ class Monitor:
                     )
                     return
                 before = view.rpc
-                view.rpc = await probe_rpc(
+                seen = await probe_rpc(
                     view.spec.ref.host, view.spec.ref.port,
                     connect_timeout=self.timeouts.connect, reply_timeout=min(self.timeouts.probe, 2.0),
                 )  # fmt: skip
                 timed_out_while_busy = (
-                    view.rpc.state == "down"
+                    seen.state == "down"
                     and before is not None
                     and before.state == "busy"
-                    and "timed out" in (view.rpc.error or "")
+                    and "timed out" in (seen.error or "")
                 )
                 view.busy_timeouts = view.busy_timeouts + 1 if timed_out_while_busy else 0
-                if timed_out_while_busy and view.busy_timeouts <= BUSY_TIMEOUT_GRACE:
+                if before is not None and timed_out_while_busy and view.busy_timeouts <= BUSY_TIMEOUT_GRACE:
                     # A busy rpc-server's accept queue fills with our earlier probes and connects time out.
                     # It was busy a moment ago and nothing refused us: still busy, for a few probes.
-                    view.rpc = before
-                ok = view.rpc.state in ("ready", "busy")
-                view.last_error = None if ok else (view.rpc.error or view.rpc.state)
+                    seen = before
+                view.rpc = seen
+                ok = seen.state in ("ready", "busy")
+                view.last_error = None if ok else (seen.error or seen.state)
             elif view.client is not None:
                 view.status = await view.client.probe()
                 ok = view.status.ready
@@ -145,6 +143,26 @@ class Monitor:
     def _notify(self) -> None:
         self.changed.set()
         self.changed = asyncio.Event()
+
+    # --- what the shard manager reads (sharding.pool.Backends) ---
+
+    def rpc_servers(self) -> list[RpcServer]:
+        return [_rpc_server(view) for view in self._rpc_views()]
+
+    async def probe_rpc_servers(self) -> list[RpcServer]:
+        views = self._rpc_views()
+        await asyncio.gather(*(self.probe_one(view) for view in views))
+        return [_rpc_server(view) for view in views]
+
+    def serving(self) -> list[ServingBackend]:
+        return [
+            ServingBackend(v.name, v.spec.ref.node, v.spec.machine, v.spec.hint_bytes, tuple(v.status.models))
+            for v in self.views.values()
+            if v.spec.ref.kind != "rpc" and v.status is not None
+        ]
+
+    def _rpc_views(self) -> list[BackendView]:
+        return [view for view in self.views.values() if view.spec.ref.kind == "rpc"]
 
     def candidates(self, kinds: tuple[str, ...] = ("ollama", "llamacpp")) -> list[Candidate]:
         now = self.clock()
@@ -202,3 +220,8 @@ class Monitor:
 def _client(spec: BackendSpec, timeouts: Timeouts) -> Backend | None:
     """None for an rpc-server: it is probed over its own protocol and never sent requests."""
     return None if spec.ref.kind == "rpc" else backend_for(spec.ref, alias=spec.alias, timeouts=timeouts)
+
+
+def _rpc_server(view: BackendView) -> RpcServer:
+    ref = view.spec.ref
+    return RpcServer(view.name, ref.host, ref.port, view.spec.machine, view.spec.hint_bytes, view.rpc)

@@ -1,50 +1,78 @@
-"""One runtime per command: the manifest's backends, a monitor probing them, a dispatcher routing to them."""
+"""The cluster at run time, opened in one place: every entry point (`sollol run`, `status`, `serve`, the
+demo) uses `open_cluster`, so all of them see the same backends, probe them the same way, never probe an
+rpc-server a coordinator holds, and route through the same dispatcher and shard manager."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from types import TracebackType
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+from sollol_cli import events
 from sollol_cli.backends.http import Timeouts, close_session
 from sollol_cli.health import ProbeSchedule
 from sollol_cli.manifest.models import Cluster
-from sollol_cli.runtime.dispatch import Dispatcher, ShardedModels
+from sollol_cli.runtime.dispatch import Dispatcher
 from sollol_cli.runtime.inventory import inventory
 from sollol_cli.runtime.monitor import Monitor
-
-if TYPE_CHECKING:
-    from sollol_cli.sharding.coordinator import Attachment
+from sollol_cli.settings import Settings
+from sollol_cli.sharding.coordinator import CoordinatorRecord, attached_endpoints
+from sollol_cli.sharding.lifecycle import coordinator_home
+from sollol_cli.sharding.manager import ShardManager, can_shard
 
 
 class ClusterRuntime:
-    """`async with ClusterRuntime(cluster) as rt:` probes every backend once, then routes requests."""
+    """The manifest's backends, the monitor probing them, the dispatcher routing to them and, when the
+    cluster has rpc backends, the shard manager (`shards`). Made by `open_cluster`."""
 
     def __init__(
         self,
         cluster: Cluster,
+        settings: Settings,
         *,
-        sharded: ShardedModels | None = None,
-        probe: bool = True,
-        attached: Callable[[], dict[str, Attachment]] | None = None,
+        reporter: events.Reporter = events.ignore,
+        stop_on_close: bool = False,
     ) -> None:
         self.cluster = cluster
+        self.settings = settings
         routing = cluster.routing
         self.timeouts = Timeouts(
             connect=routing.connect_timeout, read=routing.read_timeout, probe=routing.connect_timeout
         )
         # backoff capped at a few intervals: a backend that comes back is re-admitted within them
         schedule = ProbeSchedule(interval_s=routing.probe_interval, max_backoff_s=routing.probe_interval * 4)
-        self.monitor = Monitor(inventory(cluster), self.timeouts, schedule=schedule, attached=attached)
-        self.dispatcher = Dispatcher(self.monitor, routing, sharded=sharded)
-        self._probe = probe
+        home = coordinator_home(settings, cluster.name)
+        # rpc-server serves one client at a time: the ones a coordinator holds are reported busy, not probed
+        self.monitor = Monitor(
+            inventory(cluster), self.timeouts, schedule=schedule, attached=lambda: attached_endpoints(home)
+        )
+        self.shards: ShardManager | None = None
+        if can_shard(cluster):
+            self.shards = ShardManager(cluster, settings, self.monitor, reporter=reporter, stop_on_close=stop_on_close)
+        self.dispatcher = Dispatcher(self.monitor, routing, sharded=self.shards)
 
-    async def __aenter__(self) -> ClusterRuntime:
-        if self._probe:
-            await self.monitor.probe_all()
-        return self
+    async def running_coordinators(self) -> dict[str, CoordinatorRecord]:
+        """The coordinators that run now, by model (each checked)."""
+        return await self.shards.coordinators.running() if self.shards is not None else {}
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await close_session()
+
+@asynccontextmanager
+async def open_cluster(
+    cluster: Cluster,
+    settings: Settings,
+    *,
+    reporter: events.Reporter = events.ignore,
+    stop_on_close: bool = False,
+) -> AsyncIterator[ClusterRuntime]:
+    """`async with open_cluster(cluster, settings) as rt:` probes every backend once, then routes requests.
+    On the way out coordinators this runtime started are stopped when `stop_on_close` (`serve`; `run` leaves
+    them warm for their keep-alive), and the HTTP session is closed."""
+    runtime = ClusterRuntime(cluster, settings, reporter=reporter, stop_on_close=stop_on_close)
+    try:
+        await runtime.monitor.probe_all()
+        yield runtime
+    finally:
+        try:
+            if runtime.shards is not None:
+                await runtime.shards.close()
+        finally:
+            await close_session()

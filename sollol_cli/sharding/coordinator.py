@@ -64,7 +64,7 @@ class CoordinatorRecord:
     rpc: list[str]
     started_at: float
     last_used: float
-    keep_alive: float
+    keep_alive: float  # seconds it stays loaded once idle; negative: until stopped (as Ollama's keep_alive -1)
     ready_after_s: float | None = None
     rpc_memory: dict[str, list[int]] = field(default_factory=dict)  # endpoint -> [free, total] bytes at start
     n_layer: int | None = None
@@ -82,6 +82,11 @@ class CoordinatorRecord:
     def on_node(self) -> str:
         """` on node NAME` for messages, empty on this machine."""
         return f" on node {self.node}" if self.node else ""
+
+
+def expires_at(record: CoordinatorRecord) -> float | None:
+    """When an idle coordinator is stopped (epoch seconds); None when its keep-alive is forever."""
+    return None if record.keep_alive < 0 else record.last_used + record.keep_alive
 
 
 def backend_ref(record: CoordinatorRecord) -> BackendRef:

@@ -17,7 +17,9 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from sollol_cli.backends.http import close_session
 from sollol_cli.sharding import coordinator as coord
+from sollol_cli.sharding.lifecycle import Coordinators
 
 if TYPE_CHECKING:
     from sollol_cli.manifest.models import Cluster
@@ -48,27 +50,27 @@ def spawn(cluster: Cluster, settings: Settings, record: coord.CoordinatorRecord)
 
 
 async def watch(cluster: Cluster, settings: Settings, model: str, pid: int, start_time: int) -> None:
-    from sollol_cli.sharding.manager import ShardManager
-
-    manager = ShardManager(cluster, settings)
+    coordinators = Coordinators(cluster, settings)
     try:
         while True:
-            record = coord.load_record(manager.home, model)
+            record = coord.load_record(coordinators.home, model)
             if record is None or (record.pid, record.start_time) != (pid, start_time):
                 return
             if record.node is None and not coord.alive(record):
-                coord.forget_record(manager.home, model)
+                coord.forget_record(coordinators.home, model)
                 return
-            due = record.last_used + record.keep_alive - time.time()
+            expires = coord.expires_at(record)
+            if expires is None:  # kept for ever (keep_alive -1): look again, a later request may change it
+                await asyncio.sleep(MAX_SLEEP_S)
+                continue
+            due = expires - time.time()
             if due <= 0:
-                await manager.expire()
+                await coordinators.expire()
                 await asyncio.sleep(1.0)  # busy: expire() moved its last use to now
                 continue
             await asyncio.sleep(min(due + 0.2, MAX_SLEEP_S))
     finally:
-        await manager.close()
-        from sollol_cli.backends.http import close_session
-
+        await coordinators.close()
         await close_session()
 
 

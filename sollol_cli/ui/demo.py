@@ -6,6 +6,7 @@ from rich.markup import escape
 
 from sollol_cli.demo.run import DemoResult
 from sollol_cli.ui.console import out
+from sollol_cli.ui.coordinators import placement
 
 TITLES = {
     "shard": "sharded: the model split by layers over two rpc-servers",
@@ -23,9 +24,8 @@ def print_demo(result: DemoResult) -> None:
     for item in result.results:
         console.print()
         console.print(f"[bold]{escape(item.model)}[/] — {TITLES.get(item.mode, item.mode)}")
-        for note in item.notes:
-            if note.startswith("placement"):
-                console.print(f"  {escape(note)}")
+        for line in placement(item.narrative):
+            console.print(f"  {escape(line)}")
         speed = f"{item.tokens_per_s:.1f} tokens/s" if item.tokens_per_s else "speed unknown"
         first = f", first token after {item.ttft_s * 1000:.0f} ms" if item.ttft_s is not None else ""
         console.print(f"  speed: {speed} ({item.tokens or '?'} tokens{first})")

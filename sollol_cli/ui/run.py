@@ -15,6 +15,7 @@ from sollol_cli.errors import SollolError
 from sollol_cli.runtime.dispatch import Dispatcher, Operation, Trace
 from sollol_cli.runtime.prompt import PromptOptions, answer, chat_request, generate_request, parse_chat
 from sollol_cli.ui.console import err, print_json
+from sollol_cli.ui.coordinators import narrative
 from sollol_cli.ui.errors import print_error
 
 
@@ -34,8 +35,9 @@ def stats_line(trace: Trace, final: Chunk, *, verbose: int) -> str:
             line += f"\n  decision: {trace.reason}"
         for attempt in trace.attempts:
             line += f"\n  retried after: {attempt}"
-        for note in trace.notes:
-            line += f"\n  {note}"
+        for event in trace.events:
+            for note in narrative(event):
+                line += f"\n  {note}"
     return line
 
 

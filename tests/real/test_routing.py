@@ -17,7 +17,8 @@ from sollol_cli.errors import SollolError
 from sollol_cli.manifest.loader import load_manifest
 from sollol_cli.runtime.dispatch import Trace
 from sollol_cli.runtime.prompt import PromptOptions, answer, generate_request
-from sollol_cli.runtime.session import ClusterRuntime
+from sollol_cli.runtime.session import open_cluster
+from sollol_cli.settings import Settings
 from tests.harness.ollama import free_port, write_standin_script
 from tests.unit.cli_helpers import invoke
 
@@ -51,7 +52,7 @@ def test_60_concurrent_requests_spread_by_speed_and_slots(ollama_standin, tmp_pa
     options = PromptOptions(num_predict=12)
 
     async def run_all() -> list[tuple[str, str]]:
-        async with ClusterRuntime(cluster) as runtime:
+        async with open_cluster(cluster, Settings()) as runtime:
 
             async def one(i: int) -> tuple[str, str]:
                 trace = Trace("tiny")
@@ -132,7 +133,7 @@ def test_restarted_backend_is_used_again(tmp_path: Path) -> None:
     options = PromptOptions(num_predict=3)
 
     async def scenario() -> tuple[bool, float, str]:
-        async with ClusterRuntime(cluster) as runtime:
+        async with open_cluster(cluster, Settings()) as runtime:
             monitor = asyncio.create_task(runtime.monitor.run())
             try:
                 proc.kill()

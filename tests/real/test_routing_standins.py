@@ -2,7 +2,7 @@
 first byte, and one that comes back on the same port.
 
 The spread of 60 concurrent requests by speed and slots is in test_routing.py. It runs through one
-ClusterRuntime in one process, as `sollol serve` does: separate `sollol run` processes each count slots for
+one runtime (`open_cluster`) in one process, as `sollol serve` does: separate `sollol run` processes each count slots for
 themselves, so they could not keep a backend within its slots between them. The tests here use faults no
 stand-in can inject into itself: its process is gone, so the kernel resets the connection or refuses it.
 """
@@ -23,7 +23,8 @@ import pytest
 from sollol_cli.manifest.loader import load_manifest
 from sollol_cli.runtime.dispatch import Trace
 from sollol_cli.runtime.prompt import PromptOptions, answer, generate_request
-from sollol_cli.runtime.session import ClusterRuntime
+from sollol_cli.runtime.session import open_cluster
+from sollol_cli.settings import Settings
 from tests.harness.ollama import StandinHandle, SubprocessStandin
 from tests.standin.ollama_standin import StandinConfig, StandinServer
 
@@ -134,7 +135,7 @@ def test_restarted_backend_is_picked_again_within_a_few_probe_intervals(ollama_s
     cluster = load_manifest(path).cluster
 
     async def scenario() -> float:
-        async with ClusterRuntime(cluster) as runtime:
+        async with open_cluster(cluster, Settings()) as runtime:
 
             async def ask() -> Trace:
                 trace = Trace("tiny")

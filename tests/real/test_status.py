@@ -11,7 +11,7 @@ import pytest
 
 from sollol_cli.settings import Settings
 from sollol_cli.sharding.coordinator import alive, all_records
-from sollol_cli.sharding.manager import coordinator_home, stop_all
+from sollol_cli.sharding.lifecycle import coordinator_home, stop_all
 from tests.harness.llama import ServerGroup, free_port
 from tests.harness.models import OllamaStore
 from tests.unit.cli_helpers import invoke

@@ -30,10 +30,7 @@ LAYERS: list[tuple[str, set[str]]] = [
 
 # Arrows known to be wrong, each being removed by issue 15 ("Shape"). Temporary: the test below fails
 # as soon as one is gone, so its entry is deleted with the fix and cannot hide a new one.
-KNOWN_WRONG: dict[tuple[str, str], str] = {
-    ("sharding", "runtime"): "issue 15: sharding/manager.py takes Monitor, probe_one and Trace from runtime",
-    ("provision", "sharding"): "issue 15: provision/cluster.py and provision/logs.py call into sharding",
-}
+KNOWN_WRONG: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from sollol_cli.manifest.loader import load_manifest
 from sollol_cli.manifest.models import Cluster
 from sollol_cli.settings import Settings
 from sollol_cli.sharding import coordinator as coord
-from sollol_cli.sharding.manager import coordinator_home
+from sollol_cli.sharding.lifecycle import coordinator_home
 from sollol_cli.sharding.watchdog import watch
 from sollol_cli.ssh.nodeproc import process_start_time
 

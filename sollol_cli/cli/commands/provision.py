@@ -59,7 +59,7 @@ def _provision(
         from sollol_cli.provision.cluster import provision
         from sollol_cli.provision.report import outcome_data
         from sollol_cli.settings import load_settings
-        from sollol_cli.sharding.manager import stop_all
+        from sollol_cli.sharding.lifecycle import stop_all
         from sollol_cli.ui import console, progress
         from sollol_cli.ui import provision as ui
 

@@ -34,7 +34,7 @@ def run(
     async def body() -> None:
         from sollol_cli.manifest.loader import find_manifest, load_manifest
         from sollol_cli.runtime.prompt import PromptOptions
-        from sollol_cli.runtime.session import ClusterRuntime
+        from sollol_cli.runtime.session import open_cluster
         from sollol_cli.settings import load_settings
         from sollol_cli.ui import run as ui
 
@@ -44,14 +44,7 @@ def run(
         text = prompt
         if text in (None, "-") and not sys.stdin.isatty():
             text = sys.stdin.read()
-        from sollol_cli.sharding.coordinator import attached_endpoints
-        from sollol_cli.sharding.manager import coordinator_home, sharded_models
-
-        home = coordinator_home(settings, loaded.cluster.name)
-        async with (
-            sharded_models(loaded.cluster, settings) as sharded,
-            ClusterRuntime(loaded.cluster, sharded=sharded, attached=lambda: attached_endpoints(home)) as rt,
-        ):
+        async with open_cluster(loaded.cluster, settings) as rt:
             if text is None or text == "-":
                 await ui.interactive_chat(rt.dispatcher, model, options, verbose=verbose)
                 return

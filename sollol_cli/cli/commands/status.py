@@ -23,8 +23,8 @@ def status(
         import asyncio
 
         from sollol_cli.manifest.loader import find_manifest, load_manifest
-        from sollol_cli.runtime.session import ClusterRuntime
-        from sollol_cli.runtime.status import status_data, status_failure
+        from sollol_cli.runtime.session import open_cluster
+        from sollol_cli.runtime.status import model_rows, status_data, status_failure
         from sollol_cli.settings import load_settings
         from sollol_cli.state import load_state
         from sollol_cli.ui import console
@@ -33,16 +33,9 @@ def status(
         settings = load_settings()
         loaded = load_manifest(find_manifest(manifest, settings.manifest))
         cluster = loaded.cluster
-        from sollol_cli.runtime.status import model_rows
-        from sollol_cli.sharding.coordinator import attached_endpoints
-        from sollol_cli.sharding.manager import ShardManager, coordinator_home
-
-        home = coordinator_home(settings, cluster.name)
-        async with ClusterRuntime(cluster, attached=lambda: attached_endpoints(home)) as runtime:
-            shards = ShardManager(cluster, settings)
-            shards.attach(runtime.monitor)
+        async with open_cluster(cluster, settings) as runtime:
             data = status_data(runtime.monitor, load_state(settings.state_dir, cluster.name), cluster.name)
-            data["models"] = model_rows(cluster, shards, await shards.running())
+            data["models"] = model_rows(cluster, runtime.shards, await runtime.running_coordinators())
             if json:
                 console.print_json(data)
             elif not watch:
@@ -53,7 +46,7 @@ def status(
                         await asyncio.sleep(interval)
                         await runtime.monitor.probe_all()
                         data = status_data(runtime.monitor, load_state(settings.state_dir, cluster.name), cluster.name)
-                        data["models"] = model_rows(cluster, shards, await shards.running())
+                        data["models"] = model_rows(cluster, runtime.shards, await runtime.running_coordinators())
                         update(data)
         failure = status_failure(data)
         if failure is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +14,8 @@ from aiohttp import web
 from sollol_cli.backends.http import close_session
 from sollol_cli.gateway.app import create_app
 from sollol_cli.manifest.models import Cluster
-from sollol_cli.runtime.session import ClusterRuntime
+from sollol_cli.runtime.session import ClusterRuntime, open_cluster
+from sollol_cli.settings import Settings
 from tests.unit.gateway.fakes import FakeOllama
 
 
@@ -65,8 +67,10 @@ async def gateway() -> AsyncIterator[MakeGateway]:
             if fake.runner is None:
                 await fake.start()
                 cleanups.append(fake.stop)
-        runtime = ClusterRuntime(cluster_of(list(fakes), slots=slots, **extra))
-        await runtime.__aenter__()
+        opened = AsyncExitStack()
+        runtime = await opened.enter_async_context(
+            open_cluster(cluster_of(list(fakes), slots=slots, **extra), Settings())
+        )
         lines: list[str] = []
         app = create_app(runtime, api_key=api_key, log=lines.append, log_format=log_format, health_loop=False)  # type: ignore[arg-type]
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1)
@@ -79,7 +83,7 @@ async def gateway() -> AsyncIterator[MakeGateway]:
         async def cleanup() -> None:
             await session.close()
             await runner.cleanup()
-            await runtime.__aexit__(None, None, None)
+            await opened.aclose()
 
         cleanups.append(cleanup)
         return Gateway(f"http://127.0.0.1:{port}", app, runtime, session, lines)

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from sollol_cli.backends.http import close_session
 from sollol_cli.gateway.app import create_app
-from sollol_cli.runtime.session import ClusterRuntime
+from sollol_cli.runtime.session import open_cluster
+from sollol_cli.settings import Settings
 from tests.unit.gateway.conftest import cluster_of
 from tests.unit.gateway.fakes import FakeOllama
 
@@ -141,8 +142,7 @@ class ThreadedGateway:
         self.stop_event = asyncio.Event()
         fake = FakeOllama("a", models=["tiny:latest"])
         await fake.start()
-        runtime = ClusterRuntime(cluster_of([fake]))
-        async with runtime:
+        async with open_cluster(cluster_of([fake]), Settings()) as runtime:
             app = create_app(runtime, health_loop=False, max_body_bytes=MAX_BODY)
             runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1)
             await runner.setup()

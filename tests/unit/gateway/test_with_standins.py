@@ -10,6 +10,7 @@ import json
 import statistics
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,8 @@ from aiohttp import web
 from sollol_cli.backends.http import close_session
 from sollol_cli.gateway.app import create_app
 from sollol_cli.manifest.models import Cluster
-from sollol_cli.runtime.session import ClusterRuntime
+from sollol_cli.runtime.session import ClusterRuntime, open_cluster
+from sollol_cli.settings import Settings
 from tests.harness.ollama import StandinFactory, StandinHandle
 
 MESSAGES = [{"role": "user", "content": "why is the sea blue?"}]
@@ -58,13 +60,13 @@ async def serve_standins() -> AsyncIterator[Callable[..., Any]]:
     cleanups: list[Callable[[], Any]] = []
 
     async def start(standins: list[StandinHandle], *, pull: list[str] | None = None) -> Served:
-        runtime = ClusterRuntime(manifest(standins, pull))
-        await runtime.__aenter__()
+        opened = AsyncExitStack()
+        runtime = await opened.enter_async_context(open_cluster(manifest(standins, pull), Settings()))
         runner = web.AppRunner(create_app(runtime, health_loop=False), handler_cancellation=True, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         cleanups.append(runner.cleanup)
-        cleanups.append(lambda: runtime.__aexit__(None, None, None))
+        cleanups.append(opened.aclose)
         return Served(f"http://127.0.0.1:{runner.addresses[0][1]}", standins, runtime)
 
     yield start

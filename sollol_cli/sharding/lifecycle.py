@@ -1,0 +1,135 @@
+"""The coordinators a cluster's commands started, as recorded in the state directory: where each runs,
+whether it still runs, what its log says, stopping it, and expiring it once idle for its keep-alive.
+
+Used by the shard manager (which starts them), `sollol status`, `sollol down` and the keep-alive watchdog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from sollol_cli import events
+from sollol_cli.backends.http import Timeouts
+from sollol_cli.backends.llamacpp import LlamaServerBackend
+from sollol_cli.errors import BackendError, SshError
+from sollol_cli.manifest.models import Cluster
+from sollol_cli.settings import Settings
+from sollol_cli.sharding import coordinator as coord
+from sollol_cli.sharding.hosts import ControllerHost, CoordinatorHost, NodeHost
+from sollol_cli.sharding.placement_log import layers_by_device, parse_placement
+
+
+def coordinator_home(settings: Settings, cluster: str) -> Path:
+    return settings.state_dir / "clusters" / cluster
+
+
+class Coordinators:
+    def __init__(self, cluster: Cluster, settings: Settings, *, reporter: events.Reporter = events.ignore) -> None:
+        self.cluster = cluster
+        self.settings = settings
+        self.reporter = reporter
+        self.home = coordinator_home(settings, cluster.name)
+        self._hosts: dict[str, NodeHost] = {}
+
+    def host_for(self, node: str | None) -> CoordinatorHost:
+        """Where a coordinator runs (None: this machine). Node hosts keep one SSH connection until close."""
+        if node is None:
+            return ControllerHost(self.home)
+        if node not in self._hosts:
+            self._hosts[node] = NodeHost(self.cluster, self.settings, self.cluster.node(node), reporter=self.reporter)
+        return self._hosts[node]
+
+    async def log(self, record: coord.CoordinatorRecord) -> str:
+        try:
+            return await self.host_for(record.node).log_text(record)
+        except SshError as exc:
+            return f"its log is out of reach: {exc.message}"
+
+    async def stop(self, record: coord.CoordinatorRecord) -> bool:
+        """Stop and forget; on an unreachable node it is left to `sollol down` (the node keeps its pidfile)."""
+        try:
+            stopped = await self.host_for(record.node).stop(record)
+        except SshError:
+            stopped = False
+        coord.forget_record(self.home, record.model)
+        return stopped
+
+    async def running(self) -> dict[str, coord.CoordinatorRecord]:
+        """The coordinators that run now, by model (each checked, those on nodes over HTTP, concurrently)."""
+        records = coord.all_records(self.home)
+        checks = await asyncio.gather(*(self.still_running(record) for record in records))
+        return {record.model: record for record, up in zip(records, checks, strict=True) if up}
+
+    async def still_running(self, record: coord.CoordinatorRecord) -> bool:
+        """On this machine: the same process. On a node: it answers with our key (an HTTP round trip, cheaper
+        than SSH; another process on a reused port would not know the key)."""
+        if record.node is None:
+            return coord.alive(record)
+        try:
+            await self._client(record).openai_json("/v1/models")
+        except BackendError:
+            return False
+        return True
+
+    async def expire(self) -> list[str]:
+        """Stop coordinators idle for longer than their keep-alive. Idle is asked of the coordinator itself
+        (its slots): another sollol process may be using it right now."""
+        stopped = []
+        now = time.time()
+        for record in coord.all_records(self.home):
+            expires = coord.expires_at(record)
+            if record.node is None and not coord.alive(record):
+                coord.forget_record(self.home, record.model)
+            elif expires is not None and now > expires:
+                if await self.busy(record):
+                    record.last_used = now
+                    coord.save_record(self.home, record)
+                    continue
+                await self.stop(record)
+                stopped.append(record.model)
+        return stopped
+
+    async def busy(self, record: coord.CoordinatorRecord) -> bool:
+        """Serving a request now (asked of its slots; a coordinator that does not answer is not busy)."""
+        return bool((await self._client(record).probe()).in_flight)
+
+    def _client(self, record: coord.CoordinatorRecord) -> LlamaServerBackend:
+        """The coordinator as a backend, with short timeouts: for the checks sollol makes, not for requests."""
+        return LlamaServerBackend(coord.backend_ref(record), Timeouts(self.cluster.routing.connect_timeout, 5.0))
+
+    async def close(self) -> None:
+        """Close the SSH connections to nodes (the coordinators keep running)."""
+        hosts, self._hosts = list(self._hosts.values()), {}
+        for host in hosts:
+            await host.close()
+
+
+def placement_lines(record: coord.CoordinatorRecord, log: str) -> list[str]:
+    """`host:port: layers 0-4, model 9.4 MiB, KV 1.2 MiB` per rpc backend (what `-v` and status show)."""
+    mib = parse_placement(log)
+    layers = layers_by_device(record.n_layer, record.rpc, record.split) if record.n_layer and record.split else {}
+    lines = []
+    for endpoint in record.rpc:
+        entry = mib.get(endpoint)
+        assigned = layers.get(endpoint, [])
+        span = f"{assigned[0]}-{assigned[-1]}" if assigned else "-"
+        model_mib, kv_mib = (entry.model_mib, entry.kv_mib) if entry else (0.0, 0.0)
+        lines.append(f"placement {endpoint}: layers {span}, model {model_mib:.1f} MiB, KV {kv_mib:.1f} MiB")
+    local = mib.get("CPU_Mapped") or mib.get("CPU")
+    if local is not None and local.model_mib:
+        lines.append(f"placement coordinator ({record.where}): token embeddings, model {local.model_mib:.1f} MiB")
+    return lines
+
+
+def stop_all(settings: Settings, cluster: str) -> list[str]:
+    """`sollol down`: stop every coordinator this cluster's commands started on this machine, and forget
+    those on nodes (each node's own `down` stopped them, by the pidfile they left there)."""
+    home = coordinator_home(settings, cluster)
+    stopped = []
+    for record in coord.all_records(home):
+        if record.node is None and coord.stop_process(record):
+            stopped.append(record.model)
+        coord.forget_record(home, record.model)
+    return stopped

@@ -1,0 +1,77 @@
+"""Choosing the rpc backends for a coordinator, as a table: probes in, endpoints and split out (or a refusal)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sollol_cli.backends.rpc import RpcDevice, RpcProbe
+from sollol_cli.errors import BackendError, NoHealthyBackend, NotEnoughMemory
+from sollol_cli.manifest.models import Model
+from sollol_cli.sharding.hosts import ModelFile
+from sollol_cli.sharding.planning import RpcChoice, choose_rpc_servers
+from sollol_cli.sharding.pool import RpcServer
+
+GIB = 2**30
+FILE = ModelFile("/m.gguf", 3 * GIB, GIB)
+
+
+def rpc(
+    port: int, state: str = "ready", free_gib: float | None = 4, protocol: Any = (3, 0, 0), machine: str = ""
+) -> RpcServer:
+    devices = (RpcDevice(0, int(free_gib * GIB), 8 * GIB),) if free_gib is not None else ()
+    probe = RpcProbe(state, protocol, devices)  # type: ignore[arg-type]
+    return RpcServer(f"r{port}", "10.0.0.1", port, machine or f"m{port}", None, probe)
+
+
+@pytest.mark.parametrize(
+    ("servers", "model", "expected"),
+    [
+        (
+            [rpc(1, free_gib=6), rpc(2, free_gib=2)], {},
+            RpcChoice(("10.0.0.1:1", "10.0.0.1:2"), (0.75, 0.25),
+                      {"10.0.0.1:1": [6 * GIB, 8 * GIB], "10.0.0.1:2": [2 * GIB, 8 * GIB]}),
+        ),
+        (  # a down one is left out when the rest can hold the model
+            [rpc(1, free_gib=6), rpc(2, state="down")], {},
+            RpcChoice(("10.0.0.1:1",), (1.0,), {"10.0.0.1:1": [6 * GIB, 8 * GIB]}),
+        ),
+        (  # the manifest's tensor_split, when it has one share per ready backend
+            [rpc(1), rpc(2)], {"tensor_split": [1, 3]},
+            RpcChoice(("10.0.0.1:1", "10.0.0.1:2"), (0.25, 0.75),
+                      {"10.0.0.1:1": [4 * GIB, 8 * GIB], "10.0.0.1:2": [4 * GIB, 8 * GIB]}),
+        ),
+        (  # memory unknown: an even split, nothing recorded
+            [rpc(1, free_gib=None), rpc(2, free_gib=None)], {},
+            RpcChoice(("10.0.0.1:1", "10.0.0.1:2"), (0.5, 0.5), {}),
+        ),
+    ],
+)  # fmt: skip
+def test_choice(servers: list[RpcServer], model: dict[str, Any], expected: RpcChoice) -> None:
+    assert choose_rpc_servers(Model.model_validate({"name": "big", **model}), FILE, servers, "3.0.0") == expected
+
+
+@pytest.mark.parametrize(
+    ("servers", "error", "message"),
+    [
+        ([], NoHealthyBackend, "model 'big' needs sharding but no rpc backend is ready: none configured"),
+        (
+            [rpc(1, state="busy"), rpc(2, state="down")], NoHealthyBackend,
+            "model 'big' needs sharding but no rpc backend is ready: r1 (10.0.0.1:1) is busy (another coordinator "
+            "is attached); r2 (10.0.0.1:2) is down",
+        ),
+        (
+            [rpc(1, free_gib=2), rpc(2, state="down")], NotEnoughMemory,
+            "model 'big' needs 4.0 GiB but the ready rpc backends have 2.0 GiB; missing: r2 (10.0.0.1:2) is down",
+        ),
+        (
+            [rpc(1), rpc(2, protocol=(2, 0, 0))], BackendError,
+            "rpc backend r2 (10.0.0.1:2) speaks protocol 2.0.0, the coordinator's llama.cpp speaks 3.0.0",
+        ),
+    ],
+)  # fmt: skip
+def test_refusal(servers: list[RpcServer], error: type[Exception], message: str) -> None:
+    with pytest.raises(error) as raised:
+        choose_rpc_servers(Model.model_validate({"name": "big"}), FILE, servers, "3.0.0")
+    assert raised.value.message == message
