@@ -5,6 +5,12 @@ llama's tensor layout, and the real SentencePiece vocabulary copied from the voc
 pinned llama.cpp tree ships. `output.weight` is its own random matrix: tying it to the token embedding
 makes greedy decoding repeat one token, which would hide sharding bugs that change the output.
 
+Its chat template is ChatML, and like real ChatML models its vocabulary has `<|im_start|>` and `<|im_end|>`
+as control tokens and adds no space before text: llama-server's structured outputs (a JSON schema on
+/v1/chat/completions) feed the template's generation prompt to the grammar token by token, and failed
+with "Failed to initialize samplers" while the markers were plain text and each piece after them started
+with a space.
+
 The file depends only on the preset's parameters, the seed and the pinned vocabulary, so it is generated
 once per machine and cached as `<cache_dir>/models/<preset>-<hash>.gguf`.
 """
@@ -31,7 +37,8 @@ from sollol_cli.llamacpp.sdist import LLAMA_CPP_PYTHON_VERSION, ensure_sdist, ex
 
 VOCAB_FILE = "models/ggml-vocab-llama-spm.gguf"
 # Bump when the generator changes in a way that changes the bytes it writes.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+CHATML_TOKENS = ("<|im_start|>", "<|im_end|>")  # appended to the pinned vocabulary as control tokens
 # ChatML as a Jinja template: llama-server renders it with --jinja, and its legacy template detection
 # recognises `<|im_start|>` without it, so /v1/chat/completions works either way.
 CHAT_TEMPLATE = (
@@ -181,8 +188,17 @@ def _tensor_layout(spec: TinyModelSpec, n_vocab: int) -> Iterator[tuple[str, tup
         yield f"blk.{i}.ffn_down.weight", (embd, ff), np.float16
 
 
+# What the ChatML tokens add to each per-token array of the vocabulary.
+_ADDED: dict[str, list[Any]] = {
+    "tokenizer.ggml.tokens": list(CHATML_TOKENS),
+    "tokenizer.ggml.scores": [0.0] * len(CHATML_TOKENS),
+    "tokenizer.ggml.token_type": [int(gguf.TokenType.CONTROL)] * len(CHATML_TOKENS),
+}
+
+
 def _copy_tokenizer(vocab: Path, writer: gguf.GGUFWriter) -> int:
-    """Copy every `tokenizer.ggml.*` field as it is; return the vocabulary size."""
+    """Copy every `tokenizer.ggml.*` field, with the ChatML control tokens appended and no space prefix
+    (as real ChatML models have); return the vocabulary size."""
     reader = gguf.GGUFReader(vocab)
     n_vocab = 0
     for key, field in reader.fields.items():
@@ -190,13 +206,15 @@ def _copy_tokenizer(vocab: Path, writer: gguf.GGUFWriter) -> int:
             continue
         main_type = field.types[0]
         if main_type == gguf.GGUFValueType.ARRAY:
-            writer.add_key_value(key, field.contents(), main_type, sub_type=field.types[-1])
+            values = list(field.contents()) + _ADDED.get(key, [])
+            writer.add_key_value(key, values, main_type, sub_type=field.types[-1])
         else:
             writer.add_key_value(key, field.contents(), main_type)
         if key == "tokenizer.ggml.tokens":
-            n_vocab = len(field.data)
+            n_vocab = len(field.data) + len(CHATML_TOKENS)
     if n_vocab == 0:
         raise UsageError(f"{vocab} has no tokenizer.ggml.tokens", hint="delete it so sollol extracts it again")
+    writer.add_add_space_prefix(False)
     return n_vocab
 
 

@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sollol_cli.manifest.models import Cluster, Node
+from sollol_cli.manifest.models import Cluster, Node, pooling_flags
 
 REMOTE_HOME = "$HOME/.sollol"  # expanded by the node's shell; everything sollol writes lives below it
 # Per-cluster run and log directories: `down` of one cluster never touches another cluster's services.
@@ -144,7 +144,7 @@ def node_services(
             argv += ["-c", str(llama.context)]
         if llama.threads:
             argv += ["-t", str(llama.threads)]
-        argv += ["--alias", llama.served_name]
+        argv += ["--alias", llama.served_name, *pooling_flags(llama.embeddings, llama.pooling)]
         sha = source.sha256 if source else None
         specs.append(
             ServiceSpec(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from sollol_cli import events
 from sollol_cli.errors import BackendError, NoHealthyBackend, UsageError
-from sollol_cli.manifest.models import Cluster, Model, ModelMode
+from sollol_cli.manifest.models import Cluster, Model, ModelMode, pooling_flags
 from sollol_cli.router import normalize_model_name
 from sollol_cli.settings import Settings
 from sollol_cli.sharding import coordinator as coord
@@ -381,7 +381,8 @@ class ShardManager:
         host = host or self.host_for(model.coordinator)
         gguf = await host.model_path(file)
         bind = self.cluster.node(model.coordinator).host if model.coordinator else "127.0.0.1"
-        return coord.CoordinatorPlan(model.name, gguf, endpoints, model.context, model.slots, split, bind)
+        flags = tuple(pooling_flags(model.embeddings, model.pooling))
+        return coord.CoordinatorPlan(model.name, gguf, endpoints, model.context, model.slots, split, bind, flags)
 
     def _llama_server(self) -> str:
         if self.settings.llama_server_path:
