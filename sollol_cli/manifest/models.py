@@ -139,10 +139,12 @@ class Pooling(StrEnum):
 
 # Measured on the pinned build: `--embeddings` makes llama-server keep logits for a whole batch (512 tokens)
 # instead of one per slot, an output buffer of about 512 x vocabulary x 4 bytes, so it is off by default.
-EMBEDDINGS_HELP = (
-    "Serve embeddings (/api/embed, /v1/embeddings; llama-server --embeddings). Costs an output buffer of "
-    "about 2 KiB per vocabulary entry (62 MiB for a 32k vocabulary, 300 MiB for 150k), so it is off by default."
+_EMBEDDINGS_COST = (
+    "It costs an output buffer of about 2 KiB per vocabulary entry (62 MiB for a 32k vocabulary, 300 MiB "
+    "for 150k), so it is off by default."
 )
+EMBEDDINGS_HELP = f"Serve embeddings (/api/embed, /v1/embeddings; llama-server --embeddings). {_EMBEDDINGS_COST}"
+MODEL_EMBEDDINGS_HELP = f"Serve embeddings from a sharded model's coordinator (--embeddings). {_EMBEDDINGS_COST}"
 POOLING_HELP = (
     "How an embedding pools the token vectors (--pooling): last (default; right for chat models), mean, cls, "
     "or model (what the GGUF declares: use it for dedicated embedding models). Needs embeddings: true."
@@ -317,7 +319,7 @@ class Model(Strict):
     coordinator_port: Port | None = Field(
         None, description="Port of a coordinator on a node (default: a free one from 41100-41999)."
     )
-    embeddings: bool = Field(False, description=f"For a sharded model's coordinator: {EMBEDDINGS_HELP}")
+    embeddings: bool = Field(False, description=MODEL_EMBEDDINGS_HELP)
     pooling: Pooling | None = Field(None, description=POOLING_HELP)
 
     @field_validator("tensor_split")
