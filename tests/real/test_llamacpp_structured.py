@@ -1,11 +1,15 @@
 """Structured outputs on a llama.cpp node through `sollol serve`: Ollama's `format` ("json" or a JSON schema)
 on /api/chat and /api/generate, and OpenAI's `response_format` on /v1/chat/completions, give JSON that
-parses (and fits the schema), the same answer llama-server gives directly (greedy decoding is exact)."""
+parses (and fits the schema), the same answer llama-server gives directly (greedy decoding is exact).
+
+The model is the `chat` preset: with the ChatML markers as plain text (the `tiny` preset) llama-server
+itself refuses a schema on chat with "Failed to initialize samplers" (see llamacpp/tinymodel.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -59,14 +63,14 @@ def direct_chat(server: ServerProcess, extra: dict[str, Any], max_tokens: int = 
 
 
 @pytest.fixture
-async def served(llama_servers: ServerGroup, tiny_gguf: Path) -> AsyncIterator[tuple[str, ServerProcess]]:
-    node = llama_servers.llama_server(tiny_gguf, context=1024)
+async def served(llama_servers: ServerGroup, chat_gguf: Path) -> AsyncIterator[tuple[str, ServerProcess]]:
+    node = llama_servers.llama_server(chat_gguf, context=1024)
     cluster = Cluster.model_validate(
         {
             "name": "structured",
             "nodes": [
                 {"name": "n1", "address": "127.0.0.1", "transport": "local",
-                 "llamacpp": {"port": node.port, "model": str(tiny_gguf), "alias": "tiny"}}
+                 "llamacpp": {"port": node.port, "model": str(chat_gguf), "alias": "tiny"}}
             ],
         }
     )  # fmt: skip
@@ -127,3 +131,16 @@ async def test_openai_response_format(served: tuple[str, ServerProcess]) -> None
     content = free.choices[0].message.content or ""
     assert content.startswith("{")
     assert content == direct_chat(node, {"response_format": {"type": "json_object"}}, 16)
+
+
+def test_with_the_markers_as_plain_text_llama_server_refuses_a_schema_on_chat(
+    llama_servers: ServerGroup, tiny_gguf: Path
+) -> None:
+    """The cause, shown on llama-server alone: the `tiny` preset's template markers are plain text, the
+    generation prompt's first piece is " <", llama-server drops that leading space piece when it feeds the
+    prompt to the grammar, and the grammar (which starts with "<|im_start|>assistant") rejects the rest."""
+    server = llama_servers.llama_server(tiny_gguf, context=1024)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        direct_chat(server, {"response_format": {"type": "json_object", "schema": SCHEMA}})
+    assert refused.value.code == 400
+    assert json.load(refused.value)["error"]["message"].startswith("Failed to initialize samplers")

@@ -62,7 +62,7 @@ def test_tiny_model_has_the_llama_metadata(tiny_gguf: Path) -> None:
         "llama.attention.head_count": 8,
         "llama.attention.head_count_kv": 4,
         "llama.rope.dimension_count": 32,
-        "llama.vocab_size": 32002,  # the pinned vocabulary and the two ChatML control tokens
+        "llama.vocab_size": 32000,
         "tokenizer.chat_template": CHAT_TEMPLATE,
     }
     assert {key: field(reader, key) for key in expected} == expected
@@ -74,18 +74,10 @@ def test_tokenizer_is_copied_from_the_pinned_vocab(tiny_gguf: Path) -> None:
     keys = [key for key in vocab.fields if key.startswith("tokenizer.ggml.")]
     assert {"tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type"} <= set(keys)
     assert {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.model"} <= set(keys)
-    added = {
-        "tokenizer.ggml.tokens": ["<|im_start|>", "<|im_end|>"],
-        "tokenizer.ggml.scores": [0.0, 0.0],
-        "tokenizer.ggml.token_type": [gguf.TokenType.CONTROL, gguf.TokenType.CONTROL],
-    }
     for key in keys:
         assert model.fields[key].types == vocab.fields[key].types, key
-        assert field(model, key) == field(vocab, key) + added.get(key, []), key
+        assert field(model, key) == field(vocab, key), key
     assert field(model, "tokenizer.ggml.tokens")[:3] == ["<unk>", "<s>", "</s>"]
-    # like real ChatML models: no space is put before text (also after `<|im_start|>`)
-    assert "tokenizer.ggml.add_space_prefix" not in vocab.fields
-    assert field(model, "tokenizer.ggml.add_space_prefix") is False
 
 
 def test_tensors_have_llama_names_shapes_and_types(tiny_gguf: Path) -> None:
@@ -95,8 +87,8 @@ def test_tensors_have_llama_names_shapes_and_types(tiny_gguf: Path) -> None:
     names += [f"blk.{i}.{part}.weight" for i in range(8) for part in BLOCK_TENSORS]
     assert [t.name for t in reader.tensors] == names
     shapes = {  # GGUF order (ne0, ne1): input width first
-        "token_embd.weight": [256, 32002],
-        "output.weight": [256, 32002],
+        "token_embd.weight": [256, 32000],
+        "output.weight": [256, 32000],
         "output_norm.weight": [256],
         "blk.3.attn_q.weight": [256, 256],
         "blk.3.attn_k.weight": [256, 128],  # 4 KV heads of 32
@@ -136,7 +128,7 @@ def test_metadata_scan_agrees_with_gguf_reader(tiny_gguf: Path) -> None:
     info = read_gguf_info(tiny_gguf)
     assert (info.architecture, info.name, info.block_count, info.embedding_length) == ("llama", "sollol-tiny", 8, 256)
     assert (info.head_count, info.head_count_kv, info.head_dim_k, info.head_dim_v) == (8, 4, 32, 32)
-    assert (info.context_length, info.feed_forward_length, info.vocab_size) == (4096, 1024, 32002)
+    assert (info.context_length, info.feed_forward_length, info.vocab_size) == (4096, 1024, 32000)
     assert (info.file_type, info.file_type_name, info.file_size) == (1, "MOSTLY_F16", tiny_gguf.stat().st_size)
 
 
@@ -178,7 +170,7 @@ def test_another_seed_gives_other_weights(tmp_path: Path, tiny_gguf: Path) -> No
 
 
 def test_unknown_preset_is_a_usage_error(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="unknown test model preset 'huge'; use one of: tiny, big"):
+    with pytest.raises(UsageError, match="unknown test model preset 'huge'; use one of: tiny, chat, big"):
         ensure_tiny_model(tmp_path, "huge")
 
 
@@ -198,8 +190,29 @@ def test_llama_server_decodes_varied_tokens_greedily(llama_servers: ServerGroup,
     assert post(f"{server.url}/completion", greedy | {"return_tokens": True})["tokens"] == tokens
     rendered = post(f"{server.url}/apply-template", {"messages": [{"role": "user", "content": "Hi"}]})
     assert rendered["prompt"] == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_chat_preset_has_the_chatml_markers_as_control_tokens(
+    llama_servers: ServerGroup, chat_gguf: Path, tiny_gguf: Path
+) -> None:
+    model, tiny = gguf.GGUFReader(chat_gguf), gguf.GGUFReader(tiny_gguf)
+    added = {
+        "tokenizer.ggml.tokens": ["<|im_start|>", "<|im_end|>"],
+        "tokenizer.ggml.scores": [0.0, 0.0],
+        "tokenizer.ggml.token_type": [gguf.TokenType.CONTROL, gguf.TokenType.CONTROL],
+    }
+    for key, tail in added.items():
+        assert field(model, key) == field(tiny, key) + tail, key
+    assert field(model, "llama.vocab_size") == 32002
+    assert field(model, "tokenizer.ggml.add_space_prefix") is False
+    assert "tokenizer.ggml.add_space_prefix" not in tiny.fields
+    assert [int(n) for n in {t.name: t for t in model.tensors}["output.weight"].shape] == [256, 32002]
+    server = llama_servers.llama_server(chat_gguf)
+    rendered = post(f"{server.url}/apply-template", {"messages": [{"role": "user", "content": "Hi"}]})
+    assert rendered["prompt"] == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     tokens = post(f"{server.url}/tokenize", {"content": rendered["prompt"], "parse_special": True})["tokens"]
-    assert tokens[:3] == [32000, 1792, 13]  # the marker is one token; "user" gets no space before it
+    # each marker is one token, and "user" (1792) has no space put before it (that would be "▁user", 1404)
+    assert tokens == [32000, 1792, 13, 18567, 32001, 13, 32000, 465, 22137, 13]
 
 
 @pytest.mark.slow
