@@ -137,11 +137,12 @@ class Pooling(StrEnum):
     model = "model"
 
 
-# Measured on the pinned build: `--embeddings` makes llama-server keep logits for a whole batch (512 tokens)
-# instead of one per slot, an output buffer of about 512 x vocabulary x 4 bytes, so it is off by default.
+# Measured on the pinned build: `--embeddings` makes llama-server reserve room for the logits of a whole batch
+# (n_outputs_max 512 instead of one per slot): its compute buffer grew from 9 to 64 MiB for the 32k-vocabulary
+# test model; greedy answers and speed stayed the same. So it is off unless asked for.
 _EMBEDDINGS_COST = (
-    "It costs an output buffer of about 2 KiB per vocabulary entry (62 MiB for a 32k vocabulary, 300 MiB "
-    "for 150k), so it is off by default."
+    "It grows llama-server's compute buffer by about 2 KiB per vocabulary entry (55 MiB for a 32k "
+    "vocabulary, about 300 MiB for 150k), so it is off by default."
 )
 EMBEDDINGS_HELP = f"Serve embeddings (/api/embed, /v1/embeddings; llama-server --embeddings). {_EMBEDDINGS_COST}"
 MODEL_EMBEDDINGS_HELP = f"Serve embeddings from a sharded model's coordinator (--embeddings). {_EMBEDDINGS_COST}"

@@ -5,10 +5,8 @@ gives with the same flags (`--embeddings --pooling last`, the manifest's default
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +14,10 @@ import ollama
 import openai
 import pytest
 
-from sollol_cli.backends.http import close_session
-from sollol_cli.gateway.server import Listening, ServeOptions, serve
 from sollol_cli.manifest.loader import load_manifest
 from sollol_cli.manifest.models import Cluster
 from sollol_cli.settings import Settings
+from tests.harness._gateway import serving
 from tests.harness.llama import ServerGroup, ServerProcess, free_port
 from tests.unit.cli_helpers import invoke
 
@@ -65,21 +62,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, llama_bins: Any, tiny_
 def reference(llama_servers: ServerGroup, tiny_gguf: Path) -> ServerProcess:
     """llama-server started by hand with the flags the manifest's defaults stand for."""
     return llama_servers.llama_server(tiny_gguf, context=1024, extra=["--embeddings", "--pooling", "last"])
-
-
-@contextlib.asynccontextmanager
-async def serving(cluster: Cluster, settings: Settings) -> AsyncIterator[str]:
-    stop = asyncio.Event()
-    listening: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        serve(cluster, settings, ServeOptions("127.0.0.1", 0, grace_s=5), stop, on_listening=listening.set_result)
-    )
-    try:
-        yield (await asyncio.wait_for(listening, 60)).url
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)
-        await close_session()
 
 
 async def test_a_provisioned_llamacpp_node_serves_embeddings(

@@ -7,7 +7,6 @@ itself refuses a schema on chat with "Failed to initialize samplers" (see llamac
 
 from __future__ import annotations
 
-import asyncio
 import json
 import urllib.error
 import urllib.request
@@ -19,10 +18,9 @@ import ollama
 import openai
 import pytest
 
-from sollol_cli.backends.http import close_session
-from sollol_cli.gateway.server import Listening, ServeOptions, serve
 from sollol_cli.manifest.models import Cluster
 from sollol_cli.settings import Settings
+from tests.harness._gateway import serving
 from tests.harness.llama import ServerGroup, ServerProcess
 
 pytestmark = pytest.mark.real
@@ -74,17 +72,8 @@ async def served(llama_servers: ServerGroup, chat_gguf: Path) -> AsyncIterator[t
             ],
         }
     )  # fmt: skip
-    stop = asyncio.Event()
-    listening: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        serve(cluster, Settings(), ServeOptions("127.0.0.1", 0, grace_s=5), stop, on_listening=listening.set_result)
-    )
-    try:
-        yield (await asyncio.wait_for(listening, 60)).url, node
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-        await close_session()
+    async with serving(cluster, Settings()) as url:
+        yield url, node
 
 
 async def test_ollama_format_schema_and_json_on_chat_and_generate(served: tuple[str, ServerProcess]) -> None:
