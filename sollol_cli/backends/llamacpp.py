@@ -4,6 +4,7 @@ Ollama backend. The request/response mapping lives in `translate.py`; this modul
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
@@ -30,6 +31,7 @@ from sollol_cli.backends.http import (
 )
 from sollol_cli.names import same_model
 
+COORDINATOR_PREFIX = "coordinator:"  # the BackendRef name of a sharded model's coordinator (sharding/coordinator.py)
 _NO_SLOTS_ENDPOINT = (404, 501)  # `--no-slots`, or a build without the route
 # llama-server closes the connection after every streamed answer; saying so up front keeps that
 # connection out of the pool instead of handing a dying connection to the next request.
@@ -211,7 +213,7 @@ class LlamaServerBackend:
         request = {"input": translate.embed_input(body), "encoding_format": "float"}
         if body.get("model"):
             request["model"] = body["model"]
-        data = await request_json(self._ref, "POST", "/v1/embeddings", body=request, timeout=self.timeouts.request())
+        data = await self.openai_json("/v1/embeddings", request)
         reply = body if body.get("model") else {**body, "model": await self.model_name()}
         return translate.embed_response(reply, data, time.perf_counter_ns() - started)
 
@@ -296,7 +298,36 @@ class LlamaServerBackend:
 
     async def openai_json(self, path: str, body: dict[str, Any] | None = None) -> Any:
         method = "GET" if body is None else "POST"
-        return await request_json(self._ref, method, path, body=body, timeout=self.timeouts.request())
+        try:
+            return await request_json(self._ref, method, path, body=body, timeout=self.timeouts.request())
+        except UpstreamError as exc:
+            if path == "/v1/embeddings":
+                raise embeddings_refusal(self._ref, exc) from None
+            raise
+
+
+def embeddings_refusal(ref: BackendRef, exc: UpstreamError) -> UpstreamError:
+    """llama-server's refusals of embeddings tell the user to pass a flag, which a sollol user never does
+    directly: say which manifest key turns it on instead. Other errors are returned as they are."""
+    if exc.status == 501 and "embeddings" in exc.upstream_message:
+        kind, fix = "not_supported_error", _where(ref, "embeddings: true", "--embeddings --pooling last")
+        message = f"this llama-server serves no embeddings; {fix}"
+    elif exc.status == 400 and "pooling type 'none'" in exc.upstream_message.lower():
+        kind, fix = "invalid_request_error", _where(ref, "pooling: last", "--pooling last")
+        message = f"its model declares no pooling, so it has no single vector per input; {fix}"
+    else:
+        return exc
+    body = json.dumps({"error": {"code": exc.status, "message": message, "type": kind}}).encode()
+    return UpstreamError(ref.label, exc.status, message, body)
+
+
+def _where(ref: BackendRef, setting: str, flags: str) -> str:
+    if ref.name.startswith(COORDINATOR_PREFIX):
+        model = ref.name.removeprefix(COORDINATOR_PREFIX)
+        return f"set '{setting}' on model '{model}' under models: in the manifest"
+    if ref.node is not None:
+        return f"set '{setting}' under node {ref.node}'s llamacpp: in the manifest and run `sollol up`"
+    return f"sollol does not manage it: start it with {flags}"
 
 
 _DONE: dict[str, Any] = {}  # sentinel event for `data: [DONE]`, compared by identity

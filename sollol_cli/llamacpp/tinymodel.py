@@ -5,6 +5,12 @@ llama's tensor layout, and the real SentencePiece vocabulary copied from the voc
 pinned llama.cpp tree ships. `output.weight` is its own random matrix: tying it to the token embedding
 makes greedy decoding repeat one token, which would hide sharding bugs that change the output.
 
+Its chat template is ChatML. In the `chat` preset, as in real ChatML models, the vocabulary also has
+`<|im_start|>` and `<|im_end|>` as control tokens and puts no space before text: llama-server's structured
+outputs on /v1/chat/completions (a JSON schema or `json_object`) feed the template's generation prompt to
+the grammar token by token, and fail with "Failed to initialize samplers" on the other presets, where the
+markers are plain text and the first piece is " <" (SentencePiece's space prefix), which llama-server drops.
+
 The file depends only on the preset's parameters, the seed and the pinned vocabulary, so it is generated
 once per machine and cached as `<cache_dir>/models/<preset>-<hash>.gguf`.
 """
@@ -32,6 +38,7 @@ from sollol_cli.llamacpp.sdist import LLAMA_CPP_PYTHON_VERSION, ensure_sdist, ex
 VOCAB_FILE = "models/ggml-vocab-llama-spm.gguf"
 # Bump when the generator changes in a way that changes the bytes it writes.
 FORMAT_VERSION = 1
+CHATML_TOKENS = ("<|im_start|>", "<|im_end|>")  # appended to the pinned vocabulary as control tokens (`chat`)
 # ChatML as a Jinja template: llama-server renders it with --jinja, and its legacy template detection
 # recognises `<|im_start|>` without it, so /v1/chat/completions works either way.
 CHAT_TEMPLATE = (
@@ -60,6 +67,7 @@ class TinyModelSpec:
     # changes when any single layer is wrong, which is what the sharding tests need to see.
     weight_gain: float = 1.0
     embedding_std: float = 1.0
+    chatml_tokens: bool = False  # the ChatML markers as control tokens, no space prefix (see the module doc)
 
     @property
     def head_dim(self) -> int:
@@ -69,6 +77,10 @@ class TinyModelSpec:
 PRESETS: dict[str, TinyModelSpec] = {
     # ~49 MB: 8 layers with grouped-query attention; the two 32000 x 256 F16 vocabulary matrices are 2/3 of it.
     "tiny": TinyModelSpec(block_count=8, embedding_length=256, feed_forward_length=1024, head_count=8, head_count_kv=4),
+    # tiny with a realistic ChatML tokenizer: structured outputs on /v1/chat/completions work with it.
+    "chat": TinyModelSpec(
+        block_count=8, embedding_length=256, feed_forward_length=1024, head_count=8, head_count_kv=4, chatml_tokens=True
+    ),
     # ~543 MB: for "the model does not fit on one node" cases.
     "big": TinyModelSpec(
         block_count=16, embedding_length=1024, feed_forward_length=2816, head_count=16, head_count_kv=16
@@ -77,8 +89,11 @@ PRESETS: dict[str, TinyModelSpec] = {
 
 
 def spec_hash(spec: TinyModelSpec) -> str:
+    fields = asdict(spec)
+    if not spec.chatml_tokens:
+        del fields["chatml_tokens"]  # the presets without it keep the names (and caches) they had
     identity = {
-        "spec": asdict(spec),
+        "spec": fields,
         "format": FORMAT_VERSION,
         "vocab": f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}:{VOCAB_FILE}",
         "chat_template": CHAT_TEMPLATE,
@@ -128,7 +143,7 @@ def write_model(
     writer.add_rope_dimension_count(spec.head_dim)
     writer.add_layer_norm_rms_eps(spec.rms_eps)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    n_vocab = _copy_tokenizer(vocab, writer)
+    n_vocab = _copy_tokenizer(vocab, writer, chatml=spec.chatml_tokens)
     writer.add_vocab_size(n_vocab)
     writer.add_chat_template(CHAT_TEMPLATE)
 
@@ -181,8 +196,18 @@ def _tensor_layout(spec: TinyModelSpec, n_vocab: int) -> Iterator[tuple[str, tup
         yield f"blk.{i}.ffn_down.weight", (embd, ff), np.float16
 
 
-def _copy_tokenizer(vocab: Path, writer: gguf.GGUFWriter) -> int:
-    """Copy every `tokenizer.ggml.*` field as it is; return the vocabulary size."""
+# What the ChatML tokens add to each per-token array of the vocabulary.
+_ADDED: dict[str, list[Any]] = {
+    "tokenizer.ggml.tokens": list(CHATML_TOKENS),
+    "tokenizer.ggml.scores": [0.0] * len(CHATML_TOKENS),
+    "tokenizer.ggml.token_type": [int(gguf.TokenType.CONTROL)] * len(CHATML_TOKENS),
+}
+
+
+def _copy_tokenizer(vocab: Path, writer: gguf.GGUFWriter, *, chatml: bool = False) -> int:
+    """Copy every `tokenizer.ggml.*` field; with `chatml`, append the ChatML control tokens and put no space
+    before text (as real ChatML models do). Return the vocabulary size."""
+    added = _ADDED if chatml else {}
     reader = gguf.GGUFReader(vocab)
     n_vocab = 0
     for key, field in reader.fields.items():
@@ -190,13 +215,16 @@ def _copy_tokenizer(vocab: Path, writer: gguf.GGUFWriter) -> int:
             continue
         main_type = field.types[0]
         if main_type == gguf.GGUFValueType.ARRAY:
-            writer.add_key_value(key, field.contents(), main_type, sub_type=field.types[-1])
+            values = list(field.contents()) + added.get(key, [])
+            writer.add_key_value(key, values, main_type, sub_type=field.types[-1])
         else:
             writer.add_key_value(key, field.contents(), main_type)
         if key == "tokenizer.ggml.tokens":
-            n_vocab = len(field.data)
+            n_vocab = len(field.data) + len(added.get(key, []))
     if n_vocab == 0:
         raise UsageError(f"{vocab} has no tokenizer.ggml.tokens", hint="delete it so sollol extracts it again")
+    if chatml:
+        writer.add_add_space_prefix(False)
     return n_vocab
 
 

@@ -130,6 +130,39 @@ class RpcRole(Strict):
     _bind = field_validator("bind")(classmethod(lambda cls, v: check_bind(v)))
 
 
+class Pooling(StrEnum):
+    """How llama-server pools token vectors into one embedding (`--pooling`); `model`: what the GGUF says."""
+
+    last = "last"
+    mean = "mean"
+    cls = "cls"
+    model = "model"
+
+
+# Measured on the pinned build: `--embeddings` makes llama-server reserve room for the logits of a whole batch
+# (n_outputs_max 512 instead of one per slot): its compute buffer grew from 9 to 64 MiB for the 32k-vocabulary
+# test model; greedy answers and speed stayed the same. So it is off unless asked for.
+_EMBEDDINGS_COST = (
+    "It grows llama-server's compute buffer by about 2 KiB per vocabulary entry (55 MiB for a 32k "
+    "vocabulary, about 300 MiB for 150k), so it is off by default."
+)
+EMBEDDINGS_HELP = f"Serve embeddings (/api/embed, /v1/embeddings; llama-server --embeddings). {_EMBEDDINGS_COST}"
+MODEL_EMBEDDINGS_HELP = f"Serve embeddings from a sharded model's coordinator (--embeddings). {_EMBEDDINGS_COST}"
+POOLING_HELP = (
+    "How an embedding pools the token vectors (--pooling): last (default; right for chat models), mean, cls, "
+    "or model (what the GGUF declares: use it for dedicated embedding models). Needs embeddings: true."
+)
+
+
+def pooling_flags(embeddings: bool, pooling: Pooling | None) -> list[str]:
+    """llama-server flags for the embeddings settings. `--pooling` only with `--embeddings`: any pooling
+    but none alone makes llama-server reserve the same batch-sized output buffer."""
+    if not embeddings:
+        return []
+    chosen = pooling or Pooling.last
+    return ["--embeddings"] if chosen is Pooling.model else ["--embeddings", "--pooling", chosen.value]
+
+
 class LlamacppRole(Strict):
     """Run `llama-server` with a whole GGUF on the node (task distribution)."""
 
@@ -141,6 +174,8 @@ class LlamacppRole(Strict):
     context: int | None = Field(None, ge=256, description="Context size (-c), shared by all slots.")
     threads: int | None = Field(None, ge=1, description="CPU threads (-t).")
     gpu_layers: int = Field(999, ge=0, description="Layers to offload (-ngl).")
+    embeddings: bool = Field(False, description=EMBEDDINGS_HELP)
+    pooling: Pooling | None = Field(None, description=POOLING_HELP)
 
     @property
     def served_name(self) -> str:
@@ -287,6 +322,8 @@ class Model(Strict):
     coordinator_port: Port | None = Field(
         None, description="Port of a coordinator on a node (default: a free one from 41100-41999)."
     )
+    embeddings: bool = Field(False, description=MODEL_EMBEDDINGS_HELP)
+    pooling: Pooling | None = Field(None, description=POOLING_HELP)
 
     @field_validator("tensor_split")
     @classmethod
@@ -385,6 +422,8 @@ def cross_check(cluster: Cluster) -> list[tuple[tuple[str | int, ...], str]]:
     problems: list[tuple[tuple[str | int, ...], str]] = []
     seen: dict[str, int] = {}
     for i, node in enumerate(cluster.nodes):
+        if node.llamacpp is not None and node.llamacpp.pooling is not None and not node.llamacpp.embeddings:
+            problems.append((("nodes", i, "llamacpp", "pooling"), _POOLING_ALONE))
         if node.name in seen:
             problems.append(
                 (("nodes", i, "name"), f"duplicate node name '{node.name}' (also nodes[{seen[node.name]}])")
@@ -408,6 +447,8 @@ def cross_check(cluster: Cluster) -> list[tuple[tuple[str | int, ...], str]]:
                 (("models", i, "name"), f"duplicate model '{model.name}' (also models[{model_names[key]}])")
             )
         model_names.setdefault(key, i)
+        if model.pooling is not None and not model.embeddings:
+            problems.append((("models", i, "pooling"), _POOLING_ALONE))
         if model.mode is ModelMode.shard and not rpc_nodes and not rpc_backends:
             problems.append((("models", i, "mode"), "mode 'shard' needs at least one node with an 'rpc' role"))
         ref = model.store_node
@@ -429,6 +470,9 @@ def cross_check(cluster: Cluster) -> list[tuple[tuple[str | int, ...], str]]:
             message = f"has {len(model.tensor_split)} shares but the cluster has {count} rpc backends"
             problems.append((("models", i, "tensor_split"), message))
     return problems
+
+
+_POOLING_ALONE = "pooling applies to embeddings only: add 'embeddings: true' or drop 'pooling'"
 
 
 def _coordinator_problems(

@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sollol_cli.manifest.models import Cluster, Node
+from sollol_cli.manifest.models import Cluster, Node, pooling_flags
 from sollol_cli.ssh.nodeproc import REMOTE_HOME, log_path, pid_path, run_dir, shell_word, start_text
 
 ServiceKind = Literal["rpc", "ollama", "llamacpp"]
@@ -133,7 +133,7 @@ def node_services(
             argv += ["-c", str(llama.context)]
         if llama.threads:
             argv += ["-t", str(llama.threads)]
-        argv += ["--alias", llama.served_name]
+        argv += ["--alias", llama.served_name, *pooling_flags(llama.embeddings, llama.pooling)]
         sha = source.sha256 if source else None
         specs.append(
             ServiceSpec(

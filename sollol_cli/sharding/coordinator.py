@@ -21,6 +21,7 @@ from typing import Protocol
 
 from sollol_cli import events
 from sollol_cli.backends.base import BackendRef
+from sollol_cli.backends.llamacpp import COORDINATOR_PREFIX
 from sollol_cli.errors import BackendError
 from sollol_cli.ssh.nodeproc import process_start_time
 
@@ -36,6 +37,7 @@ class CoordinatorPlan:
     slots: int
     split: tuple[float, ...] | None = None
     host: str = "127.0.0.1"
+    embeddings: tuple[str, ...] = ()  # llama-server's embeddings flags (manifest.models.pooling_flags)
 
     def argv(self, llama_server: str, port: int) -> list[str]:
         argv = [
@@ -45,11 +47,14 @@ class CoordinatorPlan:
         ]  # fmt: skip
         if self.split:
             argv += ["-ts", ",".join(f"{share:g}" for share in self.split)]
-        return argv
+        return argv + list(self.embeddings)
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        fields = asdict(self)
+        if not self.embeddings:
+            del fields["embeddings"]  # the digest of a plan without them stays what it was: warm coordinators stay
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -91,7 +96,12 @@ def expires_at(record: CoordinatorRecord) -> float | None:
 
 def backend_ref(record: CoordinatorRecord) -> BackendRef:
     return BackendRef(
-        f"coordinator:{record.model}", "llamacpp", record.host, record.port, node=record.node, api_key=record.api_key
+        f"{COORDINATOR_PREFIX}{record.model}",
+        "llamacpp",
+        record.host,
+        record.port,
+        node=record.node,
+        api_key=record.api_key,
     )
 
 

@@ -19,7 +19,7 @@ from sollol_cli.backends.llamacpp import LlamaServerBackend
 from sollol_cli.errors import BackendError, UsageError
 from sollol_cli.llamacpp.build import resolve_binaries
 from sollol_cli.llamacpp.sdist import RPC_PROTOCOL_VERSION
-from sollol_cli.manifest.models import BackendKind, Cluster, Model, ModelMode
+from sollol_cli.manifest.models import BackendKind, Cluster, Model, ModelMode, pooling_flags
 from sollol_cli.names import normalize_model_name
 from sollol_cli.settings import Settings
 from sollol_cli.sharding import coordinator as coord
@@ -201,7 +201,10 @@ class ShardManager:
         choice = choose_rpc_servers(model, file, servers, protocol)
         gguf = await host.model_path(file)
         bind = self.cluster.node(model.coordinator).host if model.coordinator else "127.0.0.1"
-        plan = coord.CoordinatorPlan(model.name, gguf, choice.endpoints, model.context, model.slots, choice.split, bind)
+        flags = tuple(pooling_flags(model.embeddings, model.pooling))
+        plan = coord.CoordinatorPlan(
+            model.name, gguf, choice.endpoints, model.context, model.slots, choice.split, bind, flags
+        )
         return plan, choice, file
 
     def _llama_server(self) -> str:

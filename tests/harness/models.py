@@ -38,6 +38,12 @@ def tiny_gguf() -> Path:
 
 
 @pytest.fixture(scope="session")
+def chat_gguf() -> Path:
+    """tiny with a realistic ChatML tokenizer (the markers as control tokens): for structured outputs."""
+    return ensure_tiny_model(cache_dir(), "chat")
+
+
+@pytest.fixture(scope="session")
 def tiny_big_gguf() -> Path:
     """The ~543 MB model for "too big for one node" cases; generated only when a test asks for it."""
     return ensure_tiny_model(cache_dir(), "big")

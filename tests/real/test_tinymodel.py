@@ -170,7 +170,7 @@ def test_another_seed_gives_other_weights(tmp_path: Path, tiny_gguf: Path) -> No
 
 
 def test_unknown_preset_is_a_usage_error(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="unknown test model preset 'huge'; use one of: tiny, big"):
+    with pytest.raises(UsageError, match="unknown test model preset 'huge'; use one of: tiny, chat, big"):
         ensure_tiny_model(tmp_path, "huge")
 
 
@@ -190,6 +190,29 @@ def test_llama_server_decodes_varied_tokens_greedily(llama_servers: ServerGroup,
     assert post(f"{server.url}/completion", greedy | {"return_tokens": True})["tokens"] == tokens
     rendered = post(f"{server.url}/apply-template", {"messages": [{"role": "user", "content": "Hi"}]})
     assert rendered["prompt"] == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_chat_preset_has_the_chatml_markers_as_control_tokens(
+    llama_servers: ServerGroup, chat_gguf: Path, tiny_gguf: Path
+) -> None:
+    model, tiny = gguf.GGUFReader(chat_gguf), gguf.GGUFReader(tiny_gguf)
+    added = {
+        "tokenizer.ggml.tokens": ["<|im_start|>", "<|im_end|>"],
+        "tokenizer.ggml.scores": [0.0, 0.0],
+        "tokenizer.ggml.token_type": [gguf.TokenType.CONTROL, gguf.TokenType.CONTROL],
+    }
+    for key, tail in added.items():
+        assert field(model, key) == field(tiny, key) + tail, key
+    assert field(model, "llama.vocab_size") == 32002
+    assert field(model, "tokenizer.ggml.add_space_prefix") is False
+    assert "tokenizer.ggml.add_space_prefix" not in tiny.fields
+    assert [int(n) for n in {t.name: t for t in model.tensors}["output.weight"].shape] == [256, 32002]
+    server = llama_servers.llama_server(chat_gguf)
+    rendered = post(f"{server.url}/apply-template", {"messages": [{"role": "user", "content": "Hi"}]})
+    assert rendered["prompt"] == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    tokens = post(f"{server.url}/tokenize", {"content": rendered["prompt"], "parse_special": True})["tokens"]
+    # each marker is one token, and "user" (1792) has no space put before it (that would be "▁user", 1404)
+    assert tokens == [32000, 1792, 13, 18567, 32001, 13, 32000, 465, 22137, 13]
 
 
 @pytest.mark.slow

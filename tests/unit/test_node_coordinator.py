@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import subprocess
 import time
@@ -31,6 +34,20 @@ def test_fixed_port_script_text() -> None:
         '--api-key-file "$HOME"/.sollol/lab/n1/run/sollol-lab-coordinator-Big_13b.key' in script
     )
     assert f'echo "$pid $start {PLAN.digest} coordinator 10.0.0.1 $port"' in script
+
+
+def test_embeddings_flags_end_the_command_line() -> None:
+    plan = dataclasses.replace(PLAN, embeddings=("--embeddings", "--pooling", "last"))
+    script = start_script(NodeLaunch("lab", "n1", plan, "$HOME/.sollol/bin/llama-server", 41234))
+    assert "--alias Big:13b -lv 4 -ts 1 --embeddings --pooling last --api-key-file " in script
+    assert plan.digest != PLAN.digest
+
+
+def test_a_plan_without_embeddings_keeps_its_digest() -> None:
+    """Coordinators started before the setting existed are reused, not restarted (the digest decides)."""
+    fields = dataclasses.asdict(PLAN)
+    del fields["embeddings"]
+    assert PLAN.digest == hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @pytest.fixture

@@ -84,6 +84,29 @@ def test_llamacpp_argv() -> None:
     )  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("settings", "flags"),
+    [
+        ({}, []),
+        ({"embeddings": False}, []),
+        ({"embeddings": True}, ["--embeddings", "--pooling", "last"]),
+        ({"embeddings": True, "pooling": "mean"}, ["--embeddings", "--pooling", "mean"]),
+        ({"embeddings": True, "pooling": "cls"}, ["--embeddings", "--pooling", "cls"]),
+        ({"embeddings": True, "pooling": "model"}, ["--embeddings"]),
+    ],
+)
+def test_llamacpp_embeddings_flags(settings: dict[str, object], flags: list[str]) -> None:
+    (llama,) = specs({"llamacpp": {"model": "/models/tiny.gguf", **settings}})
+    assert list(llama.argv[llama.argv.index("--alias") + 2 :]) == flags
+
+
+def test_embeddings_change_the_digest() -> None:
+    (off,) = specs({"llamacpp": {"model": "/m.gguf"}})
+    (on,) = specs({"llamacpp": {"model": "/m.gguf", "embeddings": True}})
+    (mean,) = specs({"llamacpp": {"model": "/m.gguf", "embeddings": True, "pooling": "mean"}})
+    assert len({off.digest, on.digest, mean.digest}) == 3
+
+
 def test_digest_changes_with_settings_and_binary() -> None:
     (a,) = specs({"rpc": {}})
     (b,) = specs({"rpc": {"threads": 2}})
