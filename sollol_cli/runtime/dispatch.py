@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from sollol_cli.backends.base import Backend, BackendUnavailable, Chunk, StreamBroken, UpstreamError
+from sollol_cli.backends.base import Backend, BackendUnavailable, Chunk, StreamBroken, Unsupported, UpstreamError
 from sollol_cli.errors import BackendError, ModelNotFound, NoHealthyBackend, QueueFull
+from sollol_cli.health import Answer, judge_answer
 from sollol_cli.manifest.models import Routing
 from sollol_cli.router import (
     NoBackend,
@@ -20,7 +21,6 @@ from sollol_cli.router import (
     QueueOutcome,
     RetryAction,
     Unavailable,
-    Wait,
     choose,
     queue_decision,
     retry_plan,
@@ -112,16 +112,21 @@ class Dispatcher:
                     await self.sharded.release(trace.model)
 
     async def _distributed(self, call: Callable[[Backend], AsyncIterator[T]], trace: Trace) -> AsyncIterator[T]:
+        """Only a broken backend (no answer, a broken stream, a 5xx that means the server failed) counts
+        against its breaker. A backend that lacks the model, route or feature (404, 501) or is busy loading
+        (503) is no failure: the request goes to another backend that has the model, or waits for the busy
+        one, and if none can serve it the caller gets that answer with its status."""
         tried: set[str] = set()
+        busy: set[str] = set()
         failures = 0
         last_error: BackendError | None = None
         while True:
-            view = await self._acquire(trace, tried, last_error)
+            view = await self._acquire(trace, tried, busy, last_error)
             trace.backend = view.name
             client = view.client
             assert client is not None
             sent_any = False
-            ok: bool | None = False
+            ok: bool | None = None  # neither success nor failure unless decided below
             try:
                 async for chunk in _timed(call(client), trace):
                     sent_any = True
@@ -130,26 +135,34 @@ class Dispatcher:
                 view.speed = view.speed.updated(ttft_s=trace.ttft_s, tokens_per_s=trace.tokens_per_s)
                 return
             except (BackendUnavailable, StreamBroken, UpstreamError) as exc:
-                if isinstance(exc, UpstreamError) and exc.status < 500 and exc.status != 404:
-                    ok = True  # the client's mistake (bad request), not the backend's: no retry, no breaker
-                    raise
-                failures += 1
+                answer = _judge(exc)
+                ok = _COUNTS_AS[answer]
+                if answer is Answer.refused:
+                    raise  # the client's mistake (bad request), not the backend's: no retry
                 last_error = exc
                 tried.add(view.name)
                 trace.attempts.append(f"{view.name}: {exc.message}")
-                action = retry_plan(failures, self.routing.retries, first_byte_sent=sent_any)
-                if action is not RetryAction.retry_elsewhere:
-                    raise
+                if answer is Answer.busy:
+                    busy.add(view.name)
+                if answer is Answer.broken:
+                    failures += 1
+                    action = retry_plan(failures, self.routing.retries, first_byte_sent=sent_any)
+                    if action is not RetryAction.retry_elsewhere:
+                        raise
+            except Unsupported:
+                ok = True  # this kind of backend cannot do it (e.g. images on llama-server /api/generate)
+                raise
             except (GeneratorExit, asyncio.CancelledError):
                 ok = None  # the caller went away: neither the backend's success nor its failure
                 raise
             finally:
-                self.monitor.finished(
-                    view, ok=ok, error=None if ok else (str(last_error) if last_error else "cancelled")
-                )
+                self.monitor.finished(view, ok=ok, error=str(last_error) if last_error else None)
 
-    async def _acquire(self, trace: Trace, tried: set[str], last_error: BackendError | None) -> BackendView:
-        """Pick a backend with a free slot, waiting in the bounded queue while all are busy."""
+    async def _acquire(
+        self, trace: Trace, tried: set[str], busy: set[str], last_error: BackendError | None
+    ) -> BackendView:
+        """Pick a backend with a free slot, waiting in the bounded queue while all are full, or while the
+        only ones left answered busy (they are tried again after the next probe or finished request)."""
         queued_at: float | None = None
         ahead = self.waiting
         while True:
@@ -173,10 +186,10 @@ class Dispatcher:
                             f"{len(silent)} did not answer: {', '.join(silent)}"
                         )
                     raise ModelNotFound(f"model '{trace.model}' not found on any node", hint="see `sollol status`")
-                if choice.why is Unavailable.all_tried and last_error is not None:
+                if choice.why is Unavailable.all_tried and last_error is not None and not busy:
                     raise last_error
-                raise NoHealthyBackend(choice.reason)
-            assert isinstance(choice, Wait)
+                if not busy:
+                    raise NoHealthyBackend(choice.reason)
             if queued_at is None:
                 queued_at = time.monotonic()
             verdict = queue_decision(
@@ -184,6 +197,8 @@ class Dispatcher:
                 waited_s=time.monotonic() - queued_at, max_wait_s=self.routing.queue_wait,
             )  # fmt: skip
             if verdict.outcome is not QueueOutcome.wait:
+                if busy and last_error is not None:
+                    raise last_error  # still busy after the whole wait: its own answer (503 "Loading model")
                 raise QueueFull(verdict.message)
             self.waiting += 1
             try:
@@ -192,7 +207,22 @@ class Dispatcher:
                 pass
             finally:
                 self.waiting -= 1
+            if busy:
+                tried.difference_update(busy)  # the busy ones get another chance after the wait
+                busy.clear()
             ahead = 0  # once queued, it competes on equal terms with the others already waiting
+
+
+# How each kind of answer counts for the backend's breaker: success, neither (only the slot is freed), failure.
+_COUNTS_AS: dict[Answer, bool | None] = {
+    Answer.refused: True, Answer.elsewhere: True, Answer.busy: None, Answer.broken: False,
+}  # fmt: skip
+
+
+def _judge(exc: BackendError) -> Answer:
+    if isinstance(exc, UpstreamError):
+        return judge_answer(exc.status, exc.upstream_message, exc.kind)
+    return Answer.broken  # no answer at all, or a stream that broke
 
 
 class single(Generic[T]):  # lower case: it reads as the function it stands for

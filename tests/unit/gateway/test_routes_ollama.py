@@ -188,7 +188,7 @@ async def test_unsupported_routes_say_so_without_a_500(gateway: MakeGateway) -> 
     assert "ollama create" in (await resp.json())["error"]
     resp = await gw.post("/api/nothing", {"model": "x"})
     assert resp.status == 404
-    assert "not part of the Ollama or OpenAI API" in (await resp.json())["error"]
+    assert "not part of the Ollama, OpenAI or Anthropic API" in (await resp.json())["error"]
     resp = await gw.get("/api/chat")
     assert resp.status == 405
     assert "use POST" in (await resp.json())["error"]
