@@ -116,12 +116,9 @@ class Dispatcher:
         against its breaker. A backend that lacks the model, route or feature (404, 501) or is busy loading
         (503) is no failure: the request goes to another backend that has the model, or waits for the busy
         one, and if none can serve it the caller gets that answer with its status."""
-        tried: set[str] = set()
-        busy: set[str] = set()
-        failures = 0
-        last_error: BackendError | None = None
+        attempts = _Attempts()
         while True:
-            view = await self._acquire(trace, tried, busy, last_error)
+            view = await self._acquire(trace, attempts)
             trace.backend = view.name
             client = view.client
             assert client is not None
@@ -139,14 +136,15 @@ class Dispatcher:
                 ok = _COUNTS_AS[answer]
                 if answer is Answer.refused:
                     raise  # the client's mistake (bad request), not the backend's: no retry
-                last_error = exc
-                tried.add(view.name)
+                attempts.last_error = exc
+                attempts.tried.add(view.name)
                 trace.attempts.append(f"{view.name}: {exc.message}")
                 if answer is Answer.busy:
-                    busy.add(view.name)
+                    attempts.busy.add(view.name)
+                    attempts.busy_since = attempts.busy_since or time.monotonic()
                 if answer is Answer.broken:
-                    failures += 1
-                    action = retry_plan(failures, self.routing.retries, first_byte_sent=sent_any)
+                    attempts.failures += 1
+                    action = retry_plan(attempts.failures, self.routing.retries, first_byte_sent=sent_any)
                     if action is not RetryAction.retry_elsewhere:
                         raise
             except Unsupported:
@@ -156,22 +154,22 @@ class Dispatcher:
                 ok = None  # the caller went away: neither the backend's success nor its failure
                 raise
             finally:
-                self.monitor.finished(view, ok=ok, error=str(last_error) if last_error else None)
+                error = attempts.last_error
+                self.monitor.finished(view, ok=ok, error=str(error) if error else None)
 
-    async def _acquire(
-        self, trace: Trace, tried: set[str], busy: set[str], last_error: BackendError | None
-    ) -> BackendView:
+    async def _acquire(self, trace: Trace, attempts: _Attempts) -> BackendView:
         """Pick a backend with a free slot, waiting in the bounded queue while all are full, or while the
-        only ones left answered busy (they are tried again after the next probe or finished request)."""
-        queued_at: float | None = None
+        only ones left answered busy (they are tried again after the next probe or finished request; the
+        wait for them counts from their first busy answer)."""
+        started: float | None = None
         ahead = self.waiting
         while True:
-            choice = choose(trace.model, self.monitor.candidates(), tried=frozenset(tried))
+            choice = choose(trace.model, self.monitor.candidates(), tried=frozenset(attempts.tried))
             if isinstance(choice, Picked):
                 view = self.monitor.view(choice.backend)
                 self.monitor.started(view)
-                if queued_at is not None:
-                    trace.queued_s += time.monotonic() - queued_at
+                if started is not None:
+                    trace.queued_s += time.monotonic() - started
                 return view
             if isinstance(choice, NoBackend):
                 if choice.why is Unavailable.model_unknown:
@@ -186,19 +184,20 @@ class Dispatcher:
                             f"{len(silent)} did not answer: {', '.join(silent)}"
                         )
                     raise ModelNotFound(f"model '{trace.model}' not found on any node", hint="see `sollol status`")
-                if choice.why is Unavailable.all_tried and last_error is not None and not busy:
-                    raise last_error
-                if not busy:
+                if not attempts.busy:
+                    if choice.why is Unavailable.all_tried and attempts.last_error is not None:
+                        raise attempts.last_error
                     raise NoHealthyBackend(choice.reason)
-            if queued_at is None:
-                queued_at = time.monotonic()
+            now = time.monotonic()
+            started = started if started is not None else now
+            queued_at = attempts.busy_since if attempts.busy and attempts.busy_since is not None else started
             verdict = queue_decision(
                 trace.model, queued_ahead=ahead, max_queue=self.routing.queue_length,
-                waited_s=time.monotonic() - queued_at, max_wait_s=self.routing.queue_wait,
+                waited_s=now - queued_at, max_wait_s=self.routing.queue_wait,
             )  # fmt: skip
             if verdict.outcome is not QueueOutcome.wait:
-                if busy and last_error is not None:
-                    raise last_error  # still busy after the whole wait: its own answer (503 "Loading model")
+                if attempts.busy and attempts.last_error is not None:
+                    raise attempts.last_error  # still busy after the whole wait: its own 503 ("Loading model")
                 raise QueueFull(verdict.message)
             self.waiting += 1
             try:
@@ -207,10 +206,20 @@ class Dispatcher:
                 pass
             finally:
                 self.waiting -= 1
-            if busy:
-                tried.difference_update(busy)  # the busy ones get another chance after the wait
-                busy.clear()
+            attempts.tried.difference_update(attempts.busy)  # the busy ones get another chance after a wait
+            attempts.busy.clear()
             ahead = 0  # once queued, it competes on equal terms with the others already waiting
+
+
+@dataclass
+class _Attempts:
+    """What the attempts at one request met so far."""
+
+    tried: set[str] = field(default_factory=set)  # backends not to ask again
+    busy: set[str] = field(default_factory=set)  # tried ones that were busy: asked again after a wait
+    busy_since: float | None = None  # the first busy answer
+    failures: int = 0  # broken backends (the retry budget)
+    last_error: BackendError | None = None
 
 
 # How each kind of answer counts for the backend's breaker: success, neither (only the slot is freed), failure.
