@@ -11,8 +11,29 @@ from typing import Any
 from aiohttp import web
 
 
+class Served:
+    """`start()` on 127.0.0.1 (a free port unless `port` is set) and `stop()`, for a fake with `app()`."""
+
+    runner: web.AppRunner | None
+    port: int
+
+    def app(self) -> web.Application:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self.runner = web.AppRunner(self.app(), shutdown_timeout=0.5)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        self.port = self.runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
 @dataclass
-class FakeOllama:
+class FakeOllama(Served):
     name: str
     models: list[str] = field(default_factory=lambda: ["tiny:latest"])
     tokens: int = 5
@@ -48,18 +69,6 @@ class FakeOllama:
         app.router.add_post("/v1/chat/completions", self.openai_chat)
         app.router.add_post("/v1/embeddings", self.openai_embeddings)
         return app
-
-    async def start(self) -> None:
-        self.runner = web.AppRunner(self.app(), shutdown_timeout=0.5)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
 
     def has(self, model: str) -> bool:
         def norm(name: str) -> str:
@@ -243,7 +252,7 @@ LLAMA_NO_EMBEDDINGS = {
 
 
 @dataclass
-class FakeLlamaServer:
+class FakeLlamaServer(Served):
     """A llama-server as sollol's client sees it: health, props, models, streamed chat; /v1/embeddings
     answers 501 as a llama-server without `--embeddings` does (`canned` overrides any path)."""
 
@@ -263,17 +272,6 @@ class FakeLlamaServer:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/embeddings", self.embeddings)
         return app
-
-    async def start(self) -> None:
-        self.runner = web.AppRunner(self.app(), shutdown_timeout=0.5)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        self.port = self.runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
