@@ -128,6 +128,11 @@ class Answer(StrEnum):
 _NOT_SUPPORTED = ("not supported", "does not support", "unsupported", "not implemented", "requires more system memory")
 
 
+# 500s that are the request's fault: Ollama checks option types only when loading the runner, llama-server
+# answers 500 when a body field has the wrong JSON type (an nlohmann::json exception).
+_CALLERS_FAULT = ("must be of type", "json.exception")
+
+
 def judge_answer(status: int, message: str = "", kind: str = "") -> Answer:
     """Classify an error status with its message and error type (`kind`, e.g. llama-server's
     `not_supported_error`); a 2xx is never passed here."""
@@ -138,6 +143,8 @@ def judge_answer(status: int, message: str = "", kind: str = "") -> Answer:
     if status < 500:
         return Answer.refused
     text = message.lower()
+    if any(words in text for words in _CALLERS_FAULT):
+        return Answer.refused
     if any(words in text for words in _NOT_SUPPORTED):
         return Answer.elsewhere  # a 500 from an unsupported feature (llama-server throws for some of them)
     return Answer.broken

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from sollol_cli.backends.base import BackendUnavailable, StreamBroken, Unsupported, UpstreamError
 from sollol_cli.errors import ModelNotFound, NoHealthyBackend, QueueFull, SollolError
+from sollol_cli.health import Answer, judge_answer
 
 JSON_TYPE = "application/json; charset=utf-8"
 
@@ -43,6 +44,9 @@ def problem_for(exc: BaseException) -> Problem:
             return Problem(exc.status, exc.upstream_message)
         if exc.status in _PASSED_ON:  # not supported, busy loading: the backend's answer, not a failure
             return Problem(exc.status, f"{exc.backend}: {exc.upstream_message}")
+        answer = judge_answer(exc.status, exc.upstream_message, exc.kind)
+        if answer in _MEANT:  # a 500 that means "bad request" or "not supported" (see `judge_answer`)
+            return Problem(_MEANT[answer], f"{exc.backend}: {exc.upstream_message}")
         return Problem(502, str(exc))
     if isinstance(exc, BackendUnavailable | StreamBroken):
         return Problem(502, str(exc))
@@ -56,6 +60,7 @@ def problem_for(exc: BaseException) -> Problem:
 
 # 5xx a backend answers that say what it cannot do now rather than that it failed (see `health.judge_answer`).
 _PASSED_ON = (501, 503)
+_MEANT = {Answer.refused: 400, Answer.elsewhere: 501}
 
 
 def is_openai(path: str) -> bool:

@@ -7,6 +7,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
+from sollol_cli.backends.base import UpstreamError
+from sollol_cli.gateway.problems import error_body, problem_for
 from sollol_cli.health import BreakerPhase
 from tests.unit.gateway.conftest import Gateway, MakeGateway
 from tests.unit.gateway.fakes import LLAMA_NO_EMBEDDINGS, FakeLlamaServer, FakeOllama
@@ -128,3 +132,38 @@ async def test_responses_and_messages_a_node_lacks_are_refused_not_failed(gatewa
         assert body["type"] == "error" and body["error"]["type"] == "not_found_error"
     assert (await gw.post("/api/chat", CHAT)).status == 200
     assert breaker(gw, "a") == (BreakerPhase.closed, 0)
+
+
+# (id, backend status, its message, status and message the caller gets)
+PROBLEM_CASES = [
+    ("bad-request", 400, "invalid options", 400, "invalid options"),
+    ("not-found", 404, "model 'x' not found", 404, "model 'x' not found"),
+    ("not-supported", 501, "no embeddings", 501, "b (h:1): no embeddings"),
+    ("loading", 503, "Loading model", 503, "b (h:1): Loading model"),
+    ("option-type-500", 500, 'option "seed" must be of type integer', 400,
+     'b (h:1): option "seed" must be of type integer'),
+    ("unsupported-500", 500, "image input is not supported", 501, "b (h:1): image input is not supported"),
+    ("crash", 500, "runner crashed", 502, "b (h:1): HTTP 500: runner crashed"),
+    ("bad-gateway", 502, "Bad Gateway", 502, "b (h:1): HTTP 502: Bad Gateway"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "to_status", "to_message"), [c[1:] for c in PROBLEM_CASES], ids=[c[0] for c in PROBLEM_CASES]
+)
+def test_what_the_caller_gets_for_a_backends_error(status: int, message: str, to_status: int, to_message: str) -> None:
+    problem = problem_for(UpstreamError("b (h:1)", status, message))
+    assert (problem.status, problem.message) == (to_status, to_message)
+
+
+def test_each_route_family_gets_its_own_error_shape() -> None:
+    assert error_body("/api/chat", 404, "m") == {"error": "m"}
+    assert error_body("/v1/responses", 404, "m") == {
+        "error": {"message": "m", "type": "not_found_error", "param": None, "code": None}
+    }
+    assert error_body("/v1/messages", 503, "m") == {
+        "type": "error",
+        "error": {"type": "overloaded_error", "message": "m"},
+    }
+    assert error_body("/v1/messages", 502, "m")["error"]["type"] == "api_error"
+    assert error_body("/v1/messages", 422, "m")["error"]["type"] == "invalid_request_error"
