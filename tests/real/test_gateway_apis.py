@@ -52,7 +52,8 @@ def api_calls(url: str, model: str) -> dict[str, Any]:
     out: dict[str, Any] = {"response": gpt.responses.create(model=model, input=QUESTION, **settings)}
     out["response_events"] = list(gpt.responses.create(model=model, input=QUESTION, stream=True, **settings))
     claude = anthropic.Anthropic(base_url=url, api_key="unused", timeout=300)
-    greedy: dict[str, Any] = {"temperature": 0, "top_k": 1, "max_tokens": TOKENS}
+    # this anthropic client has no temperature argument any more: the fields go in the body as they are
+    greedy: dict[str, Any] = {"max_tokens": TOKENS, "extra_body": {"temperature": 0, "top_k": 1}}
     out["message"] = claude.messages.create(model=model, messages=MESSAGES, **greedy)
     with claude.messages.stream(model=model, messages=MESSAGES, **greedy) as stream:
         out["message_pieces"] = list(stream.text_stream)
