@@ -111,3 +111,40 @@ class CircuitBreaker:
         if failures >= self.failure_threshold:
             return BreakerState(BreakerPhase.open, failures, opened_at=now)
         return replace(state, failures=failures)
+
+
+class Answer(StrEnum):
+    """What a backend's error answer says about the backend. Only `broken` counts against it."""
+
+    refused = "refused"  # the request's own fault (400, 401, 413, ...): the caller gets it; the backend is fine
+    elsewhere = "elsewhere"  # it lacks this model, route or feature (404, 501): another backend may have it
+    busy = "busy"  # loading its model or full (503, 429): wait for it or go elsewhere; the backend is fine
+    broken = "broken"  # the server failed (500, 502, 504, ...): a failure for its breaker; retry elsewhere
+
+
+# Words servers use when a feature, route or model is missing rather than broken (llama-server's 501
+# `not_supported_error` "This server does not support embeddings", "Infill is not supported by this model").
+# Ollama's "model requires more system memory" is this node's limit, not a fault: another may have the memory.
+_NOT_SUPPORTED = ("not supported", "does not support", "unsupported", "not implemented", "requires more system memory")
+
+
+# 500s that are the request's fault: Ollama checks option types only when loading the runner, llama-server
+# answers 500 when a body field has the wrong JSON type (an nlohmann::json exception).
+_CALLERS_FAULT = ("must be of type", "json.exception")
+
+
+def judge_answer(status: int, message: str = "", kind: str = "") -> Answer:
+    """Classify an error status with its message and error type (`kind`, e.g. llama-server's
+    `not_supported_error`); a 2xx is never passed here."""
+    if status in (404, 405, 501) or kind in ("not_found_error", "not_supported_error"):
+        return Answer.elsewhere
+    if status in (429, 503, 529) or kind in ("unavailable_error", "overloaded_error"):
+        return Answer.busy
+    if status < 500:
+        return Answer.refused
+    text = message.lower()
+    if any(words in text for words in _CALLERS_FAULT):
+        return Answer.refused
+    if any(words in text for words in _NOT_SUPPORTED):
+        return Answer.elsewhere  # a 500 from an unsupported feature (llama-server throws for some of them)
+    return Answer.broken

@@ -98,12 +98,13 @@ class StreamBroken(BackendError):
 class UpstreamError(BackendError):
     """Why: the backend answered with an error status; `upstream_message` is its own (Ollama-style) message."""
 
-    def __init__(self, backend: str, status: int, upstream_message: str, body: bytes = b"") -> None:
+    def __init__(self, backend: str, status: int, upstream_message: str, body: bytes = b"", kind: str = "") -> None:
         super().__init__(f"{backend}: HTTP {status}: {upstream_message}")
         self.backend = backend
         self.status = status
         self.upstream_message = upstream_message
         self.body = body  # raw body, so an OpenAI pass-through can forward the error unchanged
+        self.kind = kind  # the error's `type` when the body has one (llama-server: `not_supported_error`)
 
 
 class Unsupported(BackendError):

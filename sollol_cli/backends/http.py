@@ -141,12 +141,24 @@ def error_message(body: bytes, fallback: str) -> str:
     return fallback
 
 
+def error_kind(body: bytes) -> str:
+    """The `type` of an OpenAI/llama-server `{"error": {"type": ...}}` or Anthropic error body, else ""."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return ""
+    error = data.get("error") if isinstance(data, dict) else None
+    kind = error.get("type") if isinstance(error, dict) else None
+    return kind if isinstance(kind, str) else ""
+
+
 async def _upstream_error(ref: BackendRef, resp: aiohttp.ClientResponse) -> UpstreamError:
     try:
         body = await resp.content.read(ERROR_BODY_BYTES)
     except _TRANSPORT_ERRORS:
         body = b""
-    return UpstreamError(ref.label, resp.status, error_message(body, resp.reason or "error"), body)
+    message = error_message(body, resp.reason or "error")
+    return UpstreamError(ref.label, resp.status, message, body, error_kind(body))
 
 
 @asynccontextmanager

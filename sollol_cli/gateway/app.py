@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sollol_cli.gateway import routes_ollama, routes_openai
+from sollol_cli.gateway import routes_anthropic, routes_ollama, routes_openai
 from sollol_cli.gateway.accesslog import Exchange, LineWriter, LogFormat, format_line, record
 from sollol_cli.gateway.auth import PUBLIC_PATHS, authorized
 from sollol_cli.gateway.metrics import GatewayMetrics
@@ -42,6 +42,7 @@ def create_app(
     app[GATEWAY] = state
     routes_ollama.add_routes(app)
     routes_openai.add_routes(app)
+    routes_anthropic.add_routes(app)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/sollol/status", _status)
     if health_loop:
@@ -112,7 +113,7 @@ def _middleware(state: GatewayState) -> Any:
             if (
                 key is not None
                 and path not in PUBLIC_PATHS
-                and not authorized(request.headers.get("Authorization"), key)
+                and not authorized(request.headers.get("Authorization"), key, request.headers.get("x-api-key"))
             ):
                 response = _refuse(ex, 401, "unauthorized: send the API key as 'Authorization: Bearer <key>'")
                 response.headers["WWW-Authenticate"] = "Bearer"
@@ -146,7 +147,7 @@ def _http_message(request: web.Request, exc: web.HTTPException) -> str:
         allowed = ", ".join(sorted(exc.allowed_methods))
         return f"method {request.method} is not allowed on {request.path}; use {allowed}"
     if isinstance(exc, web.HTTPNotFound):
-        return f"{request.method} {request.path} is not part of the Ollama or OpenAI API that sollol serves"
+        return f"{request.method} {request.path} is not part of the Ollama, OpenAI or Anthropic API that sollol serves"
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return f"the request body is larger than {request.client_max_size} bytes"
     return exc.reason

@@ -1,4 +1,5 @@
-"""The optional API key: `Authorization: Bearer <key>`, compared in constant time."""
+"""The optional API key: `Authorization: Bearer <key>` (or Anthropic's `x-api-key: <key>`), compared in
+constant time."""
 
 from __future__ import annotations
 
@@ -26,7 +27,10 @@ def api_key_from_env(variable: str | None, env: Mapping[str, str] | None = None)
     return value.strip().encode()
 
 
-def authorized(header: str | None, key: bytes) -> bool:
+def authorized(header: str | None, key: bytes, x_api_key: str | None = None) -> bool:
+    """`header` is `Authorization: Bearer <key>`; `x_api_key` the `x-api-key` header Anthropic's clients send."""
+    if x_api_key and hmac.compare_digest(x_api_key.strip().encode(), key):
+        return True
     if not header:
         return False
     scheme, _, token = header.partition(" ")

@@ -1,4 +1,5 @@
-"""`/api/pull` onto the nodes the manifest assigns the model to, as one merged progress stream.
+"""`/api/pull` onto the nodes the manifest assigns the model to and the Ollamas it lists under `backends:`,
+as one merged progress stream.
 
 Each node pulls concurrently. Per layer digest the merged line reports the sum of bytes every node has
 completed against the layer size times the number of nodes, so one progress bar covers the whole cluster.
@@ -33,14 +34,21 @@ def assigned_nodes(cluster: Cluster, model: str) -> list[str]:
 
 
 def pull_targets(cluster: Cluster, monitor: Monitor, model: str) -> list[BackendView]:
+    """The nodes the manifest assigns the model to, and every Ollama it lists under `backends:` (sollol does
+    not manage those, so the manifest cannot assign them models: a pull through the gateway is how they get
+    them)."""
     nodes = assigned_nodes(cluster, model)
-    if not nodes:
+    views = [
+        v
+        for v in monitor.views.values()
+        if v.spec.ref.kind == "ollama" and (not v.spec.managed or v.spec.ref.node in nodes)
+    ]
+    if not views:
         raise Problem(
             400,
-            f"model '{model}' is not assigned to any node; sollol pulls only where the manifest says: "
-            "add it to nodes[].ollama.models",
+            f"model '{model}' is not assigned to any node and no Ollama is listed under backends:; sollol pulls "
+            "only where the manifest says: add it to nodes[].ollama.models",
         )
-    views = [v for v in monitor.views.values() if v.spec.ref.kind == "ollama" and v.spec.ref.node in nodes]
     down = [v.name for v in views if not v.probe.healthy]
     if down:
         raise NoHealthyBackend(f"cannot pull '{model}': {', '.join(down)} not reachable; see `sollol status`")

@@ -1,6 +1,7 @@
 """Sending what the runtime yields: streamed chunk by chunk the moment each arrives, or collected into one
 response. Errors before the first chunk get a proper status; after it, the stream ends with an error
-frame (Ollama's last NDJSON line `{"error": ...}`, an OpenAI SSE `data: {"error": {...}}` event)."""
+frame (Ollama's last NDJSON line `{"error": ...}`, an OpenAI SSE `data: {"error": {...}}` event, an
+Anthropic `event: error` with `{"type": "error", "error": {...}}`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any, Generic, TypeVar
 from aiohttp import web
 
 from sollol_cli.gateway.accesslog import Exchange
-from sollol_cli.gateway.problems import JSON_TYPE, Problem, dumps, error_body, problem_for
+from sollol_cli.gateway.problems import JSON_TYPE, Problem, anthropic_error, dumps, error_body, problem_for
 from sollol_cli.runtime.dispatch import Trace
 
 T = TypeVar("T")
@@ -37,6 +38,12 @@ SSE: Framing[bytes] = Framing(
     "text/event-stream",
     lambda data: data,
     lambda message: b"data: " + dumps(error_body("/v1/", 500, message)) + b"\n\n",
+)
+# Anthropic pass-through: the backend's own `event:`/`data:` framing, untouched; errors as Anthropic sends them.
+ANTHROPIC_SSE: Framing[bytes] = Framing(
+    "text/event-stream",
+    lambda data: data,
+    lambda message: b"event: error\ndata: " + dumps(anthropic_error(500, message)) + b"\n\n",
 )
 
 

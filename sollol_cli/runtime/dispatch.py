@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from sollol_cli.backends import translate
-from sollol_cli.backends.base import Backend, BackendUnavailable, Chunk, StreamBroken, UpstreamError
+from sollol_cli.backends.base import Backend, BackendUnavailable, Chunk, StreamBroken, Unsupported, UpstreamError
 from sollol_cli.errors import BackendError, ModelNotFound, NoHealthyBackend, QueueFull
 from sollol_cli.events import Event, Reporter
+from sollol_cli.health import Answer, judge_answer
 from sollol_cli.manifest.models import Routing
 from sollol_cli.router import (
     NoBackend,
@@ -22,7 +23,6 @@ from sollol_cli.router import (
     QueueOutcome,
     RetryAction,
     Unavailable,
-    Wait,
     choose,
     queue_decision,
     retry_plan,
@@ -142,16 +142,18 @@ class Dispatcher:
                     await self.sharded.release(trace.model, keep_alive)
 
     async def _distributed(self, call: Callable[[Backend], AsyncIterator[T]], trace: Trace) -> AsyncIterator[T]:
-        tried: set[str] = set()
-        failures = 0
-        last_error: BackendError | None = None
+        """Only a broken backend (no answer, a broken stream, a 5xx that means the server failed) counts
+        against its breaker. A backend that lacks the model, route or feature (404, 501) or is busy loading
+        (503) is no failure: the request goes to another backend that has the model, or waits for the busy
+        one, and if none can serve it the caller gets that answer with its status."""
+        attempts = _Attempts()
         while True:
-            view = await self._acquire(trace, tried, last_error)
+            view = await self._acquire(trace, attempts)
             trace.backend = view.name
             client = view.client
             assert client is not None
             sent_any = False
-            ok: bool | None = False
+            ok: bool | None = None  # neither success nor failure unless decided below
             try:
                 async for chunk in _timed(call(client), trace):
                     sent_any = True
@@ -160,35 +162,44 @@ class Dispatcher:
                 view.speed = view.speed.updated(ttft_s=trace.ttft_s, tokens_per_s=trace.tokens_per_s)
                 return
             except (BackendUnavailable, StreamBroken, UpstreamError) as exc:
-                if isinstance(exc, UpstreamError) and exc.status < 500 and exc.status != 404:
-                    ok = True  # the client's mistake (bad request), not the backend's: no retry, no breaker
-                    raise
-                failures += 1
-                last_error = exc
-                tried.add(view.name)
+                answer = _judge(exc)
+                ok = _COUNTS_AS[answer]
+                if answer is Answer.refused:
+                    raise  # the client's mistake (bad request), not the backend's: no retry
+                attempts.last_error = exc
+                attempts.tried.add(view.name)
                 trace.attempts.append(exc.message)
-                action = retry_plan(failures, self.routing.retries, first_byte_sent=sent_any)
-                if action is not RetryAction.retry_elsewhere:
-                    raise
+                if answer is Answer.busy:
+                    attempts.busy.add(view.name)
+                    attempts.busy_since = attempts.busy_since or time.monotonic()
+                if answer is Answer.broken:
+                    attempts.failures += 1
+                    action = retry_plan(attempts.failures, self.routing.retries, first_byte_sent=sent_any)
+                    if action is not RetryAction.retry_elsewhere:
+                        raise
+            except Unsupported:
+                ok = True  # this kind of backend cannot do it (e.g. images on llama-server /api/generate)
+                raise
             except (GeneratorExit, asyncio.CancelledError):
                 ok = None  # the caller went away: neither the backend's success nor its failure
                 raise
             finally:
-                self.monitor.finished(
-                    view, ok=ok, error=None if ok else (str(last_error) if last_error else "cancelled")
-                )
+                error = attempts.last_error
+                self.monitor.finished(view, ok=ok, error=str(error) if error else None)
 
-    async def _acquire(self, trace: Trace, tried: set[str], last_error: BackendError | None) -> BackendView:
-        """Pick a backend with a free slot, waiting in the bounded queue while all are busy."""
-        queued_at: float | None = None
+    async def _acquire(self, trace: Trace, attempts: _Attempts) -> BackendView:
+        """Pick a backend with a free slot, waiting in the bounded queue while all are full, or while the
+        only ones left answered busy (they are tried again after the next probe or finished request; the
+        wait for them counts from their first busy answer)."""
+        started: float | None = None
         ahead = self.waiting
         while True:
-            choice = choose(trace.model, self.monitor.candidates(), tried=frozenset(tried))
+            choice = choose(trace.model, self.monitor.candidates(), tried=frozenset(attempts.tried))
             if isinstance(choice, Picked):
                 view = self.monitor.view(choice.backend)
                 self.monitor.started(view)
-                if queued_at is not None:
-                    trace.queued_s += time.monotonic() - queued_at
+                if started is not None:
+                    trace.queued_s += time.monotonic() - started
                 return view
             if isinstance(choice, NoBackend):
                 if choice.why is Unavailable.model_unknown:
@@ -203,17 +214,20 @@ class Dispatcher:
                             f"{len(silent)} did not answer: {', '.join(silent)}"
                         )
                     raise ModelNotFound(f"model '{trace.model}' not found on any node", hint="see `sollol status`")
-                if choice.why is Unavailable.all_tried and last_error is not None:
-                    raise last_error
-                raise NoHealthyBackend(choice.reason)
-            assert isinstance(choice, Wait)
-            if queued_at is None:
-                queued_at = time.monotonic()
+                if not attempts.busy:
+                    if choice.why is Unavailable.all_tried and attempts.last_error is not None:
+                        raise attempts.last_error
+                    raise NoHealthyBackend(choice.reason)
+            now = time.monotonic()
+            started = started if started is not None else now
+            queued_at = attempts.busy_since if attempts.busy and attempts.busy_since is not None else started
             verdict = queue_decision(
                 trace.model, queued_ahead=ahead, max_queue=self.routing.queue_length,
-                waited_s=time.monotonic() - queued_at, max_wait_s=self.routing.queue_wait,
+                waited_s=now - queued_at, max_wait_s=self.routing.queue_wait,
             )  # fmt: skip
             if verdict.outcome is not QueueOutcome.wait:
+                if attempts.busy and attempts.last_error is not None:
+                    raise attempts.last_error  # still busy after the whole wait: its own 503 ("Loading model")
                 raise QueueFull(verdict.message)
             self.waiting += 1
             try:
@@ -222,6 +236,8 @@ class Dispatcher:
                 pass
             finally:
                 self.waiting -= 1
+            attempts.tried.difference_update(attempts.busy)  # the busy ones get another chance after a wait
+            attempts.busy.clear()
             ahead = 0  # once queued, it competes on equal terms with the others already waiting
 
 
@@ -238,6 +254,29 @@ def _unload_reply(op: Operation, body: dict[str, Any]) -> Chunk | None:
             return None
         done = {"response": ""}
     return {"model": model, "created_at": translate.now_rfc3339(), **done, "done": True, "done_reason": "unload"}
+
+
+@dataclass
+class _Attempts:
+    """What the attempts at one request met so far."""
+
+    tried: set[str] = field(default_factory=set)  # backends not to ask again
+    busy: set[str] = field(default_factory=set)  # tried ones that were busy: asked again after a wait
+    busy_since: float | None = None  # the first busy answer
+    failures: int = 0  # broken backends (the retry budget)
+    last_error: BackendError | None = None
+
+
+# How each kind of answer counts for the backend's breaker: success, neither (only the slot is freed), failure.
+_COUNTS_AS: dict[Answer, bool | None] = {
+    Answer.refused: True, Answer.elsewhere: True, Answer.busy: None, Answer.broken: False,
+}  # fmt: skip
+
+
+def _judge(exc: BackendError) -> Answer:
+    if isinstance(exc, UpstreamError):
+        return judge_answer(exc.status, exc.upstream_message, exc.kind)
+    return Answer.broken  # no answer at all, or a stream that broke
 
 
 class single(Generic[T]):  # lower case: it reads as the function it stands for

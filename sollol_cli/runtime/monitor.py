@@ -202,7 +202,8 @@ class Monitor:
         view.breaker = self.breaker.on_request(view.breaker, self.clock())
 
     def finished(self, view: BackendView, *, ok: bool | None, error: str | None = None) -> None:
-        """`ok=None`: the caller cancelled; only the slot is released."""
+        """`ok=None`: neither a success nor a failure (the caller cancelled, or the backend was busy loading);
+        only the slot is released. Refusals (404, 501, a bad request) are `ok=True`: the backend answered."""
         view.in_flight -= 1
         if ok is None:
             pass

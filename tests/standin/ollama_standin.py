@@ -1342,6 +1342,279 @@ async def openai_model(request: web.Request) -> web.Response:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# HTTP: the OpenAI Responses API and the Anthropic Messages API (Ollama's openai/responses.go and
+# anthropic/anthropic.go: both are converted to a chat and answered as events `event: <type>\ndata: {...}`)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _content_text(content: Any, text_types: tuple[str, ...]) -> str:
+    """A message's text: a string, or the concatenated ``text`` of its parts of the given types."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict) and p.get("type") in text_types)
+
+
+async def _converted_chat(
+    request: web.Request,
+    state: StandinState,
+    name: str,
+    messages: list[dict[str, Any]],
+    options: dict[str, Any],
+    fmt: Any,
+    emit: Callable[[str], Awaitable[None]],
+) -> Outcome:
+    """Run the chat these APIs are converted to; ``emit`` gets each token as it is generated."""
+    spec = _inference_target(state, name, ApiError(400, "model is required"))
+    if not spec.completion:
+        raise ApiError(400, f'"{name}" does not support chat')
+    options = check_options(options)
+    text = render_messages(messages)
+    tokens, done_reason = plan_answer(state.name, spec, text, options, fmt, state.config.response_tokens)
+    return await state.generate(
+        spec,
+        route=request.path,
+        prompt=text,
+        tokens=tokens,
+        done_reason=done_reason,
+        keep_alive=state.config.keep_alive,
+        options=options,
+        faults=dataclasses.replace(state.faults),
+        emit=emit,
+    )
+
+
+class EventWriter(NdjsonWriter):
+    """Server-sent events with a type line, as Ollama's Responses and Anthropic middlewares write them."""
+
+    def __init__(self, request: web.Request) -> None:
+        super().__init__(request, "text/event-stream")
+
+    async def event(self, kind: str, data: dict[str, Any]) -> None:
+        await self.send_raw(f"event: {kind}\n".encode() + b"data: " + go_json(data) + b"\n\n")
+
+
+def _responses_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    if body.get("instructions"):
+        messages.append({"role": "system", "content": str(body["instructions"])})
+    raw = body.get("input")
+    if isinstance(raw, str):
+        if raw:
+            messages.append({"role": "user", "content": raw})
+    elif isinstance(raw, list):
+        for index, item in enumerate(raw):
+            if not isinstance(item, dict):
+                raise ApiError(400, f"input[{index}]: input item missing required 'type' field")
+            kind = item.get("type") or ("message" if item.get("role") else "")
+            if kind == "message":
+                text = _content_text(item.get("content"), ("input_text", "output_text"))
+                messages.append({"role": str(item.get("role") or ""), "content": text})
+            elif kind == "function_call_output":
+                messages.append({"role": "tool", "content": str(item.get("output") or "")})
+            elif kind not in ("function_call", "reasoning"):
+                raise ApiError(400, f"input[{index}]: unknown input item type: {json.dumps(kind)}")
+    elif raw is not None:
+        raise ApiError(400, "input must be a string or array")
+    return messages
+
+
+def _responses_object(
+    body: dict[str, Any], ident: str, status: str, output: list[Any], usage: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The response object Ollama's responses converter builds, echoing the request's settings."""
+    text = body.get("text") if isinstance(body.get("text"), dict) else None
+    fmt = text.get("format") if text and isinstance(text.get("format"), dict) else {"type": "text"}
+    return {
+        "id": ident, "object": "response", "created_at": int(time.time()), "completed_at": None,
+        "status": status, "incomplete_details": None, "model": body.get("model"), "previous_response_id": None,
+        "instructions": body.get("instructions") or None, "output": output, "error": None,
+        "tools": body.get("tools") or [], "tool_choice": "auto", "truncation": body.get("truncation") or "disabled",
+        "parallel_tool_calls": True, "text": {"format": fmt}, "top_p": body.get("top_p", 1.0),
+        "presence_penalty": 0, "frequency_penalty": 0, "top_logprobs": 0,
+        "temperature": 1.0 if body.get("temperature") is None else body["temperature"], "reasoning": None,
+        "usage": usage, "max_output_tokens": body.get("max_output_tokens"), "max_tool_calls": None,
+        "store": False, "background": bool(body.get("background")), "service_tier": "default", "metadata": {},
+        "safety_identifier": None, "prompt_cache_key": None,
+    }  # fmt: skip
+
+
+def _responses_message(item_id: str, status: str, text: str | None) -> dict[str, Any]:
+    content = [] if text is None else [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
+    return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": content}
+
+
+async def openai_responses(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/responses``: stateless; ``stream`` defaults to false."""
+    state = _state(request)
+    body = await _openai_body(request)
+    name = str(body.get("model") or "")
+    messages = _responses_messages(body)
+    options: dict[str, Any] = {"temperature": 1.0 if body.get("temperature") is None else body["temperature"]}
+    if body.get("top_p") is not None:
+        options["top_p"] = body["top_p"]
+    if body.get("max_output_tokens") is not None:
+        options["num_predict"] = body["max_output_tokens"]
+    text_format = (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None
+    fmt = isinstance(text_format, dict) and text_format.get("type") == "json_schema"
+    ident, item_id = f"resp_{state.next_id()}", f"msg_{state.next_id()}"
+    writer = EventWriter(request) if body.get("stream") is True else None
+    sequence = 0
+    sent: list[str] = []
+
+    async def event(kind: str, data: dict[str, Any]) -> None:
+        nonlocal sequence
+        assert writer is not None
+        await writer.event(kind, {**data, "type": kind, "sequence_number": sequence})
+        sequence += 1
+
+    async def begin() -> None:
+        for kind in ("response.created", "response.in_progress"):
+            await event(kind, {"response": _responses_object(body, ident, "in_progress", [], None)})
+
+    async def emit(token: str) -> None:
+        if writer is None:
+            return
+        if not sent:
+            await begin()
+            await event(
+                "response.output_item.added",
+                {"output_index": 0, "item": _responses_message(item_id, "in_progress", None)},
+            )
+            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            await event(
+                "response.content_part.added", {"item_id": item_id, "output_index": 0, "content_index": 0, "part": part}
+            )
+        sent.append(token)
+        delta = {"item_id": item_id, "output_index": 0, "content_index": 0, "delta": token, "logprobs": []}
+        await event("response.output_text.delta", delta)
+
+    try:
+        outcome = await _converted_chat(request, state, name, messages, options, fmt, emit)
+    except InjectedStreamError as err:
+        if writer is not None and writer.started:
+            return await writer.finish()  # Ollama's converter drops the error line: the stream just ends
+        raise ApiError(500, str(err)) from None
+    except DropConnection:
+        return await drop_connection(request)
+    usage = {
+        "input_tokens": outcome.prompt_eval_count, "output_tokens": outcome.eval_count,
+        "total_tokens": outcome.prompt_eval_count + outcome.eval_count,
+        "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0},
+    }  # fmt: skip
+    output = [_responses_message(item_id, "completed", outcome.text)]
+    if writer is None:
+        return json_response(
+            {**_responses_object(body, ident, "completed", output, usage), "completed_at": int(time.time())}
+        )
+    if not sent:
+        await begin()
+    else:
+        part = {"type": "output_text", "text": outcome.text, "annotations": [], "logprobs": []}
+        where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+        await event("response.output_text.done", {**where, "text": outcome.text, "logprobs": []})
+        await event("response.content_part.done", {**where, "part": part})
+        await event("response.output_item.done", {"output_index": 0, "item": output[0]})
+    final = _responses_object(body, ident, "completed", output if sent else [], usage)
+    await event("response.completed", {"response": {**final, "completed_at": int(time.time())}})
+    return await writer.finish()
+
+
+def anthropic_error(status: int, message: str) -> dict[str, Any]:
+    kinds = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+             404: "not_found_error", 429: "rate_limit_error", 503: "overloaded_error"}  # fmt: skip
+    error = {"type": kinds.get(status, "api_error"), "message": message}
+    return {"type": "error", "error": error, "request_id": f"req_{os.urandom(12).hex()}"}
+
+
+def _anthropic_stop_reason(done_reason: str) -> str:
+    return {"stop": "end_turn", "length": "max_tokens"}.get(done_reason, "stop_sequence" if done_reason else "")
+
+
+async def anthropic_messages(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/messages``: ``max_tokens`` is required; ``stream`` defaults to false."""
+    state = _state(request)
+    body = await _openai_body(request)
+    name = str(body.get("model") or "")
+    if not name:
+        raise ApiError(400, "model is required")
+    max_tokens = body.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens <= 0:
+        raise ApiError(400, "max_tokens is required and must be positive")
+    raw_messages = body.get("messages")
+    if not isinstance(raw_messages, list) or not raw_messages:
+        raise ApiError(400, "messages is required")
+    system = _content_text(body.get("system"), ("text",))
+    turns = [
+        {"role": str(m.get("role") or "").lower(), "content": _content_text(m.get("content"), ("text",))}
+        for m in raw_messages
+        if isinstance(m, dict)
+    ]
+    messages = ([{"role": "system", "content": system}] if system else []) + turns
+    options: dict[str, Any] = {"num_predict": max_tokens}
+    for key, option in (
+        ("temperature", "temperature"),
+        ("top_p", "top_p"),
+        ("top_k", "top_k"),
+        ("stop_sequences", "stop"),
+    ):
+        if body.get(key) is not None:
+            options[option] = body[key]
+    # Ollama estimates input tokens for message_start as characters / 4 (the real count comes at the end)
+    estimate = max(1, (len(system) + sum(len(t["role"]) + len(t["content"]) for t in turns)) // 4)
+    ident = f"msg_{os.urandom(12).hex()}"
+    writer = EventWriter(request) if body.get("stream") is True else None
+    sent: list[str] = []
+
+    def message(content: list[Any] | None, usage: dict[str, int], stop_reason: str = "") -> dict[str, Any]:
+        reply: dict[str, Any] = {"id": ident, "type": "message", "role": "assistant", "model": name, "content": content}
+        if stop_reason:
+            reply["stop_reason"] = stop_reason
+        return {**reply, "usage": usage}
+
+    async def begin() -> None:
+        assert writer is not None
+        start = message([], {"input_tokens": estimate, "output_tokens": 0})
+        await writer.event("message_start", {"type": "message_start", "message": start})
+
+    async def emit(token: str) -> None:
+        if writer is None:
+            return
+        if not sent:
+            await begin()
+            block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+            await writer.event("content_block_start", block)
+        sent.append(token)
+        delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": token}}
+        await writer.event("content_block_delta", delta)
+
+    try:
+        outcome = await _converted_chat(request, state, name, messages, options, None, emit)
+    except InjectedStreamError as err:
+        if writer is not None and writer.started:
+            return await writer.finish()  # Ollama's converter drops the error line: the stream just ends
+        raise ApiError(500, str(err)) from None
+    except DropConnection:
+        return await drop_connection(request)
+    usage = {"input_tokens": outcome.prompt_eval_count, "output_tokens": outcome.eval_count}
+    stop_reason = _anthropic_stop_reason(outcome.done_reason)
+    if writer is None:
+        # Go encodes the empty content list of an empty answer as null
+        content = [{"type": "text", "text": outcome.text}] if outcome.text else None
+        return json_response(message(content, usage, stop_reason))
+    if not sent:
+        await begin()
+    else:
+        await writer.event("content_block_stop", {"type": "content_block_stop", "index": 0})
+    await writer.event(
+        "message_delta", {"type": "message_delta", "delta": {"stop_reason": stop_reason}, "usage": usage}
+    )
+    await writer.event("message_stop", {"type": "message_stop"})
+    return await writer.finish()
+
+
+# ---------------------------------------------------------------------------------------------------------
 # HTTP: test-only control routes
 # ---------------------------------------------------------------------------------------------------------
 
@@ -1388,6 +1661,8 @@ async def ollama_middleware(
         await state.before_request(request.path)
         return await handler(request)
     except ApiError as err:
+        if request.path == "/v1/messages":  # Ollama's Anthropic middleware answers in Anthropic's shape
+            return json_response(anthropic_error(err.status, err.message), err.status)
         return error_response(err.status, err.message, openai)
     except web.HTTPNotFound:
         return web.Response(status=404, text="404 page not found")
@@ -1413,6 +1688,8 @@ def build_app(state: StandinState) -> web.Application:
     app.router.add_post("/v1/chat/completions", openai_chat)
     app.router.add_post("/v1/completions", openai_completions)
     app.router.add_post("/v1/embeddings", openai_embeddings)
+    app.router.add_post("/v1/responses", openai_responses)
+    app.router.add_post("/v1/messages", anthropic_messages)
     app.router.add_get("/v1/models", openai_models, allow_head=False)
     app.router.add_get("/v1/models/{model:.+}", openai_model, allow_head=False)
     app.router.add_get("/_standin/stats", standin_stats, allow_head=False)

@@ -6,7 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sollol_cli.health import BreakerPhase, BreakerState, CircuitBreaker, ProbeSchedule, ProbeState
+from sollol_cli.health import (
+    Answer,
+    BreakerPhase,
+    BreakerState,
+    CircuitBreaker,
+    ProbeSchedule,
+    ProbeState,
+    judge_answer,
+)
 
 SCHEDULE = ProbeSchedule(interval_s=5.0, max_backoff_s=60.0, jitter=0.2, unhealthy_after=2)
 
@@ -120,3 +128,42 @@ def test_breaker_methods_return_new_states() -> None:
     after = BREAKER.on_failure(before, 0.0)
     assert before == BreakerState()
     assert after.failures == 1
+
+
+# (id, status, message, error type, what the answer says about the backend)
+ANSWER_CASES = [
+    ("bad-request", 400, "invalid JSON body", "", Answer.refused),
+    ("ollama-feature-400", 400, '"tiny" does not support tools', "", Answer.refused),
+    ("unauthorized", 401, "unauthorized", "authentication_error", Answer.refused),
+    ("too-large", 413, "request entity too large", "", Answer.refused),
+    ("context-exceeded", 400, "the request exceeds the context size", "exceed_context_size_error", Answer.refused),
+    ("model-not-found", 404, "model 'x' not found", "", Answer.elsewhere),
+    ("route-missing-ollama", 404, "404 page not found", "", Answer.elsewhere),
+    ("route-missing-llama", 404, "File Not Found", "not_found_error", Answer.elsewhere),
+    ("method-not-allowed", 405, "405 method not allowed", "", Answer.elsewhere),
+    ("no-embeddings", 501, "This server does not support embeddings. Start it with `--embeddings`",
+     "not_supported_error", Answer.elsewhere),
+    ("not-implemented-bare", 501, "Not Implemented", "", Answer.elsewhere),
+    ("thrown-unsupported-500", 500, "image input is not supported - hint: provide the mmproj", "server_error",
+     Answer.elsewhere),
+    ("ollama-memory", 500, "model requires more system memory (9 GiB) than is available (4 GiB)", "",
+     Answer.elsewhere),
+    ("loading", 503, "Loading model", "unavailable_error", Answer.busy),
+    ("no-slot", 503, "no slot available", "unavailable_error", Answer.busy),
+    ("ollama-queue-full", 503, "server busy, please try again.  maximum pending requests exceeded", "", Answer.busy),
+    ("rate-limited", 429, "too many requests", "", Answer.busy),
+    ("ollama-option-type", 500, 'option "num_predict" must be of type integer', "", Answer.refused),
+    ("llama-json-type", 500, "[json.exception.type_error.302] type must be string, but is number", "server_error",
+     Answer.refused),
+    ("runner-crashed", 500, "llama runner process has terminated: exit status 2", "", Answer.broken),
+    ("server-error", 500, "Internal Server Error", "server_error", Answer.broken),
+    ("bad-gateway", 502, "Bad Gateway", "", Answer.broken),
+    ("gateway-timeout", 504, "Gateway Timeout", "", Answer.broken),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "kind", "answer"), [c[1:] for c in ANSWER_CASES], ids=[c[0] for c in ANSWER_CASES]
+)
+def test_judge_answer(status: int, message: str, kind: str, answer: Answer) -> None:
+    assert judge_answer(status, message, kind) is answer

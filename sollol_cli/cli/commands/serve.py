@@ -35,7 +35,7 @@ def serve(
     manifest: ManifestOpt = None,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Serve the cluster as one Ollama- and OpenAI-compatible server, in the foreground."""
+    """Serve the cluster as one Ollama-, OpenAI- and Anthropic-compatible server, in the foreground."""
 
     async def body() -> None:
         from sollol_cli.gateway.auth import api_key_from_env

@@ -11,8 +11,29 @@ from typing import Any
 from aiohttp import web
 
 
+class Served:
+    """`start()` on 127.0.0.1 (a free port unless `port` is set) and `stop()`, for a fake with `app()`."""
+
+    runner: web.AppRunner | None
+    port: int
+
+    def app(self) -> web.Application:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self.runner = web.AppRunner(self.app(), shutdown_timeout=0.5)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        self.port = self.runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
 @dataclass
-class FakeOllama:
+class FakeOllama(Served):
     name: str
     models: list[str] = field(default_factory=lambda: ["tiny:latest"])
     tokens: int = 5
@@ -28,11 +49,13 @@ class FakeOllama:
     bodies: list[dict[str, Any]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     copied: list[tuple[str, str]] = field(default_factory=list)
+    # per path, answers sent instead of the normal one, first to last: (status, JSON body, or text for str)
+    canned: dict[str, list[tuple[int, Any]]] = field(default_factory=dict)
     runner: web.AppRunner | None = None
     port: int = 0
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[canned_answers(self.canned)])
         app.router.add_get("/api/version", self.get_version)
         app.router.add_get("/api/tags", self.tags)
         app.router.add_get("/api/ps", self.ps)
@@ -46,18 +69,6 @@ class FakeOllama:
         app.router.add_post("/v1/chat/completions", self.openai_chat)
         app.router.add_post("/v1/embeddings", self.openai_embeddings)
         return app
-
-    async def start(self) -> None:
-        self.runner = web.AppRunner(self.app(), shutdown_timeout=0.5)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
 
     def has(self, model: str) -> bool:
         def norm(name: str) -> str:
@@ -211,3 +222,86 @@ class FakeOllama:
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         data = [{"object": "embedding", "index": i, "embedding": [0.1, 0.2]} for i, _ in enumerate(inputs)]
         return web.json_response({"object": "list", "data": data, "model": body["model"], "usage": {}})
+
+
+def canned_answers(canned: dict[str, list[tuple[int, Any]]]) -> Any:
+    """A middleware that answers a path with its next canned (status, body) while any are left."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        queue = canned.get(request.path)
+        if not queue:
+            response: web.StreamResponse = await handler(request)
+            return response
+        status, body = queue.pop(0)
+        if isinstance(body, str):
+            return web.Response(status=status, text=body)
+        return web.json_response(body, status=status)
+
+    return middleware
+
+
+# llama-server's own answer to /v1/embeddings when started without --embeddings
+LLAMA_NO_EMBEDDINGS = {
+    "error": {
+        "code": 501,
+        "message": "This server does not support embeddings. Start it with `--embeddings`",
+        "type": "not_supported_error",
+    }
+}
+
+
+@dataclass
+class FakeLlamaServer(Served):
+    """A llama-server as sollol's client sees it: health, props, models, streamed chat; /v1/embeddings
+    answers 501 as a llama-server without `--embeddings` does (`canned` overrides any path)."""
+
+    name: str
+    model_path: str = "/models/tiny.gguf"
+    canned: dict[str, list[tuple[int, Any]]] = field(default_factory=dict)
+    chats: int = 0
+    runner: web.AppRunner | None = None
+    port: int = 0
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[canned_answers(self.canned)])
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/props", self.props)
+        app.router.add_get("/slots", self.slots)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/embeddings", self.embeddings)
+        return app
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def slots(self, request: web.Request) -> web.Response:
+        return web.json_response([{"id": 0, "is_processing": False}])
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        return web.json_response(LLAMA_NO_EMBEDDINGS, status=501)
+
+    async def props(self, request: web.Request) -> web.Response:
+        settings = {"n_ctx": 1024}
+        return web.json_response(
+            {"model_path": self.model_path, "total_slots": 1, "build_info": "b1-fake",
+             "default_generation_settings": settings}
+        )  # fmt: skip
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"data": [{"id": self.model_path, "meta": {"n_params": 1000, "size": 2000}}]})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        self.chats += 1
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for event in (
+            {"choices": [{"index": 0, "delta": {"content": f"{self.name} says hi"}, "finish_reason": None}]},
+            {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+             "usage": {"prompt_tokens": 3, "completion_tokens": 1}},
+        ):  # fmt: skip
+            await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response

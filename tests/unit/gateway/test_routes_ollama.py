@@ -161,6 +161,31 @@ async def test_pull_of_an_unassigned_model_is_refused(gateway: MakeGateway) -> N
     assert "nodes[].ollama.models" in (await resp.json())["error"]
 
 
+async def test_pull_reaches_the_ollamas_listed_under_backends(gateway: MakeGateway) -> None:
+    """Unmanaged Ollamas cannot be assigned models in the manifest: every pull goes to them as well."""
+    a, b = FakeOllama("a"), FakeOllama("b", models=["other"])
+    await b.start()
+    try:
+        gw = await gateway(a, backends=[{"name": "b", "kind": "ollama", "address": "127.0.0.1", "port": b.port}])
+        resp = await gw.post("/api/pull", {"model": "extra"})  # on no node: b alone
+        assert resp.headers["X-Sollol-Backend"] == "b"
+        lines = await lines_of(resp)
+        assert lines[-1] == {"status": "success"}
+        assert [line for line in lines if "digest" in line][-1]["total"] == 100
+        assert "extra" in b.models and "extra" not in a.models
+        resp = await gw.post("/api/pull", {"model": "tiny"})  # assigned to a: a and b
+        assert resp.headers["X-Sollol-Backend"] == "a,b"
+        lines = await lines_of(resp)
+        assert [line for line in lines if "digest" in line][-1] == {
+            "status": "pulling d1", "digest": "sha256:d1", "total": 200, "completed": 200,
+        }  # fmt: skip
+        assert a.models == ["tiny:latest", "tiny"] and b.models == ["other", "extra", "tiny"]
+        listed = [m["name"] for m in (await (await gw.get("/api/tags")).json())["models"]]
+        assert "extra:latest" in listed  # re-probed after the pull: routable at once
+    finally:
+        await b.stop()
+
+
 async def test_pull_failure_ends_the_stream_with_an_error_line(gateway: MakeGateway) -> None:
     gw = await gateway(FakeOllama("a", models=["missing:latest"]))
     lines = await lines_of(await gw.post("/api/pull", {"model": "missing:latest"}))
@@ -188,7 +213,7 @@ async def test_unsupported_routes_say_so_without_a_500(gateway: MakeGateway) -> 
     assert "ollama create" in (await resp.json())["error"]
     resp = await gw.post("/api/nothing", {"model": "x"})
     assert resp.status == 404
-    assert "not part of the Ollama or OpenAI API" in (await resp.json())["error"]
+    assert "not part of the Ollama, OpenAI or Anthropic API" in (await resp.json())["error"]
     resp = await gw.get("/api/chat")
     assert resp.status == 405
     assert "use POST" in (await resp.json())["error"]
