@@ -105,6 +105,22 @@ def up_table(local: Local, status: str) -> str:
     )
 
 
+DOWN_CHANGED = (
+    "node   status   services  detail  \n"
+    "shard  changed  -         1 change\n"
+    "whole  changed  -         1 change\n"
+    "ol     changed  -         1 change\n"
+    "3 nodes changed\n"
+)
+DOWN_UNCHANGED = (
+    "node   status     services  detail\n"
+    "shard  unchanged  -               \n"
+    "whole  unchanged  -               \n"
+    "ol     unchanged  -               \n"
+    "3 nodes unchanged\n"
+)
+
+
 def without_machine_memory(table: str) -> list[str]:
     """The lines, with this machine's memory (llamacpp and ollama nodes, and any node that is down) as
     `<memory>` and one space after the `free` column, whose width follows from it."""
@@ -127,25 +143,11 @@ def test_up_is_idempotent_and_down_stops_everything(local: Local) -> None:
     again = invoke("up", local.manifest, "-q")
     assert (again.exit_code, again.stdout, again.stderr) == (0, "", up_table(local, "unchanged"))
     down = invoke("down", local.manifest, "-q")
-    assert (down.exit_code, down.stdout) == (0, "")
-    assert down.stderr == (
-        "node   status   services  detail  \n"
-        "shard  changed  -         1 change\n"
-        "whole  changed  -         1 change\n"
-        "ol     changed  -         1 change\n"
-        "3 nodes changed\n"
-    )
+    assert (down.exit_code, down.stdout, down.stderr) == (0, "", DOWN_CHANGED)
     assert not any(listening(port) for port in (local.rpc, local.llama, local.ollama))
     assert local.pidfiles() == []
     again = invoke("down", local.manifest, "-q")
-    assert (again.exit_code, again.stdout) == (0, "")
-    assert again.stderr == (
-        "node   status     services  detail\n"
-        "shard  unchanged  -               \n"
-        "whole  unchanged  -               \n"
-        "ol     unchanged  -               \n"
-        "3 nodes unchanged\n"
-    )
+    assert (again.exit_code, again.stdout, again.stderr) == (0, "", DOWN_UNCHANGED)
 
 
 def test_status_before_and_after_down(local: Local) -> None:
