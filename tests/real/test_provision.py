@@ -155,7 +155,10 @@ def test_down_stops_exactly_what_up_started(lab: Lab, tmp_path: Path) -> None:
     stranger = lab.hosts.spawn_in(
         node1, "exec /root/.sollol/bin/rpc-server -H 127.0.0.1 -p 50099", log=tmp_path / "s.log"
     )
-    time.sleep(0.5)
+    deadline = time.monotonic() + 10  # it listens before `down` runs, so `down` could mistake it for ours
+    while "127.0.0.1:50099" not in lab.listening("node1"):
+        assert time.monotonic() < deadline and stranger.poll() is None, (tmp_path / "s.log").read_text()
+        time.sleep(0.05)
     down = invoke("down", str(lab.manifest), "--json")
     assert down.exit_code == 0, down.stderr
     data = json.loads(down.stdout)
