@@ -1413,7 +1413,7 @@ async def standin_release(request: web.Request) -> web.Response:
 
 
 async def _record_body(state: StandinState, request: web.Request) -> None:
-    if request.method != "POST" and request.method != "DELETE":
+    if request.method not in ("POST", "DELETE"):
         return
     with contextlib.suppress(ValueError, UnicodeDecodeError):
         body = json.loads(await request.read())  # aiohttp keeps the bytes: the handler reads them again
