@@ -301,29 +301,37 @@ async def test_requests_beyond_the_slots_wait_in_a_queue(ollama_standin: Standin
 
 
 async def test_a_full_queue_answers_503(ollama_standin: StandinFactory) -> None:
-    standin = ollama_standin({"num_parallel": 1, "max_queue": 1, "tokens_per_second": 40})
+    standin = ollama_standin({"num_parallel": 1, "max_queue": 1, "faults": {"hold_after_tokens": 1}, **FAST})
     client = ollama.AsyncClient(host=standin.url)
     running = asyncio.ensure_future(client.generate(model="tiny", prompt="a"))
     queued = asyncio.ensure_future(client.generate(model="tiny", prompt="b"))
-    await asyncio.to_thread(standin.wait_until, lambda s: s["active"] == 1 and s["queued"] == 1)
+    await asyncio.to_thread(standin.wait_until, lambda s: s["held"] == 1 and s["queued"] == 1)
     with pytest.raises(ollama.ResponseError) as busy:
         await client.generate(model="tiny", prompt="c")
     assert busy.value.status_code == 503
     assert busy.value.error == "server busy, please try again.  maximum pending requests exceeded"
+    for _ in range(2):  # the running one, then the one that waited
+        await asyncio.to_thread(standin.wait_until, lambda s: s["held"] == 1)
+        standin.release()
     assert [r.eval_count for r in await asyncio.gather(running, queued)] == [16, 16]
 
 
 async def test_each_model_has_its_own_slots(ollama_standin: StandinFactory) -> None:
-    standin = ollama_standin({"models": ["a", "b"], "num_parallel": 1, "tokens_per_second": 200})
+    standin = ollama_standin({"models": ["a", "b"], "num_parallel": 1, "faults": {"hold_after_tokens": 1}, **FAST})
     client = ollama.AsyncClient(host=standin.url)
-    await asyncio.gather(*(client.generate(model=m, prompt="x") for m in ("a", "b", "a", "b")))
+    requests = asyncio.gather(*(client.generate(model=m, prompt="x") for m in ("a", "b", "a", "b")))
+    for _ in range(2):  # one per model at a time, each model's second one waiting for its slot
+        stats = await asyncio.to_thread(standin.wait_until, lambda s: s["held"] == 2)
+        assert stats["active_by_model"] == {"a:latest": 1, "b:latest": 1}
+        standin.release()
+    await requests
     stats = standin.stats()
     assert stats["max_concurrency_by_model"] == {"a:latest": 1, "b:latest": 1}
     assert stats["max_concurrency"] == 2
 
 
 async def test_client_disconnect_cancels_the_generation_and_frees_the_slot(ollama_standin: StandinFactory) -> None:
-    standin = ollama_standin({"num_parallel": 1, "tokens_per_second": 20})
+    standin = ollama_standin({"num_parallel": 1, "faults": {"hold_after_tokens": 1}, **FAST})
     async with aiohttp.ClientSession() as session:
         response = await session.post(standin.url + "/api/generate", json={"model": "tiny", "prompt": "long"})
         first = json.loads(await response.content.readline())
@@ -339,8 +347,9 @@ async def test_client_disconnect_cancels_the_generation_and_frees_the_slot(ollam
         stats = await asyncio.to_thread(standin.wait_until, lambda s: s["cancelled"] == 2 and s["active"] == 0)
         assert stats["queued"] == 0 and stats["completed"] == 0
         dropped = [r for r in stats["recent"] if r["prompt"] == "long"][0]
-        assert dropped["status"] == "cancelled" and dropped["eval_count"] < 16
+        assert dropped["status"] == "cancelled" and dropped["eval_count"] == 1  # stopped where it was held
         standin.reset_stats()
+        standin.clear_faults()
         standin_fast = {"model": "tiny", "prompt": "next", "stream": False, "options": {"num_predict": 2}}
         async with session.post(standin.url + "/api/generate", json=standin_fast) as after:
             assert (await after.json())["eval_count"] == 2  # the slot was freed
