@@ -72,7 +72,8 @@ class StandinHandle:
 
     def stats(self) -> dict[str, Any]:
         """Counters: ``requests`` per "METHOD /path", ``max_concurrency``, ``active``, ``queued``,
-        ``completed``, ``cancelled``, ``faults_fired`` and the ``recent`` inference requests."""
+        ``completed``, ``cancelled``, ``held``, ``faults_fired``, the ``recent`` inference requests and the
+        ``bodies`` of the last API requests."""
         result: dict[str, Any] = self._call("GET", "/_standin/stats")
         return result
 
@@ -81,12 +82,16 @@ class StandinHandle:
 
     def set_faults(self, **faults: Any) -> dict[str, Any]:
         """Merge the given Faults fields (http_500_next, error_after_tokens, drop_after_tokens, slow_start,
-        hang, routes, message) into the instance's faults; returns them all."""
+        hang, hold_after_tokens, routes, message) into the instance's faults; returns them all."""
         result: dict[str, Any] = self._call("POST", "/_standin/faults", faults)
         return result
 
     def clear_faults(self) -> None:
         self._call("DELETE", "/_standin/faults")
+
+    def release(self) -> None:
+        """Streams held by the ``hold_after_tokens`` fault go on."""
+        self._call("POST", "/_standin/release", {})
 
     def wait_until(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5.0) -> dict[str, Any]:
         """Poll the stats until ``predicate`` holds; fails the test on timeout."""

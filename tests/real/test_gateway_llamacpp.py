@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import statistics
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,25 +183,23 @@ async def test_a_killed_node_under_load(served: Served) -> None:
         assert error is None and backend == "n2" and text == whole[0][1]  # the gateway is still up
 
 
-async def ttft_ms(session: aiohttp.ClientSession, url: str, model: str) -> float:
-    body = {"model": model, "messages": MESSAGES, "stream": True, "max_tokens": 2, "temperature": 0}
-    started = time.perf_counter()
-    async with session.post(url + "/v1/chat/completions", json=body) as resp:
+async def processing(session: aiohttp.ClientSession, node: ServerProcess) -> int:
+    """How many of the llama-server's slots are generating right now (its own /slots)."""
+    async with session.get(node.url + "/slots") as resp:
+        return sum(1 for slot in await resp.json() if slot.get("is_processing"))
+
+
+async def test_first_token_arrives_while_the_node_still_generates(served: Served) -> None:
+    """What the gateway adds to the time to first token is nothing it waits for: the first token comes through
+    while the llama-server is still generating the rest of a long answer. (The milliseconds are
+    benchmarks/gateway.py's to measure.)"""
+    body = {"model": served.model, "messages": MESSAGES, "stream": True, "max_tokens": 400, "temperature": 0}
+    async with aiohttp.ClientSession() as session, session.post(served.url + "/v1/chat/completions", json=body) as resp:
         async for line in resp.content:
             if b'"content":"' in line and b'"content":""' not in line:
-                first = time.perf_counter()
-                await resp.read()
-                return (first - started) * 1000
-    raise AssertionError("no token arrived")
-
-
-async def test_time_to_first_token_is_close_to_direct(served: Served) -> None:
-    node = served.nodes[1]
-    async with aiohttp.ClientSession() as session:
-        direct_ms, gateway_ms = [], []
-        for _ in range(15):  # interleaved so both see the same machine load
-            direct_ms.append(await ttft_ms(session, node.url, served.model))
-            gateway_ms.append(await ttft_ms(session, served.url, served.model))
-    added = statistics.median(gateway_ms) - statistics.median(direct_ms)
-    print(f"TTFT p50 direct {statistics.median(direct_ms):.2f} ms, gateway {statistics.median(gateway_ms):.2f} ms")
-    assert added < 5.0
+                break
+        else:
+            raise AssertionError("no token arrived")
+        generating = sum([await processing(session, node) for node in served.nodes])
+        resp.close()
+    assert generating == 1

@@ -114,27 +114,26 @@ def test_backend_killed_before_answering_is_retried_elsewhere(ollama_standin, tm
     assert lines[2].startswith(f"  retried after: doomed (127.0.0.1:{doomed.port}): "), lines
 
 
-async def until(condition: Callable[[], bool], timeout: float) -> float:
-    """Seconds until `condition` held (polled every 10 ms); fails after `timeout`."""
+async def until(condition: Callable[[], bool], limit: float = 30) -> None:
+    """Wait until `condition` holds (looked at every 10 ms); fails only if it never does within `limit` s."""
     started = time.monotonic()
     while not condition():
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"not within {timeout} s")
+        if time.monotonic() - started > limit:
+            pytest.fail("the expected state never came")
         await asyncio.sleep(0.01)
-    return time.monotonic() - started
 
 
-def test_restarted_backend_is_picked_again_within_a_few_probe_intervals(ollama_standin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Killed, taken out by the running monitor, restarted on the same port, preferred again. The restarted
-    instance runs in this process so it listens the instant the test says so: what is timed is the
-    monitor's reaction alone, not a Python start-up."""
+def test_restarted_backend_is_picked_again_at_its_first_probe(ollama_standin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Killed, taken out by the running monitor, restarted on the same port, preferred again. Counted in
+    probes, not seconds: the first probe that reaches the restarted instance lets it back in. It runs in this
+    process, so it counts every request it gets from the instant it listens."""
     interval = 0.25
     phoenix = ollama_standin({"name": "phoenix"}, subprocess=True)
     steady = ollama_standin({"name": "steady"})
     path = manifest(tmp_path, phoenix, steady, extra=f"routing: {{probe_interval: {interval}}}\n")
     cluster = load_manifest(path).cluster
 
-    async def scenario() -> float:
+    async def scenario() -> int:
         async with open_cluster(cluster, Settings()) as runtime:
 
             async def ask() -> Trace:
@@ -154,20 +153,19 @@ def test_restarted_backend_is_picked_again_within_a_few_probe_intervals(ollama_s
                 assert trace.backend == "steady" and trace.attempts[0].startswith(
                     f"phoenix (127.0.0.1:{phoenix.port}): "
                 ), trace
-                await until(lambda: not view.probe.healthy, timeout=4 * interval + 1)
+                await until(lambda: not view.probe.healthy)
                 trace = await ask()  # taken out: not even tried
                 assert trace.backend == "steady" and trace.attempts == [], trace
 
                 await restarted.start("127.0.0.1", phoenix.port)
-                started = time.monotonic()
-                while (await ask()).backend != "phoenix":
-                    assert time.monotonic() - started < 10, "the restarted backend was never picked again"
-                    await asyncio.sleep(0.01)
-                return time.monotonic() - started
+                await until(lambda: view.probe.healthy)
+                probes = restarted.state.stats.requests.get("GET /api/version", 0)
+                assert (await ask()).backend == "phoenix"
+                return probes
             finally:
                 monitor.cancel()
                 await restarted.stop()
 
-    readmitted = asyncio.run(scenario())
-    # two failed probes took it out; the next one is due within two intervals (backoff), plus scheduling
-    assert readmitted <= 3 * interval, f"picked again only after {readmitted:.2f} s"
+    probes = asyncio.run(scenario())
+    # back in after the first probe that found it answering (a second may be under way as we look)
+    assert 1 <= probes <= 2, f"picked again only after {probes} probes"

@@ -115,10 +115,7 @@ def test_killed_rpc_server_replans_on_the_remaining_one(
     pidfile = node2.root_dir / f".sollol/shard/node2/run/sollol-shard-rpc-{RPC_PORT}.pid"
     pid = pidfile.read_text().split()[0]
     ssh_nodes.exec_in(node2, f"kill -9 {pid}")
-    started = time.monotonic()
     result = invoke("run", "tiny", PROMPT, *GREEDY, "-v", "-f", str(shard_manifest))
-    elapsed = time.monotonic() - started
-    assert elapsed < 60
     assert result.exit_code == 0, result.stderr
     n1 = ssh_nodes.nodes[0].address
     assert f"  placement {n1}:{RPC_PORT}: layers 0-8, model " in "\n".join(result.stderr.splitlines())

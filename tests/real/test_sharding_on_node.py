@@ -187,9 +187,7 @@ def test_killed_rpc_server_replans_without_orphans(
     node2 = ssh_nodes.nodes[1]
     pidfile = node2.root_dir / f".sollol/noded/node2/run/sollol-noded-rpc-{RPC_PORT}.pid"
     ssh_nodes.exec_in(node2, f"kill -9 {pidfile.read_text().split()[0]}")
-    started = time.monotonic()
     result = invoke("run", "tiny", PROMPT, *GREEDY, "-v", "-f", str(manifest))
-    assert time.monotonic() - started < 60
     assert result.exit_code == 0, result.stderr
     n1 = ssh_nodes.nodes[0].address
     assert f"  placement {n1}:{RPC_PORT}: layers 0-8, model " in result.stderr

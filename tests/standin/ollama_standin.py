@@ -13,7 +13,9 @@ Embeddings are derived from model and input only.
 Test-only controls (never part of Ollama): per-model parallel slots with a queue (``OLLAMA_NUM_PARALLEL``),
 counters and the highest concurrency ever observed at ``GET /_standin/stats``, and fault injection at start
 (config ``faults``) or at run time at ``POST /_standin/faults``: HTTP 500 on the next N requests, an error
-line or a dropped connection after K tokens, a slow start and a hang.
+line or a dropped connection after K tokens, a slow start and a hang. ``hold_after_tokens`` pauses every
+stream after K tokens until ``POST /_standin/release``: a test decides when an answer goes on, with no
+clock involved (``stats.held`` says how many streams wait there).
 
 This one file is also the ``ollama`` executable (``ollama serve``, ``ollama --version``, ``ollama list``)
 that tests upload to SSH test hosts: :func:`standin_script` returns its text with the shebang pointing at
@@ -123,6 +125,7 @@ class Faults:
     drop_after_tokens: int | None = None  # the connection is cut after K tokens
     slow_start: float = 0.0  # seconds before the first byte of every response
     hang: bool = False  # requests are accepted and never answered
+    hold_after_tokens: int | None = None  # streams pause after K tokens until POST /_standin/release
     routes: list[str] = field(default_factory=list)
     message: str = "stand-in injected fault"
 
@@ -438,6 +441,9 @@ class Stats:
     cancelled: int = 0  # the client went away: generation stopped, slot freed
     faults_fired: dict[str, int] = field(default_factory=dict)
     recent: list[dict[str, Any]] = field(default_factory=list)  # the last 200 inference requests
+    held: int = 0  # streams paused by hold_after_tokens right now
+    released: int = 0  # POST /_standin/release calls
+    bodies: list[Any] = field(default_factory=list)  # the last 200 JSON request bodies of the API routes
 
     def fired(self, fault: str) -> None:
         self.faults_fired[fault] = self.faults_fired.get(fault, 0) + 1
@@ -467,6 +473,7 @@ class StandinState:
             self.loaded[found.name] = Loaded(self._expiry(config.keep_alive), self._num_ctx(found, {}))
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._ids = 0
+        self.release = asyncio.Event()  # set (and replaced) by POST /_standin/release
 
     def _initial_models(self) -> list[ModelSpec]:
         path = Path(self.config.state_file) if self.config.state_file else None
@@ -612,6 +619,8 @@ class StandinState:
                     if faults.applies_to(route) and faults.drop_after_tokens == index:
                         self.stats.fired("drop_after_tokens")
                         raise DropConnection
+                    if faults.applies_to(route) and faults.hold_after_tokens == index:
+                        await self._hold()
                     if index == len(tokens):
                         break
                     await asyncio.sleep(delay)
@@ -641,6 +650,28 @@ class StandinState:
             prompt_eval_duration=prompt_ns,
             eval_duration=eval_ns,
         )
+
+    async def _hold(self) -> None:
+        """Wait for the next POST /_standin/release (or shutdown)."""
+        hold = self.release
+        self.stats.fired("hold_after_tokens")
+        self.stats.held += 1
+        try:
+            shutdown = asyncio.ensure_future(self.shutdown.wait())
+            released = asyncio.ensure_future(hold.wait())
+            try:
+                await asyncio.wait([shutdown, released], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                shutdown.cancel()
+                released.cancel()
+        finally:
+            self.stats.held -= 1  # the current Stats: DELETE /_standin/stats carries `held` over
+
+    def release_held(self) -> None:
+        """Let every held stream go on; streams that reach their hold later wait for the next release."""
+        self.stats.released += 1
+        self.release.set()
+        self.release = asyncio.Event()
 
     def stats_json(self) -> dict[str, Any]:
         return {
@@ -1627,6 +1658,7 @@ async def standin_reset_stats(request: web.Request) -> web.Response:
     state = _state(request)
     old = state.stats
     state.stats = Stats(active=old.active, queued=old.queued, active_by_model=dict(old.active_by_model))
+    state.stats.held = old.held
     return json_response(state.stats_json())
 
 
@@ -1645,6 +1677,23 @@ async def standin_faults(request: web.Request) -> web.Response:
     return json_response(dataclasses.asdict(state.faults))
 
 
+async def standin_release(request: web.Request) -> web.Response:
+    """Streams held by the hold_after_tokens fault go on; answers the stats as they were before."""
+    state = _state(request)
+    before = state.stats_json()
+    state.release_held()
+    return json_response(before)
+
+
+async def _record_body(state: StandinState, request: web.Request) -> None:
+    if request.method not in ("POST", "DELETE"):
+        return
+    with contextlib.suppress(ValueError, UnicodeDecodeError):
+        body = json.loads(await request.read())  # aiohttp keeps the bytes: the handler reads them again
+        state.stats.bodies.append(body)
+        del state.stats.bodies[:-200]
+
+
 @web.middleware if web is not None else (lambda f: f)
 async def ollama_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -1658,6 +1707,7 @@ async def ollama_middleware(
             return await handler(request)
         key = f"{request.method} {request.path}"
         state.stats.requests[key] = state.stats.requests.get(key, 0) + 1
+        await _record_body(state, request)
         await state.before_request(request.path)
         return await handler(request)
     except ApiError as err:
@@ -1695,6 +1745,7 @@ def build_app(state: StandinState) -> web.Application:
     app.router.add_get("/_standin/stats", standin_stats, allow_head=False)
     app.router.add_delete("/_standin/stats", standin_reset_stats)
     app.router.add_route("*", "/_standin/faults", standin_faults)
+    app.router.add_post("/_standin/release", standin_release)
     return app
 
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from sollol_cli.backends import llamacpp
 from sollol_cli.backends.base import (
     BackendRef,
     BackendUnavailable,
@@ -72,7 +75,7 @@ FINAL = {"model": "m", "created_at": "t", "response": "", "done": True, "done_re
 
 
 async def test_ollama_chunks_arrive_before_the_upstream_finishes(serve: Serve) -> None:
-    finished = asyncio.Event()
+    finished, go_on = asyncio.Event(), asyncio.Event()
 
     async def generate(request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -80,7 +83,7 @@ async def test_ollama_chunks_arrive_before_the_upstream_finishes(serve: Serve) -
         resp = web.StreamResponse()
         await resp.prepare(request)
         await resp.write(b'{"model":"m","created_at":"t","response":"Hel","done":false}\n')
-        await asyncio.sleep(0.6)
+        await go_on.wait()  # the rest only once the client has the first chunk
         await resp.write(b'{"model":"m","created_at":"t","response":"lo","done":false}\n' + json.dumps(FINAL).encode())
         finished.set()
         await resp.write_eof()
@@ -93,14 +96,21 @@ async def test_ollama_chunks_arrive_before_the_upstream_finishes(serve: Serve) -
     first = await anext(stream)
     assert first["response"] == "Hel"
     assert not finished.is_set()
+    go_on.set()
     rest = [chunk async for chunk in stream]
     assert finished.is_set()
     assert [c["response"] for c in rest] == ["lo", ""]
     assert rest[-1]["done"] is True
 
 
-async def test_llama_server_events_arrive_before_the_upstream_finishes(serve: Serve) -> None:
-    finished = asyncio.Event()
+async def test_llama_server_events_arrive_before_the_upstream_finishes(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    finished, go_on = asyncio.Event(), asyncio.Event()
+    clock = [10**12]  # sollol's stopwatch, moved only by this test
+    monkeypatch.setattr(
+        llamacpp, "time", SimpleNamespace(perf_counter=time.perf_counter, perf_counter_ns=lambda: clock[0])
+    )
     seen: list[dict[str, Any]] = []
 
     async def completion(request: web.Request) -> web.StreamResponse:
@@ -108,7 +118,7 @@ async def test_llama_server_events_arrive_before_the_upstream_finishes(serve: Se
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         await resp.write(b'data: {"content":"Hel","stop":false}\n\n')
-        await asyncio.sleep(0.6)
+        await go_on.wait()  # the rest only once the client has the first event
         # A keep-alive comment, an event split across writes and `data:` without the optional space.
         await resp.write(b':\n\ndata: {"content":"lo",')
         await resp.write(b'"stop":false}\n\ndata:{"content":"","stop":true,"stop_type":"eos",')
@@ -125,12 +135,14 @@ async def test_llama_server_events_arrive_before_the_upstream_finishes(serve: Se
     first = await anext(stream)
     assert first["response"] == "Hel"
     assert not finished.is_set()
+    clock[0] += 600_000_000  # the request goes on for 0.6 s by sollol's clock before the rest arrives
+    go_on.set()
     rest = [chunk async for chunk in stream]
     assert [c["response"] for c in rest] == ["lo", ""]
     final = rest[-1]
     assert final["done_reason"] == "stop"
     assert final["eval_count"] == 2 and final["eval_duration"] == 2_000_000
-    assert final["total_duration"] >= 600_000_000  # measured by sollol, covers the whole request
+    assert final["total_duration"] == 600_000_000  # measured by sollol's clock over the whole request
     assert seen == [{"stream": True, "n_predict": 2, "prompt": "hi"}]
 
 
@@ -204,12 +216,14 @@ async def test_stream_without_final_chunk_is_broken(serve: Serve) -> None:
 
 
 async def test_connection_dropped_mid_stream_is_broken(serve: Serve) -> None:
+    got_first = asyncio.Event()
+
     async def generate(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse()
         resp.enable_chunked_encoding()
         await resp.prepare(request)
         await resp.write(b'{"model":"m","response":"a","done":false}\n')
-        await asyncio.sleep(0.05)
+        await got_first.wait()
         assert request.transport is not None
         request.transport.abort()  # like a backend process that died
         return resp
@@ -219,6 +233,7 @@ async def test_connection_dropped_mid_stream_is_broken(serve: Serve) -> None:
     backend = OllamaBackend(await serve(app))
     stream = backend.generate({"model": "m", "prompt": "x"})
     assert (await anext(stream))["response"] == "a"
+    got_first.set()
     with pytest.raises(StreamBroken, match="closed the connection in the middle of the response"):
         await anext(stream)
 
@@ -228,7 +243,7 @@ async def test_silent_backend_mid_stream_hits_the_read_timeout(serve: Serve) -> 
         resp = web.StreamResponse()
         await resp.prepare(request)
         await resp.write(b'{"model":"m","response":"a","done":false}\n')
-        await asyncio.sleep(5)
+        await asyncio.Event().wait()  # silent from now on
         return resp
 
     app = web.Application()
@@ -249,7 +264,7 @@ async def test_stopping_early_closes_the_upstream_connection(serve: Serve) -> No
         try:
             for i in range(200):
                 await resp.write(json.dumps({"model": "m", "response": str(i), "done": False}).encode() + b"\n")
-                await asyncio.sleep(0.02)
+                await asyncio.Event().wait()  # no more until the client is gone
         except (ConnectionResetError, asyncio.CancelledError):
             upstream_saw_disconnect.set()
             raise
@@ -327,7 +342,7 @@ async def test_ollama_probe_reads_version_tags_and_ps(serve: Serve) -> None:
 
 async def test_probe_that_times_out_reports_instead_of_raising(serve: Serve) -> None:
     async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(3)
+        await asyncio.Event().wait()  # never answers
         return web.json_response({})
 
     app = web.Application()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -90,10 +89,12 @@ def test_cached_build_is_returned_without_building(tmp_path: Path, monkeypatch: 
 
 def test_concurrent_builders_build_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
+    building, second_waits = threading.Event(), threading.Event()
 
     def slow_build(cache_dir: Path, reporter: events.Reporter, jobs: int, *, clean: bool) -> LlamaCppBinaries:
         calls.append(jobs)
-        time.sleep(0.5)
+        building.set()
+        assert second_waits.wait(10), "the second builder never waited for the first"  # holds the lock till then
         fake_install(cache_dir)
         found = find_build(cache_dir)
         assert found is not None
@@ -103,15 +104,18 @@ def test_concurrent_builders_build_once(tmp_path: Path, monkeypatch: pytest.Monk
     results: dict[str, LlamaCppBinaries] = {}
     second_events: list[events.Event] = []
 
+    def second_reporter(event: events.Event) -> None:
+        second_events.append(event)
+        if isinstance(event, events.StepStarted) and event.step == "waiting":
+            second_waits.set()
+
     def first() -> None:
         results["first"] = build(tmp_path, jobs=3)
 
     thread = threading.Thread(target=first)
     thread.start()
-    deadline = time.monotonic() + 5
-    while not calls and time.monotonic() < deadline:  # the first builder holds the lock
-        time.sleep(0.01)
-    results["second"] = build(tmp_path, jobs=3, reporter=second_events.append)
+    assert building.wait(10)  # the first builder holds the lock
+    results["second"] = build(tmp_path, jobs=3, reporter=second_reporter)
     thread.join()
     assert calls == [3]
     assert results["first"] == results["second"]

@@ -1,16 +1,14 @@
 """`sollol discover` through the CLI: refusals (clear one-line errors, exit 2, nothing scanned), the
-manifest's subnets as the default, and the table, --json and --write against a fake Ollama on 127.0.0.1."""
+manifest's subnets as the default, and the table, --json and --write against the Ollama stand-in on 127.0.0.1."""
 
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from tests.harness.ollama import StandinFactory
 from tests.unit.cli_helpers import invoke
 
 
@@ -44,34 +42,9 @@ def test_manifest_subnets_are_the_default(tmp_path: Path) -> None:
     assert '"ports": [\n    9\n  ]' in result.stdout
 
 
-class FakeOllama(BaseHTTPRequestHandler):
-    ANSWERS = {"/api/version": {"version": "0.12.3"}, "/api/tags": {"models": [{"name": "tiny:latest"}]}}
-
-    def do_GET(self) -> None:  # noqa: N802 - the http.server API
-        body = json.dumps(self.ANSWERS.get(self.path, {"error": "not found"})).encode()
-        self.send_response(200 if self.path in self.ANSWERS else 404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-class QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request: object, client_address: object) -> None:
-        pass  # the rpc-server probe's reset connection is expected
-
-
 @pytest.fixture
-def fake_ollama() -> Iterator[int]:
-    server = QuietServer(("127.0.0.1", 0), FakeOllama)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+def fake_ollama(ollama_standin: StandinFactory) -> int:
+    return ollama_standin({"version": "0.12.3"}).port
 
 
 def test_table_and_write_through_the_cli(fake_ollama: int, tmp_path: Path) -> None:

@@ -3,8 +3,8 @@ and the open-files limit."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from types import SimpleNamespace
@@ -59,19 +59,38 @@ async def test_an_address_that_answers_on_no_port_is_not_reported() -> None:
     assert (result.open, result.silent) == ([], [])
 
 
-async def test_never_more_than_the_concurrency_in_flight() -> None:
+@pytest.mark.parametrize("concurrency", [4, 12])
+async def test_never_more_than_the_concurrency_in_flight(concurrency: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every connect is held at a gate until `concurrency` of them are in flight together; then they go on to
+    real listeners. No more ever start at once, and the bound is reached (so the count can tell)."""
+    real_connect = asyncio.open_connection
+    in_flight, most = 0, 0
+    reached, gate = asyncio.Event(), asyncio.Event()
+
+    async def gated_connect(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            if in_flight == concurrency:
+                reached.set()
+            await gate.wait()
+            return await real_connect(host, port)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(scan.asyncio, "open_connection", gated_connect)
     with ExitStack() as stack:
-        ports = [stack.enter_context(dropping_port()) for _ in range(12)]
-        started = time.monotonic()
-        bounded = await scan_ports([LOOPBACK], ports, concurrency=4, timeout=0.2)
-        bounded_seconds = time.monotonic() - started
-        started = time.monotonic()
-        await scan_ports([LOOPBACK], ports, concurrency=12, timeout=0.2)
-        unbounded_seconds = time.monotonic() - started
-    assert bounded.open == []
-    # every connect waits for its timeout: 12 probes, 4 at a time, take at least 3 rounds
-    assert bounded_seconds >= 0.58
-    assert unbounded_seconds < 0.5
+        ports = [stack.enter_context(listener()) for _ in range(12)]
+        probing = asyncio.create_task(scan_ports([LOOPBACK], ports, concurrency=concurrency, timeout=30))
+        await reached.wait()
+        for _ in range(20):  # let every worker that could start one more connect do so
+            await asyncio.sleep(0)
+        assert in_flight == concurrency
+        gate.set()
+        result = await probing
+    assert result.open == [(LOOPBACK, port) for port in sorted(ports)]
+    assert most == concurrency
 
 
 async def test_progress_events_count_probes_and_open_ports() -> None:

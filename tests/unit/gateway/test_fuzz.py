@@ -23,8 +23,9 @@ from sollol_cli.backends.http import close_session
 from sollol_cli.gateway.app import create_app
 from sollol_cli.runtime.session import open_cluster
 from sollol_cli.settings import Settings
+from tests.harness.ollama import ThreadedStandin
+from tests.standin.ollama_standin import StandinConfig
 from tests.unit.gateway.conftest import cluster_of
-from tests.unit.gateway.fakes import FakeOllama
 
 MAX_BODY = 512 * 1024
 JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
@@ -125,7 +126,7 @@ def _parses_as_object(raw: bytes) -> bool:
 
 
 class ThreadedGateway:
-    """A fake Ollama and the gateway on an event loop in a background thread."""
+    """An Ollama stand-in and the gateway, each on an event loop in a background thread."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
@@ -140,8 +141,7 @@ class ThreadedGateway:
 
     async def _main(self) -> None:
         self.stop_event = asyncio.Event()
-        fake = FakeOllama("a", models=["tiny:latest"])
-        await fake.start()
+        fake = ThreadedStandin(StandinConfig(name="a"))
         async with open_cluster(cluster_of([fake]), Settings()) as runtime:
             app = create_app(runtime, health_loop=False, max_body_bytes=MAX_BODY)
             runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1)
@@ -152,7 +152,7 @@ class ThreadedGateway:
             await self.stop_event.wait()
             await runner.cleanup()
             await close_session()
-        await fake.stop()
+        fake.stop()
 
     def __enter__(self) -> ThreadedGateway:
         self.thread.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,8 +14,7 @@ import pytest
 
 from sollol_cli.gateway.server import Listening, ServeOptions, serve
 from sollol_cli.settings import Settings
-from tests.unit.gateway.conftest import MakeGateway, cluster_of
-from tests.unit.gateway.fakes import FakeOllama
+from tests.unit.gateway.conftest import MakeGateway, MakeStandin, answer, cluster_of, until
 
 
 @dataclass
@@ -35,68 +35,68 @@ async def chat_tokens(session: aiohttp.ClientSession, url: str, i: int) -> Reply
     return Reply(resp.headers.get("X-Sollol-Backend"), tokens, error)
 
 
-async def test_client_disconnect_cancels_upstream_and_frees_the_slot(gateway: MakeGateway) -> None:
-    fake = FakeOllama("a", tokens=1000, delay=0.01)
-    gw = await gateway(fake, slots=1)
+async def test_client_disconnect_cancels_upstream_and_frees_the_slot(
+    gateway: MakeGateway, standin: MakeStandin
+) -> None:
+    a = standin("a", response_tokens=2, faults={"hold_after_tokens": 1})
+    gw = await gateway(a, slots=1)
     view = gw.runtime.monitor.view("a")
     resp = await gw.post("/api/generate", {"model": "tiny", "prompt": "x"})
     await resp.content.readline()
     assert view.in_flight == 1
-    resp.close()  # the client goes away mid-stream
-    for _ in range(100):
-        if fake.cancelled and view.in_flight == 0:
-            break
-        await asyncio.sleep(0.02)
-    assert fake.cancelled == 1
-    assert view.in_flight == 0
+    resp.close()  # the client goes away mid-stream, while the upstream holds the rest
+    await until(lambda: a.stats()["cancelled"] == 1 and view.in_flight == 0, "the upstream cancelled")
+    assert a.stats()["completed"] == 0
     assert view.breaker.failures == 0  # a client leaving is not the backend's fault
-    fake.tokens, fake.delay = 2, 0.0
+    a.clear_faults()
     reply = await chat_tokens(gw.session, gw.url, 1)  # the one slot is free again
-    assert reply.tokens == ["a-0 ", "a-1 "]
+    assert reply.tokens == answer(a, "user: 1", 2)
     assert json.loads(gw.log[0])["status"] == 499
 
 
-async def test_disconnect_while_queued_leaves_the_queue(gateway: MakeGateway) -> None:
-    fake = FakeOllama("a", tokens=50, delay=0.02)
-    gw = await gateway(fake, slots=1)
+async def test_disconnect_while_queued_leaves_the_queue(gateway: MakeGateway, standin: MakeStandin) -> None:
+    a = standin("a", response_tokens=3, faults={"hold_after_tokens": 1})
+    gw = await gateway(a, slots=1)
     busy = asyncio.create_task(chat_tokens(gw.session, gw.url, 0))
-    await asyncio.sleep(0.1)
+    await until(lambda: a.stats()["held"] == 1, "the first request holding the one slot")
     waiting = asyncio.create_task(gw.post("/api/generate", {"model": "tiny", "prompt": "x"}))
-    await asyncio.sleep(0.2)
-    assert gw.runtime.dispatcher.waiting == 1
+    await until(lambda: gw.runtime.dispatcher.waiting == 1, "the second request in the queue")
     text = await (await gw.get("/metrics")).text()
     assert "sollol_gateway_queue_depth 1.0" in text
     waiting.cancel()
-    for _ in range(50):
-        if gw.runtime.dispatcher.waiting == 0:
-            break
-        await asyncio.sleep(0.02)
-    assert gw.runtime.dispatcher.waiting == 0
-    await busy
-    assert fake.started == 1  # the cancelled request never reached the backend
+    await until(lambda: gw.runtime.dispatcher.waiting == 0, "the queue empty again")
+    a.release()
+    assert (await busy).tokens == answer(a, "user: 0", 3)
+    requests = a.stats()["requests"]
+    assert requests["POST /api/chat"] == 1 and "POST /api/generate" not in requests  # the cancelled one never went
 
 
-async def test_serve_shuts_down_gracefully(tmp_path: Any) -> None:
-    fake = FakeOllama("a", tokens=40, delay=0.02)
-    await fake.start()
-    cluster = cluster_of([fake], slots=2)
+async def test_serve_shuts_down_gracefully(tmp_path: Any, standin: MakeStandin) -> None:
+    a = standin("a", response_tokens=40, faults={"hold_after_tokens": 1})
+    cluster = cluster_of([a], slots=2)
     stop = asyncio.Event()
     listening: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
     options = ServeOptions("127.0.0.1", 0, grace_s=10)
     server = asyncio.create_task(serve(cluster, Settings(), options, stop, on_listening=listening.set_result))
     try:
         url = (await asyncio.wait_for(listening, 10)).url
+        port = int(url.rsplit(":", 1)[1])
         async with aiohttp.ClientSession() as session:
             in_flight = asyncio.create_task(chat_tokens(session, url, 0))
-            await asyncio.sleep(0.2)
+            await until(lambda: a.stats()["held"] == 1, "a stream under way")
             stop.set()
-            await asyncio.sleep(0.1)
+            await until(lambda: not accepting(port), "the gateway no longer accepting")
             with pytest.raises(aiohttp.ClientConnectionError):
                 async with aiohttp.ClientSession() as fresh:
                     await fresh.get(url + "/api/version")
+            a.release()
             reply = await in_flight  # the stream that was running finished whole
-            assert reply.error is None and len(reply.tokens) == 40
+            assert reply.error is None and reply.tokens == answer(a, "user: 0", 40)
         await asyncio.wait_for(server, 10)
     finally:
         server.cancel()
-        await fake.stop()
+
+
+def accepting(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0

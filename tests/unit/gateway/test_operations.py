@@ -9,8 +9,7 @@ import pytest
 from sollol_cli.errors import UsageError
 from sollol_cli.gateway.accesslog import Exchange, format_line, record
 from sollol_cli.gateway.auth import api_key_from_env, authorized
-from tests.unit.gateway.conftest import MakeGateway
-from tests.unit.gateway.fakes import FakeOllama
+from tests.unit.gateway.conftest import MakeGateway, MakeStandin
 
 
 def test_authorized_compares_bearer_tokens() -> None:
@@ -29,8 +28,8 @@ def test_api_key_comes_from_the_named_variable() -> None:
         api_key_from_env("KEY", {})
 
 
-async def test_requests_without_the_key_get_401(gateway: MakeGateway) -> None:
-    gw = await gateway(FakeOllama("a"), api_key=b"k3y")
+async def test_requests_without_the_key_get_401(gateway: MakeGateway, standin: MakeStandin) -> None:
+    gw = await gateway(standin("a"), api_key=b"k3y")
     resp = await gw.get("/api/tags")
     assert resp.status == 401
     assert resp.headers["WWW-Authenticate"] == "Bearer"
@@ -45,8 +44,8 @@ async def test_requests_without_the_key_get_401(gateway: MakeGateway) -> None:
     assert (await gw.get("/metrics")).status == 401
 
 
-async def test_metrics_count_requests_errors_tokens_and_latency(gateway: MakeGateway) -> None:
-    gw = await gateway(FakeOllama("a", tokens=4))
+async def test_metrics_count_requests_errors_tokens_and_latency(gateway: MakeGateway, standin: MakeStandin) -> None:
+    gw = await gateway(standin("a", response_tokens=4))
     await (await gw.post("/api/generate", {"model": "tiny", "prompt": "x"})).read()
     await (await gw.post("/api/generate", {"model": "nope", "prompt": "x"})).read()
     resp = await gw.get("/metrics")
@@ -63,9 +62,9 @@ async def test_metrics_count_requests_errors_tokens_and_latency(gateway: MakeGat
     assert 'sollol_backend_up{backend="a"} 1.0' in text
 
 
-async def test_one_access_log_line_per_request(gateway: MakeGateway) -> None:
-    gw = await gateway(FakeOllama("a", tokens=2))
-    await (await gw.post("/api/chat", {"model": "tiny", "messages": []})).read()
+async def test_one_access_log_line_per_request(gateway: MakeGateway, standin: MakeStandin) -> None:
+    gw = await gateway(standin("a", response_tokens=2))
+    await (await gw.post("/api/chat", {"model": "tiny", "messages": [{"role": "user", "content": "x"}]})).read()
     await (await gw.post("/api/chat", data=b"{")).read()
     assert len(gw.log) == 2
     ok, bad = (json.loads(line) for line in gw.log)
@@ -81,8 +80,8 @@ def test_text_log_format() -> None:
     assert line.split(" ", 1)[1] == '127.0.0.1 "POST /api/chat" 200 12.3ms model=tiny backend=a error="x y"'
 
 
-async def test_status_endpoint(gateway: MakeGateway) -> None:
-    gw = await gateway(FakeOllama("a"), FakeOllama("b"))
+async def test_status_endpoint(gateway: MakeGateway, standin: MakeStandin) -> None:
+    gw = await gateway(standin("a", loaded=["tiny"]), standin("b", loaded=["tiny"]))
     data = await (await gw.get("/sollol/status")).json()
     assert data["cluster"] == "test" and data["reachable"] == 2 and data["total"] == 2
     assert [b["name"] for b in data["backends"]] == ["a", "b"]

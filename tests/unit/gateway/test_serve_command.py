@@ -8,13 +8,13 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.unit.gateway.fakes import FakeOllama
+from tests.harness.ollama import StandinHandle
+from tests.unit.gateway.conftest import MakeStandin
 
 # The command on its own typer app, so the test does not depend on how the CLI registers it.
 SERVE = (
@@ -33,19 +33,24 @@ class Served:
         self.stderr += rest.decode().splitlines()
         return await asyncio.wait_for(self.process.wait(), timeout)
 
+    async def read_until(self, text: str) -> None:
+        """Read stderr until a line says `text`."""
+        assert self.process.stderr is not None
+        while not any(text in line for line in self.stderr):
+            line = await asyncio.wait_for(self.process.stderr.readline(), 30)
+            assert line, f"serve ended without saying {text!r}"
+            self.stderr.append(line.decode().rstrip("\n"))
+
     def log_lines(self) -> list[dict[str, object]]:
         return [json.loads(line) for line in self.stderr if line.startswith("{")]
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeOllama]:
-    fake = FakeOllama("n1", tokens=40, delay=0.02)
-    await fake.start()
-    yield fake
-    await fake.stop()
+def fake(standin: MakeStandin) -> StandinHandle:
+    return standin("n1", response_tokens=40)
 
 
-def manifest(tmp_path: Path, fake: FakeOllama, gateway: str = "") -> Path:
+def manifest(tmp_path: Path, fake: StandinHandle, gateway: str = "") -> Path:
     path = tmp_path / "cluster.yaml"
     path.write_text(
         "name: served\n"
@@ -68,14 +73,17 @@ async def start(path: Path, *args: str, env: dict[str, str] | None = None) -> Se
     return Served(process, found.group(1), line)
 
 
-async def test_sigterm_lets_the_running_stream_finish_and_exits_0(tmp_path: Path, fake: FakeOllama) -> None:
+async def test_sigterm_lets_the_running_stream_finish_and_exits_0(tmp_path: Path, fake: StandinHandle) -> None:
     served = await start(manifest(tmp_path, fake), "--log-format", "json")
     assert served.url.startswith("http://127.0.0.1:")  # the manifest's default bind
     assert "1/1 backends up" in served.banner
+    fake.set_faults(hold_after_tokens=1)  # the stream stays under way until the gateway is stopping
     body = {"model": "tiny", "prompt": "x"}
     async with aiohttp.ClientSession() as session, session.post(served.url + "/api/generate", json=body) as resp:
         first = await resp.content.readline()
         served.process.send_signal(signal.SIGTERM)
+        await served.read_until("stopping, waiting up to 30 s for 1 in-flight requests")
+        fake.release()
         rest = await resp.read()
     lines = [json.loads(line) for line in (first + rest).splitlines()]
     assert lines[-1]["done"] is True and len(lines) == 41
@@ -85,7 +93,7 @@ async def test_sigterm_lets_the_running_stream_finish_and_exits_0(tmp_path: Path
     assert entry["path"] == "/api/generate" and entry["status"] == 200 and entry["backend"] == "n1"
 
 
-async def test_sigint_exits_0_and_text_log(tmp_path: Path, fake: FakeOllama) -> None:
+async def test_sigint_exits_0_and_text_log(tmp_path: Path, fake: StandinHandle) -> None:
     served = await start(manifest(tmp_path, fake))
     async with aiohttp.ClientSession() as session:
         assert (await session.get(served.url + "/api/version")).status == 200
@@ -94,7 +102,7 @@ async def test_sigint_exits_0_and_text_log(tmp_path: Path, fake: FakeOllama) -> 
     assert any(re.search(r'"GET /api/version" 200 [\d.]+ms', line) for line in served.stderr)
 
 
-async def test_api_key_from_the_manifest_variable(tmp_path: Path, fake: FakeOllama) -> None:
+async def test_api_key_from_the_manifest_variable(tmp_path: Path, fake: StandinHandle) -> None:
     path = manifest(tmp_path, fake, "gateway: {api_key_env: SOLLOL_TEST_KEY}\n")
     served = await start(path, env={"SOLLOL_TEST_KEY": "s3cret"})
     assert "API key required" in served.banner
@@ -106,7 +114,7 @@ async def test_api_key_from_the_manifest_variable(tmp_path: Path, fake: FakeOlla
     assert await served.finish() == 0
 
 
-async def test_unset_key_variable_is_a_usage_error(tmp_path: Path, fake: FakeOllama) -> None:
+async def test_unset_key_variable_is_a_usage_error(tmp_path: Path, fake: StandinHandle) -> None:
     path = manifest(tmp_path, fake, "gateway: {api_key_env: SOLLOL_UNSET_KEY}\n")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-c", SERVE, "-f", str(path), stderr=asyncio.subprocess.PIPE,
@@ -117,7 +125,7 @@ async def test_unset_key_variable_is_a_usage_error(tmp_path: Path, fake: FakeOll
     assert "gateway.api_key_env names $SOLLOL_UNSET_KEY, but it is not set" in err.decode()
 
 
-async def test_port_in_use_is_a_clear_error(tmp_path: Path, fake: FakeOllama) -> None:
+async def test_port_in_use_is_a_clear_error(tmp_path: Path, fake: StandinHandle) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-c", SERVE, "-f", str(manifest(tmp_path, fake)), "--port", str(fake.port),
         stderr=asyncio.subprocess.PIPE,

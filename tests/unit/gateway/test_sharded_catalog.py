@@ -22,16 +22,17 @@ from sollol_cli.sharding import coordinator as coord
 from sollol_cli.sharding.manager import ShardManager
 from sollol_cli.ssh.nodeproc import process_start_time
 from tests.harness.models import write_gguf
-from tests.unit.gateway.fakes import FakeOllama
+from tests.harness.ollama import StandinFactory
 
 
 @pytest.fixture
-async def gateway_with_shards(tmp_path: Path) -> AsyncIterator[tuple[str, ShardManager, Path]]:
+async def gateway_with_shards(
+    tmp_path: Path, ollama_standin: StandinFactory
+) -> AsyncIterator[tuple[str, ShardManager, Path]]:
     gguf = write_gguf(
         tmp_path / "big.gguf", "llama", block_count=2, embedding_length=64, attention__head_count=4, context_length=512
     )
-    fake = FakeOllama("a")
-    await fake.start()
+    fake = ollama_standin({"name": "a"})
     cluster = Cluster.model_validate(
         {
             "name": "sharded",
@@ -54,7 +55,6 @@ async def gateway_with_shards(tmp_path: Path) -> AsyncIterator[tuple[str, ShardM
     finally:
         await runner.cleanup()
         await opened.aclose()
-        await fake.stop()
         await close_session()
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import statistics
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -25,7 +23,7 @@ from sollol_cli.gateway.app import create_app
 from sollol_cli.manifest.models import Cluster
 from sollol_cli.runtime.session import ClusterRuntime, open_cluster
 from sollol_cli.settings import Settings
-from tests.harness.ollama import StandinFactory, StandinHandle
+from tests.harness.ollama import StandinFactory, StandinHandle, SubprocessStandin
 
 MESSAGES = [{"role": "user", "content": "why is the sea blue?"}]
 OPTIONS = {"seed": 3, "num_predict": 6}
@@ -241,39 +239,47 @@ async def test_64_streams_spread_by_slots_nothing_lost_duplicated_or_reordered(
         assert abs(counts[name] - 64 * n / 12) <= 5, counts
 
 
-async def first_token_ms(session: aiohttp.ClientSession, url: str) -> float:
-    body = {"model": "tiny", "messages": MESSAGES, "options": {"num_predict": 3}}
-    started = time.perf_counter()
-    async with session.post(url + "/api/chat", json=body) as resp:
-        await resp.content.readline()
-        first = time.perf_counter()
-        await resp.read()
-    return (first - started) * 1000
-
-
-async def test_time_to_first_token_close_to_direct(
+async def test_first_token_goes_out_as_soon_as_the_backend_sends_it(
     ollama_standin: StandinFactory, serve_standins: Callable[..., Any]
 ) -> None:
-    standin = ollama_standin({"name": "solo", "time_to_first_token": 0.005})
+    """What the gateway adds to the time to first token is nothing it waits for: the client has the first token
+    while the stand-in holds every later one, and the gateway made no other request of it on the way. (How
+    many milliseconds that takes is benchmarks/gateway.py's to measure, not a test's.)"""
+    standin = ollama_standin({"name": "solo", "faults": {"hold_after_tokens": 1}})
     served = await serve_standins([standin])
+    body = {"model": "tiny", "messages": MESSAGES, "options": {"num_predict": 3}}
+    before = standin.stats()["requests"]
     async with aiohttp.ClientSession() as session:
-        direct, through = [], []
-        for _ in range(40):
-            direct.append(await first_token_ms(session, standin.url))
-            through.append(await first_token_ms(session, served.url))
-    added = statistics.median(through) - statistics.median(direct)
-    assert added < 3.0, (statistics.median(direct), statistics.median(through))
+        async with session.post(served.url + "/api/chat", json=body) as resp:
+            through = json.loads(await resp.content.readline())
+            stats = standin.stats()
+            assert (stats["held"], stats["completed"]) == (1, 0)
+            standin.release()
+            await resp.read()
+        async with session.post(standin.url + "/api/chat", json=body) as resp:
+            direct_first = json.loads(await resp.content.readline())
+            standin.release()
+            await resp.read()
+    assert through["message"] == direct_first["message"]
+    added = {k: v - before.get(k, 0) for k, v in stats["requests"].items() if v != before.get(k, 0)}
+    assert added == {"POST /api/chat": 1}
 
 
 async def test_killed_backend_under_load(ollama_standin: StandinFactory, serve_standins: Callable[..., Any]) -> None:
-    victim = ollama_standin({"name": "victim", "num_parallel": 2, "tokens_per_second": 50}, subprocess=True)
-    survivor = ollama_standin({"name": "survivor", "num_parallel": 2, "tokens_per_second": 50})
+    """Each stand-in holds its two streams after the first token: the victim is killed with exactly two of its
+    own under way and four more waiting in the gateway's queue."""
+    held = {"num_parallel": 2, "faults": {"hold_after_tokens": 1}}
+    victim = ollama_standin({"name": "victim", **held}, subprocess=True)
+    survivor = ollama_standin({"name": "survivor", **held})
     served = await serve_standins([victim, survivor])
     async with aiohttp.ClientSession() as session:
         tasks = [asyncio.create_task(stream_text(session, served.url, f"k{i}")) for i in range(8)]
-        await asyncio.sleep(0.3)
-        assert isinstance(victim, StandinHandle) and hasattr(victim, "process")
-        victim.process.kill()  # type: ignore[attr-defined]
+        for standin in (victim, survivor):
+            await asyncio.to_thread(standin.wait_until, lambda s: s["held"] == 2)
+        survivor.clear_faults()  # what reaches it from now on streams straight through
+        assert isinstance(victim, SubprocessStandin)
+        victim.process.kill()
+        survivor.release()
         results = await asyncio.gather(*tasks)
         broken = [r for r in results if r[2] is not None]
         whole = [r for r in results if r[2] is None]

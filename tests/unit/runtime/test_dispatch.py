@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -26,12 +26,14 @@ from sollol_cli.runtime.monitor import Monitor
 
 
 class FakeBackend:
-    def __init__(self, name: str, *, tokens: int = 3, delay: float = 0.0, fail: str | None = None, fail_after: int = 0):
+    def __init__(self, name: str, *, tokens: int = 3, fail: str | None = None, fail_after: int = 0):
         self.ref = BackendRef(name, "ollama", "127.0.0.1", 1)
-        self.tokens, self.delay, self.fail, self.fail_after = tokens, delay, fail, fail_after
+        self.tokens, self.fail, self.fail_after = tokens, fail, fail_after
         self.calls = 0
         self.active = 0
         self.max_active = 0
+        self.streaming = asyncio.Event()  # set once a stream is under way
+        self.gate: asyncio.Event | None = None  # when set up, every token waits for it
 
     async def probe(self) -> BackendStatus:
         return BackendStatus(True, "0.0.0", [ModelEntry("tiny:latest")], slots=2)
@@ -50,7 +52,10 @@ class FakeBackend:
                     if self.fail == "400":
                         raise UpstreamError(self.ref.label, 400, "bad request")
                     raise StreamBroken(self.ref.label, "connection dropped")
-                await asyncio.sleep(self.delay)
+                await asyncio.sleep(0)
+                self.streaming.set()
+                if self.gate is not None:
+                    await self.gate.wait()
                 yield {"model": body["model"], "response": f"{self.ref.name}-{i} ", "done": False}
             yield {
                 "model": body["model"],
@@ -143,19 +148,40 @@ async def test_retries_are_bounded() -> None:
     assert sum(b.calls for b in backends) == 3
 
 
+async def yielded_until(condition: Callable[[], bool]) -> None:
+    """Let the other tasks run until `condition` holds (in memory: no clock, a bounded number of turns)."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    pytest.fail("the condition never held")
+
+
 async def test_never_more_than_slots_and_queue_drains() -> None:
-    a, b = FakeBackend("a", delay=0.01), FakeBackend("b", delay=0.01)
+    a, b = FakeBackend("a"), FakeBackend("b")
+    a.gate = b.gate = gate = asyncio.Event()
     dispatcher, _ = runtime(a, b, slots=2)
-    results = await asyncio.gather(*(collect(dispatcher) for _ in range(12)))
+    requests = asyncio.gather(*(collect(dispatcher) for _ in range(12)))
+    await yielded_until(lambda: dispatcher.waiting == 8)
+    assert (a.active, b.active) == (2, 2)  # every slot taken, the rest wait in the queue
+    gate.set()
+    results = await requests
     assert all(len(chunks) == 4 for chunks, _ in results)
     assert a.max_active <= 2 and b.max_active <= 2
     assert a.calls + b.calls == 12
 
 
 async def test_queue_full_is_a_clear_error() -> None:
-    a = FakeBackend("a", delay=0.2)
+    a = FakeBackend("a")
+    a.gate = asyncio.Event()  # the first request holds the one slot until the third was refused
     dispatcher, _ = runtime(a, slots=1, queue_length=1, queue_wait=5)
-    outcomes = await asyncio.gather(*(collect(dispatcher) for _ in range(3)), return_exceptions=True)
+    running = asyncio.create_task(collect(dispatcher))
+    await a.streaming.wait()
+    queued = asyncio.create_task(collect(dispatcher))
+    await yielded_until(lambda: dispatcher.waiting == 1)
+    refused = await asyncio.gather(collect(dispatcher), return_exceptions=True)
+    a.gate.set()
+    outcomes = [*refused, *await asyncio.gather(running, queued, return_exceptions=True)]
     errors = [o for o in outcomes if isinstance(o, BaseException)]
     assert len(errors) == 1
     assert isinstance(errors[0], QueueFull)
@@ -163,9 +189,16 @@ async def test_queue_full_is_a_clear_error() -> None:
 
 
 async def test_queue_wait_expires() -> None:
-    dispatcher, _ = runtime(FakeBackend("a", delay=0.5), slots=1, queue_length=5, queue_wait=0.1)
-    outcomes = await asyncio.gather(collect(dispatcher), collect(dispatcher), return_exceptions=True)
-    assert any(isinstance(o, QueueFull) and "within 0.1 s" in str(o) for o in outcomes)
+    a = FakeBackend("a")
+    a.gate = asyncio.Event()  # the slot stays taken until the queued request gave up
+    dispatcher, _ = runtime(a, slots=1, queue_length=5, queue_wait=0.1)
+    running = asyncio.create_task(collect(dispatcher))
+    await a.streaming.wait()
+    [expired] = await asyncio.gather(collect(dispatcher), return_exceptions=True)
+    assert isinstance(expired, QueueFull) and "within 0.1 s" in str(expired)
+    a.gate.set()
+    chunks, _ = await running
+    assert chunks[-1]["done"]
 
 
 async def test_one_failed_probe_keeps_the_known_models() -> None:
@@ -185,7 +218,8 @@ async def test_unhealthy_only() -> None:
 
 
 async def test_cancelled_request_frees_its_slot() -> None:
-    a = FakeBackend("a", delay=1.0, tokens=5)
+    a = FakeBackend("a", tokens=5)
+    a.gate = asyncio.Event()  # never set: the stream stays in flight until the task is cancelled
     dispatcher, monitor = runtime(a)
 
     async def consume() -> None:
@@ -193,8 +227,8 @@ async def test_cancelled_request_frees_its_slot() -> None:
             pass
 
     task = asyncio.create_task(consume())
-    await asyncio.sleep(0.05)
-    assert monitor.view("a").in_flight == 1
+    await a.streaming.wait()
+    assert monitor.view("a").in_flight == 1 and a.active == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -203,7 +237,7 @@ async def test_cancelled_request_frees_its_slot() -> None:
 
 
 async def test_cancelled_request_is_not_a_backend_failure() -> None:
-    a = FakeBackend("a", delay=1.0, tokens=5)
+    a = FakeBackend("a", tokens=5)
     dispatcher, monitor = runtime(a)
     stream = dispatcher.stream("generate", {"model": "tiny"}, Trace("tiny"))
     await stream.__anext__()

@@ -1,5 +1,7 @@
 """The Ollama stand-in against the official `ollama` and `openai` clients, raw HTTP where the wire matters
-(NDJSON framing, status codes, headers), and its `ollama` executable. Subprocess tests are marked real."""
+(NDJSON framing, status codes, headers), and its `ollama` executable. Subprocess tests are marked real;
+all are marked standin, so they run in the README's test command (`-m "real or not real"`) but not in a
+plain `pytest` (select them alone with `-m standin`)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,9 @@ import pytest
 
 from tests.harness.ollama import StandinFactory, SubprocessStandin, write_standin_script
 from tests.standin.ollama_standin import ModelSpec, StandinConfig, parse_rfc3339, standin_script
+
+# Self-tests of the stand-in: outside the default unit run, in the README's full test command.
+pytestmark = pytest.mark.standin
 
 FAST: dict[str, Any] = {"tokens_per_second": 2000}
 
@@ -280,44 +284,54 @@ def test_error_bodies_and_status_codes(
 
 @pytest.mark.parametrize("slots", [1, 3])
 async def test_requests_beyond_the_slots_wait_in_a_queue(ollama_standin: StandinFactory, slots: int) -> None:
-    standin = ollama_standin({"num_parallel": slots, "tokens_per_second": 200})
+    standin = ollama_standin({"num_parallel": slots, "faults": {"hold_after_tokens": 1}, **FAST})
     client = ollama.AsyncClient(host=standin.url)
-    started = time.monotonic()
-    replies = await asyncio.gather(*(client.generate(model="tiny", prompt=f"p{i}") for i in range(6)))
-    elapsed = time.monotonic() - started
+    requests = asyncio.gather(*(client.generate(model="tiny", prompt=f"p{i}") for i in range(6)))
+    for done in range(0, 6, slots):  # each batch holds its slots; the rest really wait in the queue
+        batch = min(slots, 6 - done)
+        stats = await asyncio.to_thread(standin.wait_until, lambda s, b=batch: s["held"] == b)  # type: ignore[misc]
+        assert (stats["active"], stats["queued"], stats["completed"]) == (batch, 6 - done - batch, done)
+        standin.release()
+    replies = await requests
     assert all(r.eval_count == 16 for r in replies)
     stats = standin.stats()
     assert stats["max_concurrency"] == slots  # reached, never exceeded
     assert (stats["completed"], stats["active"], stats["queued"]) == (6, 0, 0)
     assert stats["requests"]["POST /api/generate"] == 6
-    batches = -(-6 // slots)
-    assert elapsed >= batches * 16 / 200 * 0.9  # queued requests really waited for a slot
 
 
 async def test_a_full_queue_answers_503(ollama_standin: StandinFactory) -> None:
-    standin = ollama_standin({"num_parallel": 1, "max_queue": 1, "tokens_per_second": 40})
+    standin = ollama_standin({"num_parallel": 1, "max_queue": 1, "faults": {"hold_after_tokens": 1}, **FAST})
     client = ollama.AsyncClient(host=standin.url)
     running = asyncio.ensure_future(client.generate(model="tiny", prompt="a"))
     queued = asyncio.ensure_future(client.generate(model="tiny", prompt="b"))
-    await asyncio.to_thread(standin.wait_until, lambda s: s["active"] == 1 and s["queued"] == 1)
+    await asyncio.to_thread(standin.wait_until, lambda s: s["held"] == 1 and s["queued"] == 1)
     with pytest.raises(ollama.ResponseError) as busy:
         await client.generate(model="tiny", prompt="c")
     assert busy.value.status_code == 503
     assert busy.value.error == "server busy, please try again.  maximum pending requests exceeded"
+    for _ in range(2):  # the running one, then the one that waited
+        await asyncio.to_thread(standin.wait_until, lambda s: s["held"] == 1)
+        standin.release()
     assert [r.eval_count for r in await asyncio.gather(running, queued)] == [16, 16]
 
 
 async def test_each_model_has_its_own_slots(ollama_standin: StandinFactory) -> None:
-    standin = ollama_standin({"models": ["a", "b"], "num_parallel": 1, "tokens_per_second": 200})
+    standin = ollama_standin({"models": ["a", "b"], "num_parallel": 1, "faults": {"hold_after_tokens": 1}, **FAST})
     client = ollama.AsyncClient(host=standin.url)
-    await asyncio.gather(*(client.generate(model=m, prompt="x") for m in ("a", "b", "a", "b")))
+    requests = asyncio.gather(*(client.generate(model=m, prompt="x") for m in ("a", "b", "a", "b")))
+    for _ in range(2):  # one per model at a time, each model's second one waiting for its slot
+        stats = await asyncio.to_thread(standin.wait_until, lambda s: s["held"] == 2)
+        assert stats["active_by_model"] == {"a:latest": 1, "b:latest": 1}
+        standin.release()
+    await requests
     stats = standin.stats()
     assert stats["max_concurrency_by_model"] == {"a:latest": 1, "b:latest": 1}
     assert stats["max_concurrency"] == 2
 
 
 async def test_client_disconnect_cancels_the_generation_and_frees_the_slot(ollama_standin: StandinFactory) -> None:
-    standin = ollama_standin({"num_parallel": 1, "tokens_per_second": 20})
+    standin = ollama_standin({"num_parallel": 1, "faults": {"hold_after_tokens": 1}, **FAST})
     async with aiohttp.ClientSession() as session:
         response = await session.post(standin.url + "/api/generate", json={"model": "tiny", "prompt": "long"})
         first = json.loads(await response.content.readline())
@@ -333,8 +347,9 @@ async def test_client_disconnect_cancels_the_generation_and_frees_the_slot(ollam
         stats = await asyncio.to_thread(standin.wait_until, lambda s: s["cancelled"] == 2 and s["active"] == 0)
         assert stats["queued"] == 0 and stats["completed"] == 0
         dropped = [r for r in stats["recent"] if r["prompt"] == "long"][0]
-        assert dropped["status"] == "cancelled" and dropped["eval_count"] < 16
+        assert dropped["status"] == "cancelled" and dropped["eval_count"] == 1  # stopped where it was held
         standin.reset_stats()
+        standin.clear_faults()
         standin_fast = {"model": "tiny", "prompt": "next", "stream": False, "options": {"num_predict": 2}}
         async with session.post(standin.url + "/api/generate", json=standin_fast) as after:
             assert (await after.json())["eval_count"] == 2  # the slot was freed
@@ -395,14 +410,34 @@ async def test_dropped_connection_after_k_tokens(ollama_standin: StandinFactory)
 
 
 def test_slow_start_delays_the_first_byte(ollama_standin: StandinFactory) -> None:
-    standin = ollama_standin({"faults": {"slow_start": 0.4}, **FAST})
-    started = time.monotonic()
-    assert httpx.get(standin.url + "/api/version").status_code == 200
-    assert time.monotonic() - started >= 0.4
+    standin = ollama_standin({"faults": {"slow_start": 1.0}, **FAST})
+    with pytest.raises(httpx.ReadTimeout):  # nothing can arrive before the delay is over
+        httpx.get(standin.url + "/api/version", timeout=0.2)
+    assert httpx.get(standin.url + "/api/version", timeout=10).status_code == 200  # it does answer, late
+    assert standin.stats()["faults_fired"]["slow_start"] == 2
     standin.clear_faults()
-    started = time.monotonic()
-    httpx.get(standin.url + "/api/version")
-    assert time.monotonic() - started < 0.4
+    assert httpx.get(standin.url + "/api/version").status_code == 200
+    assert standin.stats()["faults_fired"]["slow_start"] == 2
+
+
+def test_hold_pauses_streams_until_released(ollama_standin: StandinFactory) -> None:
+    standin = ollama_standin({"num_parallel": 2, **FAST})
+    standin.set_faults(hold_after_tokens=2, routes=["/api/generate"])
+    body = {"model": "tiny", "prompt": "x", "options": {"num_predict": 4}}
+    with httpx.stream("POST", standin.url + "/api/generate", json=body) as response:
+        lines = response.iter_lines()
+        first = [json.loads(next(lines)) for _ in range(2)]
+        assert [part["done"] for part in first] == [False, False]
+        stats = standin.wait_until(lambda s: s["held"] == 1)
+        assert (stats["completed"], stats["faults_fired"]) == (0, {"hold_after_tokens": 1})
+        chat = {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "stream": False}
+        assert httpx.post(standin.url + "/api/chat", json=chat).json()["done"]  # other routes go on
+        standin.release()
+        rest = [json.loads(line) for line in lines if line]
+    assert [part["done"] for part in rest] == [False, False, True]
+    stats = standin.stats()
+    assert (stats["held"], stats["released"], stats["completed"]) == (0, 1, 2)
+    assert stats["bodies"] == [body, chat]  # the requests as sent, for tests that check what arrived
 
 
 def test_hang_never_answers_until_cleared(ollama_standin: StandinFactory) -> None:
