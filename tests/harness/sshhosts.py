@@ -548,29 +548,53 @@ class TestHosts:
         extra: str = "",
     ) -> str:
         """A cluster.yaml for these nodes; roles are YAML snippets per node name, e.g. {"node1": "rpc: {}"}."""
-        nodes = list(self.nodes if nodes is None else nodes)
-        roles = dict(roles_by_node or {})
-        unknown = set(roles) - {n.name for n in nodes}
-        if unknown:
-            raise ValueError(f"roles for unknown nodes: {sorted(unknown)}")
-        lines = [
-            f"name: {name}",
-            "ssh:",
-            f"  user: {nodes[0].user if nodes else 'root'}",
-            f"  port: {nodes[0].port if nodes else 22}",
-            f"  identity_file: {self.client_key}",
-            f"  known_hosts: {known_hosts or self.known_hosts}",
-            f"  host_key_policy: {host_key_policy}",
-            f"  connect_timeout: {connect_timeout}",
-            "nodes:",
-        ]
-        for node in nodes:
-            lines += [f"  - name: {node.name}", f"    address: {node.address}"]
-            snippet = textwrap.dedent(roles.get(node.name, "")).strip()
-            if snippet:
-                lines.append(textwrap.indent(snippet, "    "))
-        text = "\n".join(lines) + "\n"
-        return text + textwrap.dedent(extra).strip() + "\n" if extra.strip() else text
+        return manifest_yaml(
+            list(self.nodes if nodes is None else nodes),
+            roles_by_node,
+            self.client_key,
+            known_hosts or self.known_hosts,
+            name=name,
+            host_key_policy=host_key_policy,
+            connect_timeout=connect_timeout,
+            extra=extra,
+        )
+
+
+def manifest_yaml(
+    nodes: Sequence[TestNode],
+    roles_by_node: Mapping[str, str] | None,
+    client_key: Path,
+    known_hosts: Path,
+    *,
+    name: str = "lab",
+    host_key_policy: str = "strict",
+    connect_timeout: float = 5.0,
+    extra: str = "",
+) -> str:
+    """A cluster.yaml for `nodes` (all logged into as the first one's user); roles are YAML snippets per
+    node name, e.g. {"node1": "rpc: {}"}."""
+    roles = dict(roles_by_node or {})
+    unknown = set(roles) - {n.name for n in nodes}
+    if unknown:
+        raise ValueError(f"roles for unknown nodes: {sorted(unknown)}")
+    lines = [
+        f"name: {name}",
+        "ssh:",
+        f"  user: {nodes[0].user if nodes else 'root'}",
+        f"  port: {nodes[0].port if nodes else 22}",
+        f"  identity_file: {client_key}",
+        f"  known_hosts: {known_hosts}",
+        f"  host_key_policy: {host_key_policy}",
+        f"  connect_timeout: {connect_timeout}",
+        "nodes:",
+    ]
+    for node in nodes:
+        lines += [f"  - name: {node.name}", f"    address: {node.address}"]
+        snippet = textwrap.dedent(roles.get(node.name, "")).strip()
+        if snippet:
+            lines.append(textwrap.indent(snippet, "    "))
+    text = "\n".join(lines) + "\n"
+    return text + textwrap.dedent(extra).strip() + "\n" if extra.strip() else text
 
 
 def _sshd_config(node_dir: Path, address: str, port: int) -> str:
