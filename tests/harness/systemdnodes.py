@@ -95,9 +95,9 @@ def apt_mirror(suite: str, etc_apt: Path = Path("/etc/apt")) -> str:
                 key, sep, value = line.partition(":")
                 if sep and not line.startswith(("#", " ")):
                     fields[key.strip().lower()] = value.strip()
-            if "deb" in fields.get("types", "").split() and suite in fields.get("suites", "").split():
-                if fields.get("enabled", "yes").lower() != "no" and fields.get("uris"):
-                    return fields["uris"].split()[0]
+            wanted = "deb" in fields.get("types", "").split() and suite in fields.get("suites", "").split()
+            if wanted and fields.get("enabled", "yes").lower() != "no" and fields.get("uris"):
+                return fields["uris"].split()[0]
     raise HostsError(f"no apt source for '{suite}' in {etc_apt}: cannot tell which mirror debootstrap should use")
 
 
@@ -342,9 +342,7 @@ class SystemdNodes:
         for boot in booted:
             self._wait_ready(boot, deadline)
         self.nodes = tuple(boot.node for boot in booted)
-        self.known_hosts.write_text(
-            "".join(known_hosts_line(n.address, n.port, n.host_key_public) for n in self.nodes)
-        )
+        self.known_hosts.write_text("".join(known_hosts_line(n.address, n.port, n.host_key_public) for n in self.nodes))
         self.start_seconds = time.monotonic() - started
 
     def close(self) -> float:
@@ -507,7 +505,9 @@ class SystemdNodes:
         self._wait_ready(boot, time.monotonic() + _BOOT_TIMEOUT)
         return time.monotonic() - started
 
-    def exec_in(self, node: TestNode, command: str, *, timeout: float = 30.0, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def exec_in(
+        self, node: TestNode, command: str, *, timeout: float = 30.0, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """Run a shell command as root inside the node (all its namespaces), bypassing SSH."""
         leader = self._leader(self._booted[node.name])
         if leader is None:
@@ -518,7 +518,9 @@ class SystemdNodes:
             raise HostsError(f"{node.name}: `{command}` failed ({result.returncode}): {result.stderr.strip()}")
         return result
 
-    def manifest_yaml(self, roles_by_node: dict[str, str], *, user: str = "root", name: str = "lab", extra: str = "") -> str:
+    def manifest_yaml(
+        self, roles_by_node: dict[str, str], *, user: str = "root", name: str = "lab", extra: str = ""
+    ) -> str:
         nodes = [n if user == "root" else self.as_user(n) for n in self.nodes]
         return manifest_yaml(nodes, roles_by_node, self.client_key, self.known_hosts, name=name, extra=extra)
 
