@@ -16,7 +16,7 @@ from sollol_cli.provision.apply import DEFAULT_OPTIONS, NodeOutcome, Options, ch
 from sollol_cli.provision.connect import runner_factory
 from sollol_cli.provision.services import BinarySource, binary_sources
 from sollol_cli.settings import Settings
-from sollol_cli.state import NodeState, ServiceState, load_state, save_state
+from sollol_cli.state import NodeState, ServiceState, check_state_path, load_state, save_state
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,8 @@ async def provision(
     sources: dict[str, BinarySource] | None = None,
 ) -> ClusterOutcome:
     cluster = loaded.cluster
+    if not options.dry_run:
+        check_state_path(settings.state_dir, cluster.name)  # before any work: `record` writes it at the end
     if sources is None:
         sources = binary_sources(cluster, controller_binaries(cluster, settings) if action == "up" else {})
     try:
