@@ -16,6 +16,7 @@ from sollol_cli.errors import SollolError
 from sollol_cli.manifest.models import Cluster, Node
 from sollol_cli.provision import services as svc
 from sollol_cli.provision.facts import NodeFacts, RunningService, facts_script, parse_facts
+from sollol_cli.provision.nodelock import node_lock
 from sollol_cli.provision.plan import (
     EnsureModels,
     Fail,
@@ -201,7 +202,7 @@ class NodeJob:
 
         assert binary.local_path is not None and binary.sha256 is not None
         final = _home_path(binary.remote_path, home)
-        # tagged per node: several local nodes may share one machine
+        # tagged per node (several local nodes may share one machine); upload_checked adds a per-run part
         await upload_checked(
             runner, Path(binary.local_path), final, binary.sha256, mode=0o755, reporter=self.report, tag=self.node.name
         )
@@ -359,7 +360,11 @@ async def run_nodes(
             return NodeOutcome(node.name, "unreachable", failures=[f"connect: {exc.message}"])
         try:
             async with runner:
-                outcome = await (job.up(runner) if action == "up" else job.down(runner))
+                if options.dry_run:
+                    outcome = await (job.up(runner) if action == "up" else job.down(runner))
+                else:  # one `up`/`down` per node at a time, in any process: a second one waits here
+                    async with node_lock(runner, cluster.name, node.name, action, reporter):
+                        outcome = await (job.up(runner) if action == "up" else job.down(runner))
         except SollolError as exc:
             reporter(events.StepFailed(node.name, "facts", exc.message))
             return NodeOutcome(node.name, "failed", failures=[exc.message])
