@@ -54,6 +54,7 @@ class ServiceOutcome:
     start_time: int | None = None
     version: str | None = None
     ready: bool = False
+    started: bool = False  # started by this run (not kept running from before)
 
 
 @dataclass
@@ -173,7 +174,9 @@ class NodeJob:
                 self._step("start", spec.name)
                 pid, start = await self._start(runner, spec, manager, facts.home)
                 outcome.changed.append(describe(step))
-                started = ServiceOutcome(spec.name, spec.kind, spec.host, spec.port, spec.digest, manager, pid, start)
+                started = ServiceOutcome(
+                    spec.name, spec.kind, spec.host, spec.port, spec.digest, manager, pid, start, started=True
+                )
                 outcome.services.append(started)
                 started.version = await self._wait_ready(runner, spec, manager, pid, start)
                 started.ready = True

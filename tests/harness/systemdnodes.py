@@ -491,6 +491,10 @@ class SystemdNodes:
     def node(self, name: str) -> TestNode:
         return self._booted[name].node
 
+    def root_of(self, node: TestNode) -> Path:
+        """The node's `/`, seen from here (its overlay)."""
+        return self._booted[node.name].merged
+
     def as_user(self, node: TestNode) -> TestNode:
         """The same node, logged into as the lingering non-root user."""
         return replace(node, user=NODE_USER, root_dir=self._booted[node.name].merged / "home" / NODE_USER)
