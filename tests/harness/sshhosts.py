@@ -201,7 +201,8 @@ def _netns_pids(netns: str) -> list[int]:
     return [int(p) for p in result.stdout.split()] if result.returncode == 0 else []
 
 
-def _save(state: _State, path: Path) -> None:
+def _save(state: Any, path: Path) -> None:
+    """A run's state (a dataclass) as JSON, replaced atomically."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(state)))
     tmp.replace(path)
@@ -249,17 +250,23 @@ def clean_stale(config: HostsConfig) -> bool:
 
 
 def _lock(config: HostsConfig) -> IO[str]:
-    handle = config.lock_file.open("a+")
+    return take_lock(
+        config.lock_file,
+        f"uses test-host prefix '{config.prefix}'; set SOLLOL_TEST_PREFIX and SOLLOL_TEST_SUBNET to run in parallel",
+    )
+
+
+def take_lock(path: Path, busy: str) -> IO[str]:
+    """flock `path` (released when the returned file is closed, or the process dies) and write our pid into
+    it; if another run holds it: HostsError "another test run (pid N) <busy>"."""
+    handle = path.open("a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
         owner = handle.read().strip() or "?"
         handle.close()
-        raise HostsError(
-            f"another test run (pid {owner}) uses test-host prefix '{config.prefix}'; "
-            "set SOLLOL_TEST_PREFIX and SOLLOL_TEST_SUBNET to run in parallel"
-        ) from None
+        raise HostsError(f"another test run (pid {owner}) {busy}") from None
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))

@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import IO, Any, ClassVar
@@ -46,8 +46,13 @@ from sollol_cli.settings import Settings
 from tests.harness.sshhosts import (
     HostsError,
     TestNode,
+    _keygen,
+    _keyscan,
+    _run,
+    _save,
     known_hosts_line,
     manifest_yaml,
+    take_lock,
 )
 
 STATE_DIR = Path("/tmp")
@@ -59,13 +64,6 @@ _CLEAN_ENV = {"PATH": _PATH, "LANG": "C.UTF-8"}
 _CGROUP_HIERARCHIES = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
 _BOOT_TIMEOUT = 60.0
 _POWEROFF_TIMEOUT = 30.0
-
-
-def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=_CLEAN_ENV)
-    if check and result.returncode != 0:
-        raise HostsError(f"`{shlex.join(argv)}` failed ({result.returncode}): {result.stderr.strip()[-800:]}")
-    return result
 
 
 # ----- the cached root filesystem ---------------------------------------------------------------------
@@ -218,12 +216,6 @@ class _State:
     mounts: list[str] = field(default_factory=list)
 
 
-def _save(state: _State, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(state)))
-    tmp.replace(path)
-
-
 def _load(path: Path) -> _State | None:
     try:
         data: dict[str, Any] = json.loads(path.read_text())
@@ -281,22 +273,11 @@ def clean_stale(config: SystemdConfig) -> bool:
 
 
 def _lock(config: SystemdConfig) -> IO[str]:
-    handle = config.lock_file.open("a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        owner = handle.read().strip() or "?"
-        handle.close()
-        raise HostsError(
-            f"another test run (pid {owner}) uses systemd test nodes with prefix '{config.prefix}'; "
-            "set SOLLOL_TEST_PREFIX and SOLLOL_TEST_SYSTEMD_SUBNET to run in parallel"
-        ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
+    return take_lock(
+        config.lock_file,
+        f"uses systemd test nodes with prefix '{config.prefix}'; "
+        "set SOLLOL_TEST_PREFIX and SOLLOL_TEST_SYSTEMD_SUBNET to run in parallel",
+    )
 
 
 # ----- the nodes --------------------------------------------------------------------------------------
@@ -332,7 +313,7 @@ class SystemdNodes:
     def _start(self) -> None:
         started = time.monotonic()
         _save(self._state, self.config.state_file)
-        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sollol-test-client", "-f", str(self.client_key)])
+        _keygen(self.client_key, "sollol-test-client")
         self._create_bridge()
         names = [f"sd{i}" for i in range(1, self.config.count + 1)]
         booted = [self._prepare(i, name, names) for i, name in enumerate(names, start=1)]
@@ -403,8 +384,7 @@ class SystemdNodes:
             f"[Match]\nName=host0\n\n[Network]\nAddress={address}/{prefixlen}\nLinkLocalAddressing=no\n"
         )
         host_key = merged / "etc/ssh/ssh_host_ed25519_key"
-        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(host_key)])
-        public = " ".join(host_key.with_name(host_key.name + ".pub").read_text().split()[:2])
+        public = _keygen(host_key, name)
         client = self.client_key.with_name(self.client_key.name + ".pub").read_text()
         for home in (merged / "root", merged / "home" / NODE_USER):
             keys = home / ".ssh" / "authorized_keys"
@@ -460,7 +440,7 @@ class SystemdNodes:
             if leader is not None:
                 check = ["nsenter", "-t", str(leader), "-a", "systemctl", "is-system-running"]
                 state = _run(check, check=False, timeout=10).stdout.strip()
-                if state in ("running", "degraded") and boot.node.host_key_public in _keyscan(boot.node.address):
+                if state in ("running", "degraded") and boot.node.host_key_public in _keyscan(boot.node.address, 22):
                     return
             if time.monotonic() > deadline:
                 raise HostsError(f"{boot.node.name} did not boot in time (system {state}): {self._log_tail(boot)}")
@@ -527,11 +507,6 @@ class SystemdNodes:
     ) -> str:
         nodes = [n if user == "root" else self.as_user(n) for n in self.nodes]
         return manifest_yaml(nodes, roles_by_node, self.client_key, self.known_hosts, name=name, extra=extra)
-
-
-def _keyscan(address: str) -> set[str]:
-    result = _run(["ssh-keyscan", "-T", "1", "-t", "ed25519", address], check=False)
-    return {" ".join(parts[1:3]) for line in result.stdout.splitlines() if len(parts := line.split()) >= 3}
 
 
 def start_systemd_nodes(config: SystemdConfig | None = None) -> SystemdNodes:
