@@ -115,7 +115,7 @@ def test_killed_rpc_server_is_restarted_by_systemd(lab: Lab) -> None:
             return restarted and hello(node.address, SYSTEM_PORT) is not None
 
         wait_for(f"systemd to restart the rpc-server after SIG{signal}", back)
-    result = invoke("status", "-m", str(lab.system), "--json")
+    result = invoke("status", "--manifest", str(lab.system), "--json")
     assert result.exit_code == 0, result.stdout
     rows = {(r["node"], r["kind"]): r["reachable"] for r in json.loads(result.stdout)["backends"]}
     assert rows == {(n.name, "rpc"): "yes" for n in lab.nodes.nodes}
