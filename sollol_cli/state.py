@@ -14,6 +14,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from sollol_cli.errors import UsageError
+
 
 class ServiceState(BaseModel):
     name: str
@@ -50,12 +52,27 @@ def state_path(state_dir: Path, cluster: str) -> Path:
     return state_dir / "clusters" / f"{cluster}.json"
 
 
+def check_state_path(state_dir: Path, cluster: str) -> None:
+    """Raise a usage error now if the cluster's state file could not be read or written later (a directory
+    where the file or a file where a directory should be), so `up`/`down` fail before doing any work."""
+    path = state_path(state_dir, cluster)
+    hint = "move it away or set SOLLOL_STATE_DIR to another directory"
+    for directory in (state_dir, path.parent):
+        if directory.exists() and not directory.is_dir():
+            raise UsageError(f"sollol's state directory {directory} is not a directory", hint=hint)
+    if path.exists() and not path.is_file():
+        raise UsageError(f"sollol's state file {path} is not a file", hint=hint)
+
+
 def load_state(state_dir: Path, cluster: str) -> ClusterState:
     path = state_path(state_dir, cluster)
     try:
         return ClusterState.model_validate_json(path.read_bytes())
     except FileNotFoundError:
         return ClusterState(cluster=cluster)
+    except OSError:
+        check_state_path(state_dir, cluster)  # a directory in the way: say so in one line
+        raise
     except ValueError:
         # A corrupt file must not block `up`/`down`: the nodes' pidfiles are authoritative anyway.
         path.replace(path.with_suffix(f".corrupt-{int(time.time())}"))

@@ -17,6 +17,7 @@ from sollol_cli.manifest.models import Cluster, Node
 from sollol_cli.names import normalize_model_name
 from sollol_cli.provision import services as svc
 from sollol_cli.provision.facts import NodeFacts, facts_script, parse_facts
+from sollol_cli.provision.nodelock import node_lock
 from sollol_cli.provision.plan import (
     EnsureModels,
     Fail,
@@ -57,6 +58,7 @@ class ServiceOutcome:
     start_time: int | None = None
     version: str | None = None
     ready: bool = False
+    started: bool = False  # started by this run (not kept running from before)
 
 
 @dataclass
@@ -176,7 +178,9 @@ class NodeJob:
                 self._step("start", spec.name)
                 pid, start = await self._start(runner, step, facts.home)
                 outcome.changed.append(describe(step))
-                started = ServiceOutcome(spec.name, spec.kind, spec.host, spec.port, spec.digest, manager, pid, start)
+                started = ServiceOutcome(
+                    spec.name, spec.kind, spec.host, spec.port, spec.digest, manager, pid, start, started=True
+                )
                 outcome.services.append(started)
                 started.version = await self._wait_ready(runner, spec, manager, pid, start)
                 started.ready = True
@@ -205,7 +209,7 @@ class NodeJob:
 
         assert binary.local_path is not None and binary.sha256 is not None
         final = _home_path(binary.remote_path, home)
-        # tagged per node: several local nodes may share one machine
+        # tagged per node (several local nodes may share one machine); upload_checked adds a per-run part
         await upload_checked(
             runner, Path(binary.local_path), final, binary.sha256, mode=0o755, reporter=self.report, tag=self.node.name
         )
@@ -346,7 +350,11 @@ async def run_nodes(
             return NodeOutcome(node.name, "unreachable", failures=[f"connect: {exc.message}"])
         try:
             async with runner:
-                outcome = await (job.up(runner) if action == "up" else job.down(runner))
+                if options.dry_run:
+                    outcome = await (job.up(runner) if action == "up" else job.down(runner))
+                else:  # one `up`/`down` per node at a time, in any process: a second one waits here
+                    async with node_lock(runner, cluster.name, node.name, action, reporter):
+                        outcome = await (job.up(runner) if action == "up" else job.down(runner))
         except SollolError as exc:
             reporter(events.StepFailed(node.name, "facts", exc.message))
             return NodeOutcome(node.name, "failed", failures=[exc.message])

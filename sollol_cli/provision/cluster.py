@@ -17,7 +17,7 @@ from sollol_cli.provision.apply import DEFAULT_OPTIONS, NodeOutcome, Options, ch
 from sollol_cli.provision.connect import runner_factory
 from sollol_cli.provision.services import BinarySource, binary_sources
 from sollol_cli.settings import Settings
-from sollol_cli.state import NodeState, ServiceState, load_state, save_state
+from sollol_cli.state import NodeState, ServiceState, check_state_path, load_state, save_state
 
 # Stops the sharded models' coordinators that this cluster's commands started on the controller (and forgets
 # those on nodes, which each node's `down` stops by their pidfiles); returns the models stopped. Sharding owns
@@ -99,6 +99,8 @@ async def provision(
 ) -> ClusterOutcome:
     """`up` or `down` every node (or `only` these); a whole-cluster `down` also calls `stop_coordinators`."""
     cluster = loaded.cluster
+    if not options.dry_run:
+        check_state_path(settings.state_dir, cluster.name)  # before any work: `record` writes it at the end
     if sources is None:
         sources = binary_sources(cluster, controller_binaries(cluster, settings) if action == "up" else {})
     try:

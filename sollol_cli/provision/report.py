@@ -34,12 +34,15 @@ def outcome_data(outcome: ClusterOutcome) -> dict[str, Any]:
             }
         )
     counts = Counter(node.status for node in outcome.nodes)
+    # services this run started without systemd: nothing brings them back after the node reboots
+    transient = [n.node for n in outcome.nodes if any(s.started and s.manager == "process" for s in n.services)]
     return {
         "action": outcome.action,
         "dry_run": outcome.dry_run,
         "nodes": nodes,
         "summary": {k: counts.get(k, 0) for k in ("changed", "unchanged", "failed", "unreachable", "planned")},
         "exit_code": outcome.exit_code,
+        "not_persistent": transient,
     }
 
 
@@ -51,3 +54,14 @@ def summary_line(data: dict[str, Any]) -> str:
     if len(parts) == 1:
         return f"{total} {noun} {parts[0][0]}"
     return f"{total} {noun}: " + ", ".join(f"{v} {k}" for k, v in parts)
+
+
+def persistence_note(data: dict[str, Any]) -> str | None:
+    """One line when `up` started services that a reboot of their node will not bring back."""
+    nodes = data.get("not_persistent") or []
+    if not nodes:
+        return None
+    return (
+        f"note: the services started on {', '.join(nodes)} run without systemd and will not survive a reboot; "
+        "run `sollol up` again after one"
+    )

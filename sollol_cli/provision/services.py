@@ -193,7 +193,10 @@ def unit_text(spec: ServiceSpec, *, home: str, restart: bool = True) -> str:
         *(f"Environment={_systemd_quote(f'{k}={v}')}" for k, v in spec.env),
         f"StandardOutput=append:{spec.log_path.replace('$HOME', home)}",
         f"StandardError=append:{spec.log_path.replace('$HOME', home)}",
-        f"Restart={'on-failure' if restart else 'no'}",
+        # always, not on-failure: rpc-server exits 0 when it cannot bind (say a user unit started before the
+        # node's address is up: user managers have no network-online.target), and a SIGTERM from outside
+        # counts as a clean exit; either would leave the service dead until the next `up`
+        f"Restart={'always' if restart else 'no'}",
         "RestartSec=2",
         f"X-SollolDigest={spec.digest}",
         "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 from sollol_cli import events
@@ -31,17 +32,18 @@ async def upload_checked(
     reporter: events.Reporter = events.ignore,
     tag: str,
 ) -> None:
-    """Copy `local` to `final` under a name of its own (`tag`), then rename it over `final` (a running
-    process keeps its inode: no "text file busy") and check the sha256 of what arrived."""
-    tmp = f"{final}.upload-{tag}"
+    """Copy `local` to a name of its own (`tag` plus a random part: unique per run, so two runs never write
+    the same file), check the sha256 of what arrived there, then rename it over `final` (a running process
+    keeps its inode: no "text file busy"). A mismatch removes only this run's copy, never `final`, which
+    another run may have just put there and be starting."""
+    tmp = f"{final}.upload-{tag}-{secrets.token_hex(4)}"
     await runner.run(f"mkdir -p {shell_word(final.rsplit('/', 1)[0])}", timeout=15, check=True)
     await runner.put_file(local, tmp, mode=mode, reporter=reporter)
-    moved = await runner.run(
-        f"mv -f {shell_word(tmp)} {shell_word(final)} && sha256sum {shell_word(final)}", timeout=600, check=True
-    )
-    got = moved.stdout.split()[0] if moved.stdout.split() else ""
+    summed = await runner.run(f"sha256sum {shell_word(tmp)}", timeout=600)
+    got = summed.stdout.split()[0] if summed.ok and summed.stdout.split() else ""
     if got != sha256:
-        await runner.run(f"rm -f {shell_word(final)}", timeout=15)
+        await runner.run(f"rm -f {shell_word(tmp)}", timeout=15)
         raise TransferError(
-            f"{runner.name}: checksum mismatch after upload of {local.name}: {got[:12]} != {sha256[:12]}"
+            f"{runner.name}: checksum mismatch after upload of {local.name}: {got[:12] or 'no file'} != {sha256[:12]}"
         )
+    await runner.run(f"mv -f {shell_word(tmp)} {shell_word(final)}", timeout=60, check=True)

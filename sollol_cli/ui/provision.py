@@ -8,7 +8,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from sollol_cli.provision.report import summary_line
+from sollol_cli.provision.report import persistence_note, summary_line
 from sollol_cli.ui.console import err
 
 STATUS_STYLE = {"changed": "cyan", "unchanged": "green", "failed": "red", "unreachable": "red", "planned": "blue"}
@@ -50,3 +50,6 @@ def print_outcome(data: dict[str, Any]) -> None:
         table.add_row(escape(node["node"]), f"[{style}]{node['status']}[/]", escape(services or "-"), escape(detail))
     console.print(table)
     console.print(summary_line(data), highlight=False)
+    note = persistence_note(data)
+    if note:
+        console.print(escape(note), highlight=False)

@@ -201,7 +201,8 @@ def _netns_pids(netns: str) -> list[int]:
     return [int(p) for p in result.stdout.split()] if result.returncode == 0 else []
 
 
-def _save(state: _State, path: Path) -> None:
+def _save(state: Any, path: Path) -> None:
+    """A run's state (a dataclass) as JSON, replaced atomically."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(state)))
     tmp.replace(path)
@@ -249,17 +250,23 @@ def clean_stale(config: HostsConfig) -> bool:
 
 
 def _lock(config: HostsConfig) -> IO[str]:
-    handle = config.lock_file.open("a+")
+    return take_lock(
+        config.lock_file,
+        f"uses test-host prefix '{config.prefix}'; set SOLLOL_TEST_PREFIX and SOLLOL_TEST_SUBNET to run in parallel",
+    )
+
+
+def take_lock(path: Path, busy: str) -> IO[str]:
+    """flock `path` (released when the returned file is closed, or the process dies) and write our pid into
+    it; if another run holds it: HostsError "another test run (pid N) <busy>"."""
+    handle = path.open("a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
         owner = handle.read().strip() or "?"
         handle.close()
-        raise HostsError(
-            f"another test run (pid {owner}) uses test-host prefix '{config.prefix}'; "
-            "set SOLLOL_TEST_PREFIX and SOLLOL_TEST_SUBNET to run in parallel"
-        ) from None
+        raise HostsError(f"another test run (pid {owner}) {busy}") from None
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))
@@ -548,29 +555,53 @@ class TestHosts:
         extra: str = "",
     ) -> str:
         """A cluster.yaml for these nodes; roles are YAML snippets per node name, e.g. {"node1": "rpc: {}"}."""
-        nodes = list(self.nodes if nodes is None else nodes)
-        roles = dict(roles_by_node or {})
-        unknown = set(roles) - {n.name for n in nodes}
-        if unknown:
-            raise ValueError(f"roles for unknown nodes: {sorted(unknown)}")
-        lines = [
-            f"name: {name}",
-            "ssh:",
-            f"  user: {nodes[0].user if nodes else 'root'}",
-            f"  port: {nodes[0].port if nodes else 22}",
-            f"  identity_file: {self.client_key}",
-            f"  known_hosts: {known_hosts or self.known_hosts}",
-            f"  host_key_policy: {host_key_policy}",
-            f"  connect_timeout: {connect_timeout}",
-            "nodes:",
-        ]
-        for node in nodes:
-            lines += [f"  - name: {node.name}", f"    address: {node.address}"]
-            snippet = textwrap.dedent(roles.get(node.name, "")).strip()
-            if snippet:
-                lines.append(textwrap.indent(snippet, "    "))
-        text = "\n".join(lines) + "\n"
-        return text + textwrap.dedent(extra).strip() + "\n" if extra.strip() else text
+        return manifest_yaml(
+            list(self.nodes if nodes is None else nodes),
+            roles_by_node,
+            self.client_key,
+            known_hosts or self.known_hosts,
+            name=name,
+            host_key_policy=host_key_policy,
+            connect_timeout=connect_timeout,
+            extra=extra,
+        )
+
+
+def manifest_yaml(
+    nodes: Sequence[TestNode],
+    roles_by_node: Mapping[str, str] | None,
+    client_key: Path,
+    known_hosts: Path,
+    *,
+    name: str = "lab",
+    host_key_policy: str = "strict",
+    connect_timeout: float = 5.0,
+    extra: str = "",
+) -> str:
+    """A cluster.yaml for `nodes` (all logged into as the first one's user); roles are YAML snippets per
+    node name, e.g. {"node1": "rpc: {}"}."""
+    roles = dict(roles_by_node or {})
+    unknown = set(roles) - {n.name for n in nodes}
+    if unknown:
+        raise ValueError(f"roles for unknown nodes: {sorted(unknown)}")
+    lines = [
+        f"name: {name}",
+        "ssh:",
+        f"  user: {nodes[0].user if nodes else 'root'}",
+        f"  port: {nodes[0].port if nodes else 22}",
+        f"  identity_file: {client_key}",
+        f"  known_hosts: {known_hosts}",
+        f"  host_key_policy: {host_key_policy}",
+        f"  connect_timeout: {connect_timeout}",
+        "nodes:",
+    ]
+    for node in nodes:
+        lines += [f"  - name: {node.name}", f"    address: {node.address}"]
+        snippet = textwrap.dedent(roles.get(node.name, "")).strip()
+        if snippet:
+            lines.append(textwrap.indent(snippet, "    "))
+    text = "\n".join(lines) + "\n"
+    return text + textwrap.dedent(extra).strip() + "\n" if extra.strip() else text
 
 
 def _sshd_config(node_dir: Path, address: str, port: int) -> str:

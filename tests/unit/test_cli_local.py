@@ -95,6 +95,8 @@ def up_table(local: Local, status: str) -> str:
             f"whole  changed  llamacpp 127.0.0.1:{local.llama} (b0-standin)  2 changes\n"
             f"ol     changed  ollama 127.0.0.1:{local.ollama} (0.12.6)        1 change \n"
             "3 nodes changed\n"
+            "note: the services started on shard, whole, ol run without systemd and will not survive a reboot; "
+            "run `sollol up` again after one\n"
         )
     return (
         "node   status     services                               detail\n"

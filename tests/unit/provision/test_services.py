@@ -128,7 +128,7 @@ def test_unit_text() -> None:
         "Environment=OLLAMA_KEEP_ALIVE=10m",
         "StandardOutput=append:/root/.sollol/lab/n1/log/sollol-lab-ollama-11434.log",
         "StandardError=append:/root/.sollol/lab/n1/log/sollol-lab-ollama-11434.log",
-        "Restart=on-failure",
+        "Restart=always",
         "RestartSec=2",
         f"X-SollolDigest={ollama.digest}",
         "",
