@@ -216,7 +216,8 @@ def langchain_openai(call: str, t: Target) -> Obs:
         return {"tokens": lc.ChatOpenAI(**base, max_tokens=PREDICT).invoke(MESSAGES).usage_metadata["output_tokens"]}
     if call == "structured":
         fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": SCHEMA}}
-        return {"text": chat.invoke(MESSAGES, response_format=fmt).content}
+        # LangChain parses the JSON itself and refuses an answer cut short: room for the whole object
+        return {"text": lc.ChatOpenAI(**base, max_tokens=64).invoke(MESSAGES, response_format=fmt).content}
     if call == "embed":
         # raw text, as the LangChain docs say for servers other than OpenAI (the default sends tiktoken ids)
         emb = lc.OpenAIEmbeddings(
@@ -224,6 +225,7 @@ def langchain_openai(call: str, t: Target) -> Obs:
         )
         return vectors(emb.embed_documents(TEXTS))
     if call == "responses":
+        base.pop("seed")  # not a Responses API parameter
         chat = lc.ChatOpenAI(**base, max_tokens=16, use_responses_api=True)
         return {"text": chat.invoke(MESSAGES).text, "stream_text": "".join(ch.text for ch in chat.stream(MESSAGES))}
     raise AssertionError(call)
@@ -280,6 +282,7 @@ def _litellm() -> Any:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no download of the price list at import
     litellm = need("litellm")
     litellm.telemetry = False
+    litellm.suppress_debug_info = True
     return litellm
 
 
@@ -410,7 +413,8 @@ def open_webui(call: str, t: Target) -> Obs:
         assert http("GET", t.url + "/api/version")["version"]  # "verify connection"
         models = [x["model"] for x in http("GET", t.url + "/api/tags")["models"]]
         for running in http("GET", t.url + "/api/ps")["models"]:
-            datetime.fromisoformat(running["expires_at"])  # Open WebUI shows when each loaded model expires
+            if "expires_at" in running:  # Open WebUI shows when each loaded model expires
+                datetime.fromisoformat(running["expires_at"])
         openai_ids = [x["id"] for x in http("GET", t.url + "/v1/models")["data"]]
         assert sorted(openai_ids) == sorted(models), (openai_ids, models)
         return {"models": models}

@@ -89,7 +89,7 @@ def targets(
                 "name": "compat",
                 "nodes": [
                     {"name": "ollama1", "address": "127.0.0.1", "transport": "local",
-                     "ollama": {"port": standin.port}},
+                     "ollama": {"port": standin.port, "models": [PULLABLE]}},  # sollol pulls what it lists
                     {"name": "llama1", "address": "127.0.0.1", "transport": "local",
                      "llamacpp": {"port": node.port, "model": str(tiny_gguf), "slots": 2}},
                 ],
