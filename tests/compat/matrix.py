@@ -39,8 +39,9 @@ CALLS: dict[str, str] = {
 # What each column sends, by API family (README shows this under the table).
 CALL_NOTES: dict[str, str] = {
     "chat": "`/api/chat` or `/v1/chat/completions`, whichever API the client speaks",
-    "generate": "`/api/generate` or `/v1/completions`",
-    "tools": "a chat request with a function tool",
+    "generate": "`/api/generate` or `/v1/completions` (LlamaIndex's `complete` sends `/api/chat`; LiteLLM's "
+    "`ollama/` sends every completion, chat or not, to `/api/generate`)",
+    "tools": "a chat request with a function tool (LiteLLM's `ollama/` asks for JSON on `/api/generate` instead)",
     "options": "sampling options (`num_predict`/`max_tokens`, `temperature`, `seed`) that the answer honours",
     "structured": "`format` (a JSON schema) on `/api/chat`, or `response_format` on `/v1/chat/completions`",
     "list": "`/api/tags` or `/v1/models` (Open WebUI: `/api/version`, `/api/tags`, `/api/ps`, `/v1/models`)",
@@ -83,7 +84,7 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
     "langchain-ollama": ("chat", "chat_stream", "generate", "generate_stream", "tools", "options", "structured", "embed"),
     "langchain-openai": ("chat", "chat_stream", "tools", "options", "structured", "embed", "responses"),
     "llamaindex-ollama": ("chat", "chat_stream", "generate", "generate_stream", "tools", "options", "structured", "embed"),
-    "litellm-ollama": ("generate", "generate_stream", "options", "embed"),
+    "litellm-ollama": ("generate", "generate_stream", "tools", "options", "embed"),
     "litellm-ollama-chat": ("chat", "chat_stream", "tools", "options"),
     "litellm-openai": ("chat", "chat_stream", "tools", "options", "embed"),
     "anthropic": ("messages",),
@@ -151,7 +152,8 @@ def render_markdown() -> str:
         lines.append("| " + " | ".join(row) + " |")
     backends = ", ".join(BACKENDS.values())
     text = "\n".join(lines) + "\n\n"
-    text += f"✅ works through `sollol serve` on every kind of backend ({backends}); — the client has no API for it.\n"
+    text += f"✅ works through `sollol serve` on every kind of backend ({backends}); — not a call the suite makes\n"
+    text += "with that client (it has no API for it, or reaches that route only through another column).\n"
     text += "".join(f"{i}. ❌ {note}\n" for i, note in enumerate(notes, 1))
     text += "\n" + "".join(f"- **{CALLS[c]}**: {n}\n" for c, n in CALL_NOTES.items())
     return text

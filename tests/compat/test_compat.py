@@ -24,7 +24,12 @@ from tests.harness.llama import ServerGroup
 from tests.harness.ollama import ThreadedStandin
 from tests.standin.ollama_standin import StandinConfig
 
-pytestmark = [pytest.mark.real, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.real,
+    pytest.mark.slow,
+    # LiteLLM's own types warn about themselves while it parses streams (the suite makes warnings errors)
+    pytest.mark.filterwarnings("ignore:Item .* is using the `ReadOnly` qualifier:UserWarning"),
+]
 
 STANDIN_MODEL = "tiny-standin"
 SHARDED_MODEL = "tiny-sharded"
