@@ -1,4 +1,5 @@
-"""Regenerate the committed generated files: JSON Schema, shell completions, README --help blocks.
+"""Regenerate the committed generated files: JSON Schema, shell completions, README --help blocks and the
+client compatibility matrix (from tests/compat/matrix.py).
 
 python scripts/generate.py          # write them
 python scripts/generate.py --check  # exit 1 if any is stale (the tests do the same)
@@ -12,6 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_BLOCK = re.compile(r"(<!-- manifest-reference -->\n)(.*?)(<!-- /manifest-reference -->\n)", re.S)
+COMPAT_BLOCK = re.compile(r"(<!-- compat-matrix -->\n)(.*?)(<!-- /compat-matrix -->\n)", re.S)
 HELP_BLOCK = re.compile(r"(<!-- help: (?P<cmd>[a-z -]+) -->\n```text\n)(?P<body>.*?)(```\n)", re.S)
 
 
@@ -30,7 +32,10 @@ def generated() -> dict[Path, str]:
     from sollol_cli.manifest.reference import manifest_reference
 
     text = HELP_BLOCK.sub(lambda m: m[1] + help_text(m["cmd"].split()) + m[4], readme.read_text())
-    files[readme] = REFERENCE_BLOCK.sub(lambda m: m[1] + manifest_reference() + m[3], text)
+    from tests.compat.matrix import render_markdown
+
+    text = REFERENCE_BLOCK.sub(lambda m: m[1] + manifest_reference() + m[3], text)
+    files[readme] = COMPAT_BLOCK.sub(lambda m: m[1] + render_markdown() + m[3], text)
     return files
 
 
