@@ -7,14 +7,13 @@ not connect to nodes (status, run, serve) know the services, versions and protoc
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from sollol_cli.errors import UsageError
+from sollol_cli.files import write_atomic
 
 
 class ServiceState(BaseModel):
@@ -84,15 +83,5 @@ def save_state(state_dir: Path, state: ClusterState) -> Path:
     path = state_path(state_dir, state.cluster)
     path.parent.mkdir(parents=True, exist_ok=True)
     state.updated_at = time.time()
-    data = json.dumps(state.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(state.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
     return path

@@ -43,4 +43,5 @@ def _isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     state = tmp_path_factory.mktemp("state")
     monkeypatch.setenv("SOLLOL_STATE_DIR", str(state))
     monkeypatch.delenv("SOLLOL_MANIFEST", raising=False)
+    monkeypatch.delenv("LLAMA_SERVER_PATH", raising=False)  # the original SOLLOL's name, honoured as a fallback
     yield state

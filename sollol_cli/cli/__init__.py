@@ -16,6 +16,7 @@ from sollol_cli.cli.commands import (
     completion,
     demo,
     discover,
+    init,
     llamacpp,
     logs,
     provision,
@@ -54,6 +55,7 @@ def _root(
     """Make several machines with GPUs or big CPUs act as one LLM server."""
 
 
+app.command("init")(init.init)
 app.command("validate")(validate.validate)
 app.command("up")(provision.up)
 app.command("down")(provision.down)

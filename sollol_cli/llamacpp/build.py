@@ -31,7 +31,7 @@ from sollol_cli.llamacpp.sdist import (
     VENDOR_PREFIX,
     ensure_sdist,
 )
-from sollol_cli.settings import Settings
+from sollol_cli.settings import Settings, env_name
 
 SUBJECT = "llama.cpp"
 # installed name -> CMake target (upstream renamed the rpc-server target to ggml-rpc-server)
@@ -127,7 +127,8 @@ def find_build(cache_dir: Path) -> LlamaCppBinaries | None:
 
 def resolve_binaries(settings: Settings) -> LlamaCppBinaries | None:
     """The binaries sollol uses on this machine: user overrides (`SOLLOL_RPC_SERVER_PATH`,
-    `SOLLOL_LLAMA_SERVER_PATH`) win over the cached build; None if neither is there (nothing is built here)."""
+    `SOLLOL_LLAMA_SERVER_PATH` or SOLLOL's `LLAMA_SERVER_PATH`) win over the cached build; None if neither is
+    there (nothing is built here)."""
     cached = find_build(settings.cache_dir)
     overrides = {"rpc-server": settings.rpc_server_path, "llama-server": settings.llama_server_path}
     if all(path is None for path in overrides.values()):
@@ -137,7 +138,7 @@ def resolve_binaries(settings: Settings) -> LlamaCppBinaries | None:
         if override is not None:
             chosen[name] = override.expanduser()
             if not chosen[name].is_file():
-                env = "SOLLOL_" + name.upper().replace("-", "_") + "_PATH"
+                env = env_name(name.replace("-", "_") + "_path")
                 raise UsageError(f"{env} points at {chosen[name]}, which is not a file", hint="fix or unset it")
     if len(chosen) < len(overrides):
         if cached is None:

@@ -177,6 +177,18 @@ def test_override_that_is_not_a_file_is_an_error(tmp_path: Path) -> None:
         resolve_binaries(settings)
 
 
+def test_llama_server_path_of_the_original_sollol_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    theirs, ours = tmp_path / "theirs", tmp_path / "ours"
+    monkeypatch.setenv("LLAMA_SERVER_PATH", str(theirs))
+    assert Settings().llama_server_path == theirs
+    with pytest.raises(UsageError, match=r"^LLAMA_SERVER_PATH points at .*theirs, which is not a file"):
+        resolve_binaries(Settings(cache_dir=tmp_path))
+    monkeypatch.setenv("SOLLOL_LLAMA_SERVER_PATH", str(ours))  # sollol's own name wins
+    assert Settings().llama_server_path == ours
+    with pytest.raises(UsageError, match=r"^SOLLOL_LLAMA_SERVER_PATH points at .*ours, which is not a file"):
+        resolve_binaries(Settings(cache_dir=tmp_path))
+
+
 def test_no_overrides_means_the_cached_build(tmp_path: Path) -> None:
     assert resolve_binaries(Settings(cache_dir=tmp_path)) is None
     fake_install(tmp_path)
