@@ -7,7 +7,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from sollol_cli.backends.http import Timeouts, close_session
-from sollol_cli.health import ProbeSchedule
+from sollol_cli.health import CircuitBreaker, ProbeSchedule
 from sollol_cli.manifest.models import Cluster
 from sollol_cli.runtime.dispatch import Dispatcher, ShardedModels
 from sollol_cli.runtime.inventory import inventory
@@ -35,7 +35,10 @@ class ClusterRuntime:
         )
         # backoff capped at a few intervals: a backend that comes back is re-admitted within them
         schedule = ProbeSchedule(interval_s=routing.probe_interval, max_backoff_s=routing.probe_interval * 4)
-        self.monitor = Monitor(inventory(cluster), self.timeouts, schedule=schedule, attached=attached)
+        breaker = CircuitBreaker(cooldown_s=routing.breaker_cooldown)
+        self.monitor = Monitor(
+            inventory(cluster), self.timeouts, schedule=schedule, breaker=breaker, attached=attached
+        )
         self.dispatcher = Dispatcher(self.monitor, routing, sharded=sharded)
         self._probe = probe
 
