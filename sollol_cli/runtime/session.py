@@ -36,9 +36,7 @@ class ClusterRuntime:
         # backoff capped at a few intervals: a backend that comes back is re-admitted within them
         schedule = ProbeSchedule(interval_s=routing.probe_interval, max_backoff_s=routing.probe_interval * 4)
         breaker = CircuitBreaker(cooldown_s=routing.breaker_cooldown)
-        self.monitor = Monitor(
-            inventory(cluster), self.timeouts, schedule=schedule, breaker=breaker, attached=attached
-        )
+        self.monitor = Monitor(inventory(cluster), self.timeouts, schedule=schedule, breaker=breaker, attached=attached)
         self.dispatcher = Dispatcher(self.monitor, routing, sharded=sharded)
         self._probe = probe
 
