@@ -13,6 +13,7 @@ from aiohttp import web
 from sollol_cli.errors import UsageError
 from sollol_cli.gateway.accesslog import LineWriter, LogFormat
 from sollol_cli.gateway.app import create_app
+from sollol_cli.gateway.state import GATEWAY
 from sollol_cli.manifest.models import Cluster
 from sollol_cli.runtime.session import ClusterRuntime
 from sollol_cli.settings import Settings
@@ -57,7 +58,9 @@ async def serve(
         )  # fmt: skip
         # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream
         # request (the backend stops generating) and frees the backend slot at once.
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=options.grace_s)
+        # shutdown_timeout is short: by the time aiohttp shuts down, `drain` below has let the in-flight
+        # requests finish within the grace period or cut them with an error in their own API shape.
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         try:
             site = web.TCPSite(runner, options.host, options.port, reuse_address=True)
@@ -75,8 +78,10 @@ async def serve(
                 url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
                 on_listening(Listening(url, len(views), healthy))
             await stop.wait()
+            gate = app[GATEWAY].gate
             if on_stopping is not None:
-                on_stopping(sum(v.in_flight for v in runtime.monitor.views.values()))
+                on_stopping(gate.in_flight)
+            await gate.drain(options.grace_s)
         finally:
             await runner.cleanup()
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from sollol_cli.gateway.accesslog import Exchange, LineWriter, LogFormat
 from sollol_cli.gateway.metrics import GatewayMetrics
+from sollol_cli.gateway.shutdown import ShutdownGate
 from sollol_cli.runtime.session import ClusterRuntime
 from sollol_cli.settings import Settings
 
@@ -30,6 +31,7 @@ class GatewayState:
     api_key: bytes | None
     log: LineWriter | None
     log_format: LogFormat
+    gate: ShutdownGate = field(default_factory=ShutdownGate)
 
 
 GATEWAY = web.AppKey("sollol_gateway", GatewayState)

@@ -4,6 +4,7 @@ frame (Ollama's last NDJSON line `{"error": ...}`, an OpenAI SSE `data: {"error"
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from aiohttp import web
 
 from sollol_cli.gateway.accesslog import Exchange
 from sollol_cli.gateway.problems import JSON_TYPE, Problem, dumps, error_body, problem_for
+from sollol_cli.gateway.state import gateway
 from sollol_cli.runtime.dispatch import Trace
 
 T = TypeVar("T")
@@ -112,6 +114,14 @@ async def stream(
             try:
                 chunk = await anext(iterator)
             except StopAsyncIteration:
+                break
+            except asyncio.CancelledError:
+                gate = gateway(request).gate
+                if not gate.was_cut():
+                    raise  # the client went away
+                assert gate.cut_reason is not None
+                exchange.error = gate.cut_reason
+                await write(framing.error(gate.cut_reason))
                 break
             except Exception as exc:  # after the first byte the status is sent: end with an error frame
                 problem = problem_for(exc)
