@@ -100,6 +100,15 @@ class CircuitBreaker:
     def on_success(self, state: BreakerState) -> BreakerState:
         return BreakerState()
 
+    def on_back(self, state: BreakerState, now: float) -> BreakerState:
+        """A probe found the backend answering again after failed probes (a restart, a network blip): an
+        open breaker half-opens at once, so the next request is its trial instead of waiting out the
+        cooldown. Only after failed probes: a backend that answers probes but fails requests keeps its
+        cooldown, or every request failure would be followed by another trial."""
+        if self.phase(state, now) is BreakerPhase.open:
+            return replace(state, stored_phase=BreakerPhase.half_open, trial_started_at=None)
+        return state
+
     def on_failure(self, state: BreakerState, now: float) -> BreakerState:
         phase = self.phase(state, now)
         if phase is BreakerPhase.half_open:

@@ -109,8 +109,13 @@ def _middleware(state: GatewayState) -> Any:
         attach_exchange(request, ex)
         metrics.in_flight.inc()
         response: web.StreamResponse | None = None
+        gate = state.gate
+        gate.enter()
         try:
-            if (
+            if gate.closing:
+                response = _refuse(ex, 503, "the server is shutting down; retry on another gateway or later")
+                response.force_close()
+            elif (
                 key is not None
                 and path not in PUBLIC_PATHS
                 and not authorized(request.headers.get("Authorization"), key, request.headers.get("x-api-key"))
@@ -121,7 +126,14 @@ def _middleware(state: GatewayState) -> Any:
                 response = await handler(request)
         except web.HTTPException as exc:  # no such route, wrong method, body too large
             response = _refuse(ex, exc.status, _http_message(request, exc))
-        except (asyncio.CancelledError, ConnectionResetError):
+        except asyncio.CancelledError:
+            if not gate.was_cut():
+                ex.status, ex.error = CLIENT_GONE, "the client disconnected"
+                raise
+            assert gate.cut_reason is not None
+            response = _refuse(ex, 503, gate.cut_reason)  # cut before its first byte
+            response.force_close()
+        except ConnectionResetError:
             ex.status, ex.error = CLIENT_GONE, "the client disconnected"
             raise
         except Exception as exc:
@@ -131,6 +143,7 @@ def _middleware(state: GatewayState) -> Any:
                 raise
             response = _refuse(ex, problem.status, problem.message)
         finally:
+            gate.leave()
             metrics.in_flight.dec()
             if response is not None:
                 ex.status = response.status

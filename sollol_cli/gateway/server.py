@@ -13,6 +13,7 @@ from aiohttp import web
 from sollol_cli.errors import UsageError
 from sollol_cli.gateway.accesslog import LineWriter, LogFormat
 from sollol_cli.gateway.app import create_app
+from sollol_cli.gateway.state import GATEWAY
 from sollol_cli.manifest.models import Cluster
 from sollol_cli.runtime.session import open_cluster
 from sollol_cli.settings import Settings
@@ -49,7 +50,9 @@ async def serve(
         app = create_app(runtime, api_key=options.api_key, log=options.log, log_format=options.log_format)
         # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream
         # request (the backend stops generating) and frees the backend slot at once.
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=options.grace_s)
+        # shutdown_timeout is short: by the time aiohttp shuts down, `drain` below has let the in-flight
+        # requests finish within the grace period or cut them with an error in their own API shape.
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         try:
             site = web.TCPSite(runner, options.host, options.port, reuse_address=True)
@@ -67,8 +70,15 @@ async def serve(
                 url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
                 on_listening(Listening(url, len(views), healthy))
             await stop.wait()
+            # No new connections from here (a load balancer sees the refusal at once); idle keep-alive
+            # connections close, and a request that still arrives on a busy one is answered 503.
+            await site.stop()
+            if runner.server is not None:
+                runner.server.pre_shutdown()
+            gate = app[GATEWAY].gate
             if on_stopping is not None:
-                on_stopping(sum(v.in_flight for v in runtime.monitor.views.values()))
+                on_stopping(gate.in_flight)
+            await gate.drain(options.grace_s)
         finally:
             await runner.cleanup()
 

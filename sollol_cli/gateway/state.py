@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from sollol_cli.gateway.accesslog import Exchange, LineWriter, LogFormat
 from sollol_cli.gateway.metrics import GatewayMetrics
+from sollol_cli.gateway.shutdown import ShutdownGate
 from sollol_cli.runtime.session import ClusterRuntime
 
 # What /api/version answers when no Ollama backend reports its own version (llama.cpp-only clusters):
@@ -23,6 +24,7 @@ class GatewayState:
     api_key: bytes | None
     log: LineWriter | None
     log_format: LogFormat
+    gate: ShutdownGate = field(default_factory=ShutdownGate)
 
 
 GATEWAY = web.AppKey("sollol_gateway", GatewayState)

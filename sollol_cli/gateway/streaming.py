@@ -5,6 +5,7 @@ Anthropic `event: error` with `{"type": "error", "error": {...}}`)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from sollol_cli.gateway.accesslog import Exchange
 from sollol_cli.gateway.problems import JSON_TYPE, Problem, anthropic_error, dumps, error_body, problem_for
+from sollol_cli.gateway.state import gateway
 from sollol_cli.runtime.dispatch import Trace
 
 T = TypeVar("T")
@@ -119,6 +121,14 @@ async def stream(
             try:
                 chunk = await anext(iterator)
             except StopAsyncIteration:
+                break
+            except asyncio.CancelledError:
+                gate = gateway(request).gate
+                if not gate.was_cut():
+                    raise  # the client went away
+                assert gate.cut_reason is not None
+                exchange.error = gate.cut_reason
+                await write(framing.error(gate.cut_reason))
                 break
             except Exception as exc:  # after the first byte the status is sent: end with an error frame
                 problem = problem_for(exc)

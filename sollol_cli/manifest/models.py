@@ -352,6 +352,23 @@ class Routing(Strict):
     probe_interval: float = Field(5.0, gt=0, description="Seconds between health probes.")
     connect_timeout: float = Field(3.0, gt=0, description="Seconds to connect to a backend.")
     read_timeout: float = Field(300.0, gt=0, description="Seconds a backend may stay silent mid-request.")
+    first_byte_timeout: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds a backend with the model loaded may take to its first token (prompt evaluation) "
+        "before the request is retried elsewhere.",
+    )
+    load_timeout: float = Field(
+        600.0,
+        gt=0,
+        description="The same limit when the model still has to be loaded into memory first.",
+    )
+    breaker_cooldown: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a backend that failed 3 requests in a row gets no requests, unless a probe "
+        "finds it back sooner.",
+    )
 
 
 def check_cidr(value: str) -> str:

@@ -17,6 +17,7 @@ from sollol_cli.errors import BackendError, ModelNotFound, NoHealthyBackend, Que
 from sollol_cli.events import Event, Reporter
 from sollol_cli.health import Answer, judge_answer
 from sollol_cli.manifest.models import Routing
+from sollol_cli.names import same_model
 from sollol_cli.router import (
     NoBackend,
     Picked,
@@ -128,7 +129,9 @@ class Dispatcher:
             trace.backend = backend.ref.name
             sent_any = False
             try:
-                async for chunk in _timed(call(backend), trace):
+                # a coordinator handed out by backend_for has its model loaded: the warm limit applies
+                first_byte_s = self.routing.first_byte_timeout
+                async for chunk in _timed(call(backend), trace, first_byte_s=first_byte_s, label=backend.ref.label):
                     sent_any = True
                     yield chunk
                 return
@@ -155,7 +158,8 @@ class Dispatcher:
             sent_any = False
             ok: bool | None = None  # neither success nor failure unless decided below
             try:
-                async for chunk in _timed(call(client), trace):
+                first_byte_s = self._first_byte_limit(view, trace.model)
+                async for chunk in _timed(call(client), trace, first_byte_s=first_byte_s, label=client.ref.label):
                     sent_any = True
                     yield chunk
                 ok = True
@@ -186,6 +190,12 @@ class Dispatcher:
             finally:
                 error = attempts.last_error
                 self.monitor.finished(view, ok=ok, error=str(error) if error else None)
+
+    def _first_byte_limit(self, view: BackendView, model: str) -> float:
+        """How long the backend may take to its first chunk: a model that is not in its memory has to be
+        loaded first (`load_timeout`), a loaded one only evaluates the prompt (`first_byte_timeout`)."""
+        warm = any(same_model(name, model) for name in view.loaded)
+        return self.routing.first_byte_timeout if warm else self.routing.load_timeout
 
     async def _acquire(self, trace: Trace, attempts: _Attempts) -> BackendView:
         """Pick a backend with a free slot, waiting in the bounded queue while all are full, or while the
@@ -301,21 +311,38 @@ class single(Generic[T]):  # lower case: it reads as the function it stands for
             result.close()  # never started: no "coroutine was never awaited" warning
 
 
-async def _timed(chunks: AsyncIterator[T], trace: Trace) -> AsyncIterator[T]:
-    """Measure time to first chunk and tokens/s while passing chunks through untouched."""
+async def _timed(
+    chunks: AsyncIterator[T], trace: Trace, *, first_byte_s: float | None = None, label: str = "the backend"
+) -> AsyncIterator[T]:
+    """Measure time to first chunk and tokens/s while passing chunks through untouched. A stream whose first
+    chunk takes longer than `first_byte_s` is given up as unavailable (nothing was sent, so the dispatcher may
+    retry elsewhere): a hung backend must not hold a request for the whole between-chunks `read_timeout`."""
     sent = time.monotonic()
-    first = not isinstance(chunks, single)
     try:
+        if not isinstance(chunks, single):
+            try:
+                async with asyncio.timeout(first_byte_s) as limit:
+                    first = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                if not limit.expired():
+                    raise
+                raise BackendUnavailable(label, f"sent nothing within {first_byte_s:g}s (first-byte timeout)") from None
+            trace.ttft_s = time.monotonic() - sent
+            _count_tokens(first, trace)
+            yield first
         async for chunk in chunks:
-            if first:
-                trace.ttft_s = time.monotonic() - sent
-                first = False
-            if isinstance(chunk, dict) and chunk.get("done"):
-                count, duration = chunk.get("eval_count"), chunk.get("eval_duration")
-                if isinstance(count, int) and isinstance(duration, int) and duration > 0 and count > 0:
-                    trace.tokens_per_s = count / duration * 1e9
+            _count_tokens(chunk, trace)
             yield chunk
     finally:
         closer: Callable[[], Awaitable[None]] | None = getattr(chunks, "aclose", None)
         if closer is not None:
             await closer()
+
+
+def _count_tokens(chunk: object, trace: Trace) -> None:
+    if isinstance(chunk, dict) and chunk.get("done"):
+        count, duration = chunk.get("eval_count"), chunk.get("eval_duration")
+        if isinstance(count, int) and isinstance(duration, int) and duration > 0 and count > 0:
+            trace.tokens_per_s = count / duration * 1e9

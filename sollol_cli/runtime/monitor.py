@@ -121,9 +121,12 @@ class Monitor:
                     view.loaded = frozenset(view.status.loaded)
         except Exception as exc:  # a probe must never take the monitor down
             view.last_error = f"probe failed: {exc}"
+        was_failing = view.probe.consecutive_failures > 0 or not view.probe.healthy
         view.probe = self.schedule.after_probe(view.probe, ok=ok, now=self.clock(), random=random.random())
         if ok and not view.probe.healthy:
             view.probe = ProbeState(True, 0, view.probe.next_probe_at)
+        if ok and was_failing:
+            view.breaker = self.breaker.on_back(view.breaker, self.clock())
 
     async def probe_all(self) -> None:
         await asyncio.gather(*(self.probe_one(view) for view in self.views.values()))

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from sollol_cli import events
 from sollol_cli.backends.http import Timeouts, close_session
-from sollol_cli.health import ProbeSchedule
+from sollol_cli.health import CircuitBreaker, ProbeSchedule
 from sollol_cli.manifest.models import Cluster
 from sollol_cli.runtime.dispatch import Dispatcher
 from sollol_cli.runtime.inventory import inventory
@@ -42,8 +42,13 @@ class ClusterRuntime:
         schedule = ProbeSchedule(interval_s=routing.probe_interval, max_backoff_s=routing.probe_interval * 4)
         home = coordinator_home(settings, cluster.name)
         # rpc-server serves one client at a time: the ones a coordinator holds are reported busy, not probed
+        breaker = CircuitBreaker(cooldown_s=routing.breaker_cooldown)
         self.monitor = Monitor(
-            inventory(cluster), self.timeouts, schedule=schedule, attached=lambda: attached_endpoints(home)
+            inventory(cluster),
+            self.timeouts,
+            schedule=schedule,
+            breaker=breaker,
+            attached=lambda: attached_endpoints(home),
         )
         self.shards: ShardManager | None = None
         if can_shard(cluster):

@@ -99,6 +99,16 @@ BREAKER_CASES: list[tuple[str, list[tuple[str, float]], float, BreakerPhase, boo
     ("straggler-failure-keeps-cooldown", [*TRIPPED, ("fail", 20.0)], 32.0, BreakerPhase.half_open, True),
     ("straggler-success-closes", [*TRIPPED, ("ok", 10.0)], 10.0, BreakerPhase.closed, True),
     ("send-while-open-is-no-trial", [*TRIPPED, ("send", 10.0)], 32.0, BreakerPhase.half_open, True),
+    # a probe finds the backend back after failed probes: the next request is the trial, no cooldown wait
+    ("back-half-opens-at-once", [*TRIPPED, ("back", 5.0)], 5.0, BreakerPhase.half_open, True),
+    ("back-then-trial-success-closes", [*TRIPPED, ("back", 5.0), ("send", 5.5), ("ok", 6.0)], 6.0,
+     BreakerPhase.closed, True),
+    ("back-then-trial-failure-reopens", [*TRIPPED, ("back", 5.0), ("send", 5.5), ("fail", 6.0)], 7.0,
+     BreakerPhase.open, False),
+    ("back-while-closed-changes-nothing", [("fail", 0.0), ("back", 1.0), ("fail", 2.0), ("fail", 3.0)], 3.0,
+     BreakerPhase.open, False),
+    ("back-during-a-trial-keeps-it", [*TRIPPED, ("send", 32.0), ("back", 33.0)], 33.0, BreakerPhase.half_open,
+     False),
 ]  # fmt: skip
 
 
@@ -109,6 +119,8 @@ def _replay(events: list[tuple[str, float]]) -> BreakerState:
             state = BREAKER.on_failure(state, now)
         elif kind == "ok":
             state = BREAKER.on_success(state)
+        elif kind == "back":
+            state = BREAKER.on_back(state, now)
         else:
             assert kind == "send"
             state = BREAKER.on_request(state, now)
