@@ -100,3 +100,60 @@ async def test_serve_shuts_down_gracefully(tmp_path: Any, standin: MakeStandin) 
 def accepting(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def test_stop_cuts_what_runs_past_the_grace_period_with_an_error_in_its_own_api(standin: MakeStandin) -> None:
+    """Streams still running when the grace period ends get a last error frame in their API's own shape
+    (Ollama's NDJSON `{"error"}` line, an OpenAI SSE error event), not a dropped connection, and the access
+    log says the server cut them rather than that the client left (499)."""
+    a = standin("a", response_tokens=40, num_parallel=2, faults={"hold_after_tokens": 1})  # never released
+    log: list[str] = []
+    stop = asyncio.Event()
+    listening: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
+    options = ServeOptions("127.0.0.1", 0, log=log.append, log_format="json", grace_s=0.2)
+    server = asyncio.create_task(serve(cluster_of([a]), Settings(), options, stop, on_listening=listening.set_result))
+    reason = "the server is shutting down: the request ran past its 0.2 s grace period"
+    try:
+        url = (await asyncio.wait_for(listening, 10)).url
+        async with aiohttp.ClientSession() as session:
+            ollama = asyncio.create_task(chat_tokens(session, url, 0))
+            body = {"model": "tiny", "messages": [{"role": "user", "content": "1"}], "stream": True}
+            openai = asyncio.create_task(session.post(url + "/v1/chat/completions", json=body))
+            await until(lambda: a.stats()["held"] == 2, "both streams under way")
+            stop.set()
+            reply = await ollama
+            assert reply.error == reason and reply.tokens == answer(a, "user: 0", 1)
+            resp = await openai
+            assert resp.status == 200
+            events = [line for line in (await resp.text()).split("\n\n") if line.strip()]
+            last = json.loads(events[-1].removeprefix("data: "))
+            assert last["error"]["message"] == reason
+            assert len(events) >= 2  # the stand-in's first chunk came before the cut
+        await asyncio.wait_for(server, 10)
+    finally:
+        server.cancel()
+    entries = sorted((json.loads(line)["path"], json.loads(line)["status"], json.loads(line)["error"]) for line in log)
+    assert entries == [("/api/chat", 200, reason), ("/v1/chat/completions", 200, reason)]
+
+
+async def test_stop_answers_503_to_a_request_cut_before_its_first_byte(standin: MakeStandin) -> None:
+    a = standin("a", faults={"hang": True, "routes": ["/api/chat"]})  # accepts the chat and never answers
+    stop = asyncio.Event()
+    listening: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
+    options = ServeOptions("127.0.0.1", 0, grace_s=0.2)
+    server = asyncio.create_task(serve(cluster_of([a]), Settings(), options, stop, on_listening=listening.set_result))
+    try:
+        url = (await asyncio.wait_for(listening, 10)).url
+        async with aiohttp.ClientSession() as session:
+            body = {"model": "tiny", "messages": [{"role": "user", "content": "1"}]}
+            pending = asyncio.create_task(session.post(url + "/api/chat", json=body))
+            await until(lambda: a.stats()["requests"].get("POST /api/chat") == 1, "the request at the backend")
+            stop.set()
+            resp = await pending
+            assert resp.status == 503
+            assert await resp.json() == {
+                "error": "the server is shutting down: the request ran past its 0.2 s grace period"
+            }
+        await asyncio.wait_for(server, 10)
+    finally:
+        server.cancel()
