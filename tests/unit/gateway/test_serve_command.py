@@ -13,7 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.harness.ollama import StandinHandle
+from tests.harness.ollama import StandinHandle, free_port
+from tests.standin.llama_standins import write_bin_dir
 from tests.unit.gateway.conftest import MakeStandin
 
 # The command on its own typer app, so the test does not depend on how the CLI registers it.
@@ -91,6 +92,53 @@ async def test_sigterm_lets_the_running_stream_finish_and_exits_0(tmp_path: Path
     assert any("stopping, waiting up to 30 s for 1 in-flight requests" in line for line in served.stderr)
     [entry] = served.log_lines()
     assert entry["path"] == "/api/generate" and entry["status"] == 200 and entry["backend"] == "n1"
+
+
+async def test_sigterm_cuts_a_stream_past_the_grace_period_with_an_error_line(
+    tmp_path: Path, fake: StandinHandle
+) -> None:
+    """Issue 19 item 4: `--grace G` gives the stream G seconds, then ends it with Ollama's `{"error"}` line
+    (not a dropped connection), exits 0, and the access log says the server cut it (not 499)."""
+    served = await start(manifest(tmp_path, fake), "--log-format", "json", "--grace", "0.5")
+    fake.set_faults(hold_after_tokens=1)  # never released: the stream outlives the grace period
+    body = {"model": "tiny", "prompt": "x"}
+    async with aiohttp.ClientSession() as session, session.post(served.url + "/api/generate", json=body) as resp:
+        first = await resp.content.readline()
+        served.process.send_signal(signal.SIGTERM)
+        rest = await resp.read()
+    lines = [json.loads(line) for line in (first + rest).splitlines()]
+    reason = "the server is shutting down: the request ran past its 0.5 s grace period"
+    assert lines[-1] == {"error": reason} and len(lines) == 2
+    assert await served.finish() == 0
+    assert any("stopping, waiting up to 0.5 s for 1 in-flight requests" in line for line in served.stderr)
+    [entry] = served.log_lines()
+    assert (entry["path"], entry["status"], entry["error"]) == ("/api/generate", 200, reason)
+
+
+async def test_banner_counts_the_rpc_servers_of_an_rpc_only_manifest(tmp_path: Path) -> None:
+    """Issue 19 item 7: a manifest with only rpc-servers said "(0/0 backends up)"."""
+    bin_dir = write_bin_dir(tmp_path / "bin")
+    up, down = free_port(), free_port()
+    rpc = await asyncio.create_subprocess_exec(
+        str(bin_dir / "rpc-server"), "-H", "127.0.0.1", "-p", str(up), stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert rpc.stdout is not None
+        assert b"listening" in await asyncio.wait_for(rpc.stdout.readline(), 30)
+        path = tmp_path / "cluster.yaml"
+        path.write_text(
+            "name: rpconly\n"
+            "backends:\n"
+            f"  - {{name: r1, kind: rpc, address: 127.0.0.1, port: {up}}}\n"
+            f"  - {{name: r2, kind: rpc, address: 127.0.0.1, port: {down}}}\n"
+        )
+        served = await start(path)
+        assert served.banner.rstrip().endswith("(1/2 rpc-servers up, no API key); Ctrl-C to stop"), served.banner
+        served.process.send_signal(signal.SIGTERM)
+        assert await served.finish() == 0
+    finally:
+        rpc.terminate()
+        await rpc.wait()
 
 
 async def test_sigint_exits_0_and_text_log(tmp_path: Path, fake: StandinHandle) -> None:
