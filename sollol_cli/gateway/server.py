@@ -32,8 +32,10 @@ class ServeOptions:
 @dataclass(frozen=True)
 class Listening:
     url: str
-    backends: int
+    backends: int  # the ones requests go to (Ollama, llama-server)
     healthy: int
+    rpc_servers: int = 0  # the ones sharded models' coordinators use
+    rpc_up: int = 0  # ready, or busy serving a coordinator
 
 
 async def serve(
@@ -67,8 +69,10 @@ async def serve(
                 host, port = runner.addresses[0][:2]
                 views = [v for v in runtime.monitor.views.values() if v.client is not None]
                 healthy = sum(1 for v in views if v.probe.healthy)
+                rpc = [v.rpc for v in runtime.monitor.views.values() if v.client is None]
+                rpc_up = sum(1 for probe in rpc if probe is not None and probe.state in ("ready", "busy"))
                 url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-                on_listening(Listening(url, len(views), healthy))
+                on_listening(Listening(url, len(views), healthy, len(rpc), rpc_up))
             await stop.wait()
             # No new connections from here (a load balancer sees the refusal at once); idle keep-alive
             # connections close, and a request that still arrives on a busy one is answered 503.

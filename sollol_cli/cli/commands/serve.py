@@ -57,11 +57,11 @@ def serve(
         )
 
         def listening(event: Listening) -> None:
-            auth = "API key required" if options.api_key else "no API key"
-            console.info(
-                f"sollol serve: {cluster.name} on {event.url} "
-                f"({event.healthy}/{event.backends} backends up, {auth}); Ctrl-C to stop"
-            )
+            parts = [f"{event.healthy}/{event.backends} backends up"] if event.backends or not event.rpc_servers else []
+            if event.rpc_servers:
+                parts.append(f"{event.rpc_up}/{event.rpc_servers} rpc-servers up")
+            parts.append("API key required" if options.api_key else "no API key")
+            console.info(f"sollol serve: {cluster.name} on {event.url} ({', '.join(parts)}); Ctrl-C to stop")
             if not options.api_key and not _loopback(options.host):
                 console.warn(f"anyone who can reach {options.host} can use the cluster: set gateway.api_key_env")
 
