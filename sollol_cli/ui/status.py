@@ -54,7 +54,9 @@ def render(data: dict[str, Any]) -> Group:
             escape(row["version"] or "-"), escape(_models(row)), _memory(row), busy,
         )  # fmt: skip
         if row["error"]:
-            problems.append(Text(f"{row['name']}: {row['error']}", style="red" if state == "no" else "yellow"))
+            error = row["error"]  # a client's error names its backend already ("n1 (host:port): ...")
+            said = error if error.startswith(f"{row['name']} (") else f"{row['name']}: {error}"
+            problems.append(Text(said, style="red" if state == "no" else "yellow"))
     models = []
     for model in data.get("models", []):
         models.append(Text(f"{model['name']}: {model['reason']}", style="dim" if model["mode"] == "distribute" else ""))

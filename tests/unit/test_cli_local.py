@@ -180,8 +180,8 @@ def test_status_before_and_after_down(local: Local) -> None:
         f"whole    llamacpp  127.0.0.1:{local.llama}  down   -        -                 <memory> -",
         f"ol       ollama    127.0.0.1:{local.ollama}  down   -        -                 <memory> -",
         f"shard: connect to 127.0.0.1:{local.rpc} failed: Connection refused",
-        f"whole: whole (127.0.0.1:{local.llama}): connection refused",
-        f"ol: ol (127.0.0.1:{local.ollama}): connection refused",
+        f"whole (127.0.0.1:{local.llama}): connection refused",  # each backend named once
+        f"ol (127.0.0.1:{local.ollama}): connection refused",
     ]
 
 
