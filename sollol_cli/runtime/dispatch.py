@@ -127,6 +127,8 @@ class Dispatcher:
         for attempt in (1, 2):
             backend = await self.sharded.backend_for(trace.model, trace.events.append)
             trace.backend = backend.ref.name
+            if attempt == 2:  # re-planned on the rpc backends still there: say why from what they are now
+                trace.reason = self.sharded.handles(trace.model)[1]
             sent_any = False
             try:
                 # a coordinator handed out by backend_for has its model loaded: the warm limit applies

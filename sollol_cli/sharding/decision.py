@@ -62,4 +62,6 @@ def node_memory(name: str, serving: Sequence[ServingBackend], state: ClusterStat
 
 
 def rpc_memory(rpc_servers: Sequence[RpcServer]) -> list[RpcMemory]:
-    return [RpcMemory(s.name, s.machine, s.free_bytes, s.hint_bytes) for s in rpc_servers]
+    """The rpc backends a coordinator could use: all but the ones the last probe found down."""
+    up = [s for s in rpc_servers if s.probe is None or s.probe.state != "down"]
+    return [RpcMemory(s.name, s.machine, s.free_bytes, s.hint_bytes) for s in up]

@@ -126,7 +126,9 @@ class ShardManager:
             self.started.discard(model.name)
 
     async def discard(self, name: str, report: events.Reporter = events.ignore) -> None:
-        """The coordinator failed a request: stop what is left of it so the next call re-plans."""
+        """The coordinator failed a request: stop what is left of it so the next call re-plans (and decides
+        again: the rpc backends it was decided on have changed)."""
+        self._decisions.pop(name, None)
         model = self.model(name)
         if model is None:
             return

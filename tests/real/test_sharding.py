@@ -119,6 +119,9 @@ def test_killed_rpc_server_replans_on_the_remaining_one(
     assert result.exit_code == 0, result.stderr
     n1 = ssh_nodes.nodes[0].address
     assert f"  placement {n1}:{RPC_PORT}: layers 0-8, model " in "\n".join(result.stderr.splitlines())
+    # -v describes the re-planned coordinator, not the one decided on before node2's rpc-server died
+    [decision] = [line for line in result.stderr.splitlines() if line.startswith("  decision: ")]
+    assert decision.startswith("  decision: shard (set in the manifest): needs ") and "; 1 rpc backend has " in decision
     deadline = time.monotonic() + 5
     while alive(old) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -17,9 +17,9 @@ from sollol_cli.state import ClusterState, NodeState
 GIB = 2**30
 
 
-def rpc(name: str, free_gib: float | None, machine: str | None = None) -> RpcServer:
+def rpc(name: str, free_gib: float | None, machine: str | None = None, state: str = "ready") -> RpcServer:
     devices = (RpcDevice(0, int(free_gib * GIB), 64 * GIB),) if free_gib is not None else ()
-    return RpcServer(name, "10.0.0.1", 50052, machine or name, None, RpcProbe("ready", (3, 0, 0), devices))
+    return RpcServer(name, "10.0.0.1", 50052, machine or name, None, RpcProbe(state, (3, 0, 0), devices))
 
 
 def ollama(
@@ -41,6 +41,10 @@ FILE = ModelFile("/m.gguf", 8 * GIB, GIB)
         ({}, None, [], [rpc("r1", 32)], (False, "distribute: model size unknown (no GGUF found, no node reports it)")),
         (  # free memory from the rpc-servers' probes
             {"mode": "shard"}, FILE, [], [rpc("r1", 8), rpc("r2", 8)],
+            (True, "shard (set in the manifest): needs 9.9 GiB; 2 rpc backends have 16.0 GiB together"),
+        ),
+        (  # an rpc-server the last probe found down is not counted (nor named as "memory unknown")
+            {"mode": "shard"}, FILE, [], [rpc("r1", 8), rpc("r2", 8), rpc("r3", None, state="down")],
             (True, "shard (set in the manifest): needs 9.9 GiB; 2 rpc backends have 16.0 GiB together"),
         ),
         (  # n1's free memory from what `up` measured

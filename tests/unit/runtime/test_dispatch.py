@@ -244,3 +244,36 @@ async def test_cancelled_request_is_not_a_backend_failure() -> None:
     await stream.aclose()  # type: ignore[attr-defined]
     assert monitor.view("a").in_flight == 0
     assert monitor.view("a").breaker.failures == 0
+
+
+class ReplanningShards:
+    """A sharded model whose first coordinator fails before its first byte: the dispatcher discards it and
+    gets another, planned on the rpc backends still there (and decided again, with a new reason)."""
+
+    def __init__(self) -> None:
+        self.coordinators = [FakeBackend("coordinator-1", fail="unavailable"), FakeBackend("coordinator-2")]
+        self.discarded = 0
+
+    def handles(self, model: str) -> tuple[bool, str]:
+        return True, ["shard: 2 rpc backends", "shard: 1 rpc backend"][self.discarded]
+
+    async def backend_for(self, model: str, report: Any) -> FakeBackend:
+        return self.coordinators[self.discarded]
+
+    async def discard(self, model: str, report: Any) -> None:
+        self.discarded += 1
+
+    async def release(self, model: str, keep_alive: float | None) -> None:
+        pass
+
+    async def unload(self, model: str) -> None:
+        pass
+
+
+async def test_a_replanned_sharded_request_says_why_from_the_new_plan() -> None:
+    dispatcher, _ = runtime(FakeBackend("a"))
+    dispatcher.sharded = ReplanningShards()  # type: ignore[assignment]
+    chunks, trace = await collect(dispatcher)
+    assert chunks[0]["response"] == "coordinator-2-0 "
+    assert (trace.mode, trace.backend, trace.reason) == ("shard", "coordinator-2", "shard: 1 rpc backend")
+    assert trace.attempts == ["coordinator-1 (127.0.0.1:1): connection refused"]
