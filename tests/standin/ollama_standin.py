@@ -12,8 +12,10 @@ Embeddings are derived from model and input only.
 
 Test-only controls (never part of Ollama): per-model parallel slots with a queue (``OLLAMA_NUM_PARALLEL``),
 counters and the highest concurrency ever observed at ``GET /_standin/stats``, and fault injection at start
-(config ``faults``) or at run time at ``POST /_standin/faults``: HTTP 500 on the next N requests, an error
-line or a dropped connection after K tokens, a slow start and a hang. ``hold_after_tokens`` pauses every
+(config ``faults``) or at run time at ``POST /_standin/faults``: HTTP 500 (or any status, in Ollama's error
+shape) on the next N requests, an error line or a dropped connection after K tokens, a slow start and a hang.
+Config ``missing_routes`` makes it an older Ollama that lacks some routes (they answer Gin's 404), and
+``tokens_per_chunk`` streams several tokens per chunk, as Ollama does when it holds text back. ``hold_after_tokens`` pauses every
 stream after K tokens until ``POST /_standin/release``: a test decides when an answer goes on, with no
 clock involved (``stats.held`` says how many streams wait there).
 
@@ -121,6 +123,10 @@ class Faults:
     route; the /_standin/ routes are never affected)."""
 
     http_500_next: int = 0  # the next N requests answer 500 {"error": message}
+    # the next N requests answer http_error_status with Ollama's {"error": message} (on /v1/ routes in the
+    # OpenAI or Anthropic shape, as Ollama's middlewares render errors), e.g. 503 while a model loads
+    http_error_next: int = 0
+    http_error_status: int = 500
     error_after_tokens: int | None = None  # streams end with an {"error"} line after K tokens
     drop_after_tokens: int | None = None  # the connection is cut after K tokens
     slow_start: float = 0.0  # seconds before the first byte of every response
@@ -153,6 +159,9 @@ class StandinConfig:
     num_parallel: int = 1  # slots per model, like OLLAMA_NUM_PARALLEL
     max_queue: int = 512  # waiting requests beyond this get 503, like OLLAMA_MAX_QUEUE
     tokens_per_second: float = 500.0
+    # tokens per streamed chunk (the last may be shorter): Ollama sends several at once when it held text back
+    # (a possible stop sequence, an incomplete UTF-8 character); eval_count still counts tokens
+    tokens_per_chunk: int = 1
     time_to_first_token: float = 0.0  # seconds of "prompt evaluation"
     load_seconds: float = 0.0  # time to load a model that is not in memory
     response_tokens: int = 16  # natural answer length when num_predict is not set
@@ -161,6 +170,8 @@ class StandinConfig:
     num_ctx: int = 4096
     faults: Faults = field(default_factory=Faults)
     state_file: str = ""  # where pulls, copies and deletes persist; in memory only when empty
+    # routes an older Ollama lacks (e.g. /v1/responses, /v1/messages): 404 "404 page not found", as Gin answers
+    missing_routes: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StandinConfig:
@@ -567,7 +578,7 @@ class StandinState:
         )
 
     async def before_request(self, path: str) -> None:
-        """Faults that act before the handler runs: hang, slow start, HTTP 500."""
+        """Faults that act before the handler runs: hang, slow start, an HTTP error status."""
         faults = self.faults
         if not faults.applies_to(path):
             return
@@ -582,6 +593,10 @@ class StandinState:
             faults.http_500_next -= 1
             self.stats.fired("http_500")
             raise ApiError(500, faults.message)
+        if faults.http_error_next > 0:
+            faults.http_error_next -= 1
+            self.stats.fired("http_error")
+            raise ApiError(faults.http_error_status, faults.message)
 
     async def generate(
         self,
@@ -596,9 +611,18 @@ class StandinState:
         faults: Faults,
         emit: Callable[[str], Awaitable[None]],
     ) -> Outcome:
-        """Run one generation in a slot, calling ``emit`` per token at ``tokens_per_second``."""
+        """Run one generation in a slot at ``tokens_per_second``, calling ``emit`` per ``tokens_per_chunk``
+        tokens. Faults count tokens: what was generated before one fires has been emitted."""
         start = time.monotonic_ns()
         emitted: list[str] = []
+        pending: list[str] = []
+
+        async def flush() -> None:
+            if pending:
+                text = "".join(pending)
+                pending.clear()
+                await emit(text)
+
         entry: dict[str, Any] = {"route": route, "model": spec.name, "prompt": prompt[:200], "status": "queued"}
         self.stats.by_model[spec.name] = self.stats.by_model.get(spec.name, 0) + 1
         self.stats.record(entry)
@@ -612,20 +636,27 @@ class StandinState:
                 prompt_ns = max(1, time.monotonic_ns() - prompt_start)
                 eval_start = time.monotonic_ns()
                 delay = 1.0 / self.config.tokens_per_second if self.config.tokens_per_second > 0 else 0.0
+                per_chunk = max(1, self.config.tokens_per_chunk)
                 for index in range(len(tokens) + 1):
-                    if faults.applies_to(route) and faults.error_after_tokens == index:
-                        self.stats.fired("error_after_tokens")
-                        raise InjectedStreamError(faults.message)
-                    if faults.applies_to(route) and faults.drop_after_tokens == index:
-                        self.stats.fired("drop_after_tokens")
-                        raise DropConnection
-                    if faults.applies_to(route) and faults.hold_after_tokens == index:
-                        await self._hold()
+                    after = (faults.error_after_tokens, faults.drop_after_tokens, faults.hold_after_tokens)
+                    if index in after and faults.applies_to(route):
+                        await flush()  # "after K tokens": all K have gone out
+                        if faults.error_after_tokens == index:
+                            self.stats.fired("error_after_tokens")
+                            raise InjectedStreamError(faults.message)
+                        if faults.drop_after_tokens == index:
+                            self.stats.fired("drop_after_tokens")
+                            raise DropConnection
+                        if faults.hold_after_tokens == index:
+                            await self._hold()
                     if index == len(tokens):
                         break
                     await asyncio.sleep(delay)
                     emitted.append(tokens[index])
-                    await emit(tokens[index])
+                    pending.append(tokens[index])
+                    if len(pending) >= per_chunk:
+                        await flush()
+                await flush()
                 eval_ns = max(1, time.monotonic_ns() - eval_start)
                 if keep_alive == 0:
                     self.unload(spec)
@@ -1723,25 +1754,37 @@ async def ollama_middleware(
 def build_app(state: StandinState) -> web.Application:
     app = web.Application(middlewares=[ollama_middleware])
     app[STATE_KEY] = state
+    missing = set(state.config.missing_routes)
+
+    def route(
+        method: str, path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]], head: bool = True
+    ) -> None:
+        if path in missing:  # an older Ollama without it: Gin answers 404 "404 page not found"
+            return
+        if method == "GET":
+            app.router.add_get(path, handler, allow_head=head)
+        else:
+            app.router.add_route(method, path, handler)
+
     app.router.add_get("/", root)
-    app.router.add_get("/api/version", version)
-    app.router.add_get("/api/tags", tags)
-    app.router.add_get("/api/ps", ps, allow_head=False)
-    app.router.add_post("/api/show", show)
-    app.router.add_post("/api/generate", generate)
-    app.router.add_post("/api/chat", chat)
-    app.router.add_post("/api/embed", embed)
-    app.router.add_post("/api/embeddings", embeddings)
-    app.router.add_post("/api/pull", pull)
-    app.router.add_delete("/api/delete", delete)
-    app.router.add_post("/api/copy", copy)
-    app.router.add_post("/v1/chat/completions", openai_chat)
-    app.router.add_post("/v1/completions", openai_completions)
-    app.router.add_post("/v1/embeddings", openai_embeddings)
-    app.router.add_post("/v1/responses", openai_responses)
-    app.router.add_post("/v1/messages", anthropic_messages)
-    app.router.add_get("/v1/models", openai_models, allow_head=False)
-    app.router.add_get("/v1/models/{model:.+}", openai_model, allow_head=False)
+    route("GET", "/api/version", version)
+    route("GET", "/api/tags", tags)
+    route("GET", "/api/ps", ps, head=False)
+    route("POST", "/api/show", show)
+    route("POST", "/api/generate", generate)
+    route("POST", "/api/chat", chat)
+    route("POST", "/api/embed", embed)
+    route("POST", "/api/embeddings", embeddings)
+    route("POST", "/api/pull", pull)
+    route("DELETE", "/api/delete", delete)
+    route("POST", "/api/copy", copy)
+    route("POST", "/v1/chat/completions", openai_chat)
+    route("POST", "/v1/completions", openai_completions)
+    route("POST", "/v1/embeddings", openai_embeddings)
+    route("POST", "/v1/responses", openai_responses)
+    route("POST", "/v1/messages", anthropic_messages)
+    route("GET", "/v1/models", openai_models, head=False)
+    route("GET", "/v1/models/{model:.+}", openai_model, head=False)
     app.router.add_get("/_standin/stats", standin_stats, allow_head=False)
     app.router.add_delete("/_standin/stats", standin_reset_stats)
     app.router.add_route("*", "/_standin/faults", standin_faults)

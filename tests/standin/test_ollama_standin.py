@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anthropic
 import httpx
 import ollama
 import openai
@@ -373,6 +374,33 @@ def test_http_500_on_the_next_requests(ollama_standin: StandinFactory) -> None:
     assert standin.stats()["faults_fired"]["http_500"] == 3
 
 
+def test_any_http_error_on_the_next_requests_in_each_apis_shape(ollama_standin: StandinFactory) -> None:
+    standin = ollama_standin(FAST)
+    standin.set_faults(http_error_next=2, http_error_status=503, message="Loading model", routes=["/api/chat", "/v1/"])
+    chat = {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "stream": False}
+    native = httpx.post(standin.url + "/api/chat", json=chat)
+    assert (native.status_code, native.json()) == (503, {"error": "Loading model"})
+    openai_route = httpx.post(standin.url + "/v1/chat/completions", json=chat)
+    assert openai_route.status_code == 503
+    assert openai_route.json()["error"] == {
+        "message": "Loading model",
+        "type": "api_error",
+        "param": None,
+        "code": None,
+    }
+    assert httpx.post(standin.url + "/api/generate", json={"model": "tiny", "prompt": "x"}).status_code == 200
+    assert httpx.post(standin.url + "/api/chat", json=chat).json()["done"]  # both were used up
+    stats = standin.stats()
+    assert stats["faults_fired"] == {"http_error": 2} and stats["requests"]["POST /api/chat"] == 2
+    standin.set_faults(http_error_next=1, http_error_status=404, message="model 'tiny' not found")
+    with pytest.raises(anthropic.NotFoundError) as missing:  # /v1/messages answers in Anthropic's shape
+        anthropic.Anthropic(base_url=standin.url, api_key="unused", max_retries=0).messages.create(
+            model="tiny", max_tokens=2, messages=[{"role": "user", "content": "x"}]
+        )
+    assert missing.value.body["error"] == {"type": "not_found_error", "message": "model 'tiny' not found"}  # type: ignore[index]
+    assert standin.set_faults()["http_error_next"] == 0
+
+
 def test_error_line_after_k_tokens_keeps_status_200(ollama_standin: StandinFactory) -> None:
     standin = ollama_standin(FAST)
     standin.set_faults(error_after_tokens=3, message="runner crashed")
@@ -450,6 +478,36 @@ def test_hang_never_answers_until_cleared(ollama_standin: StandinFactory) -> Non
     standin.wait_until(lambda s: s["faults_fired"].get("hang") == 1)
     standin.clear_faults()
     assert client.chat(model="tiny", messages=[{"role": "user", "content": "x"}]).done
+
+
+def test_an_older_ollama_lacks_its_missing_routes(ollama_standin: StandinFactory) -> None:
+    standin = ollama_standin({"missing_routes": ["/v1/responses", "/v1/messages"], **FAST})
+    for path in ("/v1/responses", "/v1/messages"):
+        reply = httpx.post(standin.url + path, json={"model": "tiny", "input": "x", "max_tokens": 2})
+        assert (reply.status_code, reply.text) == (404, "404 page not found")  # Gin's answer, not JSON
+        assert reply.headers["content-type"].startswith("text/plain")
+    chat = {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+    assert httpx.post(standin.url + "/v1/chat/completions", json=chat).status_code == 200
+    assert standin.stats()["requests"]["POST /v1/messages"] == 1  # asked, and refused
+
+
+def test_tokens_per_chunk_streams_several_tokens_at_once(ollama_standin: StandinFactory) -> None:
+    standin = ollama_standin({"tokens_per_chunk": 3, "response_tokens": 7, **FAST})
+    lines = ndjson(httpx.post(standin.url + "/api/generate", json={"model": "tiny", "prompt": "x"}))
+    whole = httpx.post(standin.url + "/api/generate", json={"model": "tiny", "prompt": "x", "stream": False}).json()
+    pieces = [line["response"] for line in lines[:-1]]
+    assert len(pieces) == 3 and "".join(pieces) == whole["response"]  # 3 + 3 + 1 tokens
+    assert lines[-1]["eval_count"] == whole["eval_count"] == 7  # tokens, not chunks
+    standin.set_faults(hold_after_tokens=4, routes=["/api/generate"])
+    with httpx.stream("POST", standin.url + "/api/generate", json={"model": "tiny", "prompt": "x"}) as response:
+        stream = response.iter_lines()
+        first = [json.loads(next(stream))["response"] for _ in range(2)]
+        standin.wait_until(lambda s: s["held"] == 1)
+        assert "".join(first) == "".join(pieces)[: len("".join(first))]
+        assert len("".join(first).split()) == 4  # the 4 tokens before the hold went out: 3, then 1
+        standin.release()
+        rest = [json.loads(line) for line in stream if line]
+    assert "".join(first + [line["response"] for line in rest]) == whole["response"]
 
 
 def test_faults_endpoint_refuses_unknown_fields(ollama_standin: StandinFactory) -> None:

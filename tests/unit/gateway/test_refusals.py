@@ -12,11 +12,13 @@ import pytest
 from sollol_cli.backends.base import UpstreamError
 from sollol_cli.gateway.problems import error_body, problem_for
 from sollol_cli.health import BreakerPhase
-from tests.unit.gateway.conftest import Gateway, MakeGateway
-from tests.unit.gateway.fakes import FakeLlamaServer, FakeOllama
+from tests.harness.ollama import StandinHandle
+from tests.standin.llama_standins import chat_answer, serving_llama
+from tests.unit.gateway.conftest import Gateway, MakeGateway, MakeStandin
 
-CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stream": False}
-LOADING = {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}
+MESSAGES = [{"role": "user", "content": "hi"}]
+CHAT = {"model": "tiny", "messages": MESSAGES, "stream": False}
+GIN_404 = "404 page not found"  # what an Ollama (Gin) answers for a route it does not have
 
 
 def breaker(gw: Gateway, name: str) -> tuple[BreakerPhase, int]:
@@ -24,44 +26,49 @@ def breaker(gw: Gateway, name: str) -> tuple[BreakerPhase, int]:
     return gw.runtime.monitor.breaker.phase(view.breaker, 0.0), view.breaker.failures
 
 
-async def test_embeddings_refused_by_llama_server_then_chat_on_it(gateway: MakeGateway) -> None:
+def asked(standin: StandinHandle, route: str = "POST /api/chat") -> int:
+    return int(standin.stats()["requests"].get(route, 0))
+
+
+async def test_embeddings_refused_by_llama_server_then_chat_on_it(gateway: MakeGateway, standin: MakeStandin) -> None:
     """Three /api/embed to a llama-server without --embeddings, then chat: the 501 reaches the caller each
     time with a message saying how to turn embeddings on, and the node stays in service."""
-    llama = FakeLlamaServer("llama")
-    await llama.start()
-    try:
-        backends = [{"name": "llama", "kind": "llamacpp", "address": "127.0.0.1", "port": llama.port}]
-        gw = await gateway(FakeOllama("ollama", models=["other"]), backends=backends)
+    async with serving_llama(["-m", "/models/tiny.gguf"]) as port:
+        backends = [{"name": "llama", "kind": "llamacpp", "address": "127.0.0.1", "port": port}]
+        gw = await gateway(standin("ollama", models=["other"]), backends=backends)
         for _ in range(3):
             resp = await gw.post("/api/embed", {"model": "tiny", "input": "x"})
             assert resp.status == 501
             fix = "sollol does not manage it: start it with --embeddings --pooling last"
             message = f"this llama-server serves no embeddings; {fix}"
-            assert (await resp.json()) == {"error": f"llama (127.0.0.1:{llama.port}): {message}"}
+            assert (await resp.json()) == {"error": f"llama (127.0.0.1:{port}): {message}"}
         resp = await gw.post("/v1/embeddings", {"model": "tiny", "input": "x"})
         assert resp.status == 501
         assert (await resp.json())["error"]["message"].endswith(fix)
         resp = await gw.post("/api/chat", CHAT)
         assert resp.status == 200, await resp.text()
-        assert (await resp.json())["message"]["content"] == "llama says hi"
+        assert resp.headers["X-Sollol-Backend"] == "llama"
+        assert (await resp.json())["message"]["content"] == chat_answer("tiny", MESSAGES)
         assert breaker(gw, "llama") == (BreakerPhase.closed, 0)
         assert gw.runtime.monitor.view("llama").probe.healthy
         statuses = [json.loads(line)["status"] for line in gw.log]
         assert statuses == [501, 501, 501, 501, 200]
-    finally:
-        await llama.stop()
 
 
-async def test_a_route_one_node_lacks_leaves_every_model_on_both_nodes_served(gateway: MakeGateway) -> None:
+async def test_a_route_one_node_lacks_leaves_every_model_on_both_nodes_served(
+    gateway: MakeGateway, standin: MakeStandin
+) -> None:
     """Ollama nodes without /v1/completions (an older Ollama): the 404 is passed on, as often as asked,
     and every model on both nodes still answers."""
-    a, b = FakeOllama("a", models=["tiny", "only-a"]), FakeOllama("b", models=["tiny", "only-b"])
+    older = {"missing_routes": ["/v1/completions"]}
+    a = standin("a", models=["tiny", "only-a"], **older)
+    b = standin("b", models=["tiny", "only-b"], **older)
     gw = await gateway(a, b)
     for _ in range(4):
         resp = await gw.post("/v1/completions", {"model": "tiny", "prompt": "x"})
         assert resp.status == 404
         error = (await resp.json())["error"]
-        assert error["type"] == "not_found_error" and "Not Found" in error["message"]
+        assert error["type"] == "not_found_error" and error["message"] == GIN_404
     for model in ("tiny", "tiny", "only-a", "only-b"):
         resp = await gw.post("/api/chat", {**CHAT, "model": model})
         assert resp.status == 200, await resp.text()
@@ -69,45 +76,60 @@ async def test_a_route_one_node_lacks_leaves_every_model_on_both_nodes_served(ga
     assert breaker(gw, "a") == breaker(gw, "b") == (BreakerPhase.closed, 0)
 
 
-async def test_model_not_found_on_one_backend_is_tried_on_another(gateway: MakeGateway) -> None:
+async def delete_behind_the_gateways_back(gw: Gateway, standin: StandinHandle, model: str) -> None:
+    """Ollama's own /api/delete, straight to the node: the gateway still lists the model there."""
+    async with gw.session.delete(standin.url + "/api/delete", json={"model": model}) as resp:
+        assert resp.status == 200
+
+
+async def test_model_not_found_on_one_backend_is_tried_on_another(gateway: MakeGateway, standin: MakeStandin) -> None:
     """A node whose list still shows the model but that no longer has it sends the request elsewhere."""
-    gone = {"error": "model 'tiny' not found"}
-    a = FakeOllama("a", canned={"/api/chat": [(404, gone)] * 5})
-    b = FakeOllama("b")
+    gone = {"error": "model 'tiny' not found"}  # Ollama's own answer for a model it does not have
+    a, b = standin("a"), standin("b")
     gw = await gateway(a, b, routing={"retries": 0})
+    await delete_behind_the_gateways_back(gw, a, "tiny")
     for _ in range(4):
         resp = await gw.post("/api/chat", CHAT)
         assert resp.status == 200
         assert resp.headers["X-Sollol-Backend"] == "b"
-    assert a.canned["/api/chat"] == [(404, gone)]  # a was asked each time it was the first choice, never failed
+    assert asked(a) == 4  # a was asked each time it was the first choice, never failed
     assert breaker(gw, "a") == (BreakerPhase.closed, 0)
-    only_a = await gateway(FakeOllama("c", canned={"/api/chat": [(404, gone)]}))
-    resp = await only_a.post("/api/chat", CHAT)
+    c = standin("c")
+    only_c = await gateway(c)
+    await delete_behind_the_gateways_back(only_c, c, "tiny")
+    resp = await only_c.post("/api/chat", CHAT)
     assert (resp.status, await resp.json()) == (404, gone)  # nobody else has it: its own answer
 
 
-async def test_a_busy_loading_backend_is_waited_for_not_counted(gateway: MakeGateway) -> None:
-    fake = FakeOllama("a", canned={"/api/chat": [(503, LOADING)] * 2})
-    gw = await gateway(fake)
+def loading(times: int) -> dict[str, Any]:
+    """The next `times` chats answer 503 "Loading model"."""
+    return {"http_error_next": times, "http_error_status": 503, "message": "Loading model", "routes": ["/api/chat"]}
+
+
+async def test_a_busy_loading_backend_is_waited_for_not_counted(gateway: MakeGateway, standin: MakeStandin) -> None:
+    a = standin("a", faults=loading(2))
+    gw = await gateway(a)
     resp = await gw.post("/api/chat", CHAT)
     assert resp.status == 200, await resp.text()
-    assert fake.canned["/api/chat"] == [] and len(fake.bodies) == 1
+    stats = a.stats()
+    assert stats["faults_fired"] == {"http_error": 2} and a.set_faults()["http_error_next"] == 0
+    assert asked(a) == 3 and stats["completed"] == 1  # two 503s, then the one chat it generated
     assert breaker(gw, "a") == (BreakerPhase.closed, 0)
 
 
-async def test_still_loading_after_the_queue_wait_gets_its_503(gateway: MakeGateway) -> None:
-    fake = FakeOllama("a", canned={"/api/chat": [(503, LOADING)] * 100})
-    gw = await gateway(fake, routing={"queue_wait": 0.2})
+async def test_still_loading_after_the_queue_wait_gets_its_503(gateway: MakeGateway, standin: MakeStandin) -> None:
+    a = standin("a", faults=loading(100))
+    gw = await gateway(a, routing={"queue_wait": 0.2})
     resp = await gw.post("/api/chat", CHAT)
     assert resp.status == 503
-    assert (await resp.json()) == {"error": f"a (127.0.0.1:{fake.port}): Loading model"}
+    assert (await resp.json()) == {"error": f"a (127.0.0.1:{a.port}): Loading model"}
     assert breaker(gw, "a") == (BreakerPhase.closed, 0)
 
 
-async def test_a_server_error_still_counts_and_goes_elsewhere(gateway: MakeGateway) -> None:
-    crash = {"error": "llama runner process has terminated: exit status 2"}
-    a = FakeOllama("a", canned={"/api/chat": [(500, crash)] * 3})
-    b = FakeOllama("b")
+async def test_a_server_error_still_counts_and_goes_elsewhere(gateway: MakeGateway, standin: MakeStandin) -> None:
+    crash = "llama runner process has terminated: exit status 2"
+    a = standin("a", faults={"http_500_next": 3, "message": crash, "routes": ["/api/chat"]})
+    b = standin("b")
     gw = await gateway(a, b, routing={"retries": 1})
     backends: list[Any] = []
     for _ in range(4):
@@ -115,14 +137,18 @@ async def test_a_server_error_still_counts_and_goes_elsewhere(gateway: MakeGatew
         assert resp.status == 200
         backends.append(resp.headers["X-Sollol-Backend"])
     assert backends == ["b"] * 4
+    assert a.stats()["faults_fired"] == {"http_500": 3}
     assert breaker(gw, "a") == (BreakerPhase.open, 3)  # three crashes: taken out for the cooldown
     resp = await gw.post("/api/chat", {**CHAT, "model": "tiny"})
     assert resp.status == 200
 
 
-async def test_responses_and_messages_a_node_lacks_are_refused_not_failed(gateway: MakeGateway) -> None:
+async def test_responses_and_messages_a_node_lacks_are_refused_not_failed(
+    gateway: MakeGateway, standin: MakeStandin
+) -> None:
     """An older Ollama without /v1/responses and /v1/messages: 404 in each API's own error shape."""
-    gw = await gateway(FakeOllama("a"))
+    a = standin("a", missing_routes=["/v1/responses", "/v1/messages"])
+    gw = await gateway(a)
     for _ in range(3):
         resp = await gw.post("/v1/responses", {"model": "tiny", "input": "hi"})
         assert resp.status == 404
@@ -131,6 +157,7 @@ async def test_responses_and_messages_a_node_lacks_are_refused_not_failed(gatewa
         assert resp.status == 404
         body = await resp.json()
         assert body["type"] == "error" and body["error"]["type"] == "not_found_error"
+    assert asked(a, "POST /v1/responses") == asked(a, "POST /v1/messages") == 3
     assert (await gw.post("/api/chat", CHAT)).status == 200
     assert breaker(gw, "a") == (BreakerPhase.closed, 0)
 

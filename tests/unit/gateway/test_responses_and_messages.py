@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -16,8 +17,7 @@ import openai
 import pytest
 
 from tests.harness.ollama import StandinFactory
-from tests.unit.gateway.conftest import MakeGateway
-from tests.unit.gateway.fakes import FakeOllama
+from tests.unit.gateway.conftest import MakeGateway, MakeStandin
 from tests.unit.gateway.test_with_standins import Served, serve_standins  # noqa: F401  (a fixture)
 
 QUESTION = "why is the sea blue?"
@@ -175,33 +175,35 @@ async def test_a_stream_that_breaks_ends_with_each_apis_error_event(
     assert len(deltas) == 3 and "solo" in failed.value.message
 
 
-async def test_tokens_are_counted_from_each_apis_usage(gateway: MakeGateway) -> None:
-    """FakeOllama has neither route; the stand-in's answers are replayed to it as canned bodies."""
-    completed = {"type": "response.completed", "response": {"usage": {"input_tokens": 2, "output_tokens": 7}}}
-    sse = (
-        'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"a"}\n\n'
-        'event: response.output_text.done\ndata: {"type":"response.output_text.done","text":"a"}\n\n'
-        f"event: response.completed\ndata: {json.dumps(completed)}\n\n"
-    )
-    fake = FakeOllama(
-        "a",
-        canned={
-            "/v1/responses": [(200, {"object": "response", "usage": {"input_tokens": 2, "output_tokens": 9}})],
-            "/v1/messages": [(200, {"type": "message", "usage": {"input_tokens": 2, "output_tokens": 4}})],
-        },
-    )
-    gw = await gateway(fake)
-    assert (await gw.post("/v1/responses", {"model": "tiny", "input": "x"})).status == 200
-    assert (await gw.post("/v1/messages", {"model": "tiny", "max_tokens": 4, "messages": MESSAGES})).status == 200
+def unstamped(events: str) -> str:
+    """A Responses stream without what differs between two answers to the same request: ids and times."""
+    events = re.sub(r'"(id|item_id)":"(resp|msg)_\d+"', r'"\1":"\2_"', events)
+    return re.sub(r'"(created_at|completed_at)":\d+', r'"\1":0', events)
+
+
+async def test_tokens_are_counted_from_each_apis_usage(gateway: MakeGateway, standin: MakeStandin) -> None:
+    """The count is each API's `usage`, not a count of text events: the stand-in sends three tokens per
+    event here, as Ollama does when it held text back."""
+    a = standin("a", response_tokens=9, tokens_per_chunk=3)
+    gw = await gateway(a)
+    once = await gw.post("/v1/responses", {"model": "tiny", "input": "x"})
+    message = await gw.post("/v1/messages", {"model": "tiny", "max_tokens": 4, "messages": MESSAGES})
+    assert (once.status, message.status) == (200, 200)
+    assert ((await once.json())["usage"]["output_tokens"], (await message.json())["usage"]["output_tokens"]) == (9, 4)
     assert [json.loads(line)["tokens"] for line in gw.log] == [9, 4]
-    fake.canned["/v1/responses"] = [(200, sse)]
-    resp = await gw.post("/v1/responses", {"model": "tiny", "input": "x", "stream": True})
-    assert (await resp.read()).decode() == sse  # text/plain from the fake, passed through as it came
-    assert json.loads(gw.log[-1])["tokens"] == 7
+    body = {"model": "tiny", "input": "x", "stream": True}
+    resp = await gw.post("/v1/responses", body)
+    through = (await resp.read()).decode()
+    _, direct = await raw_events(a.url, "/v1/responses", body)
+    assert unstamped(through) == unstamped("".join(event + "\n\n" for event in direct))  # passed through as it came
+    assert through.count("event: response.output_text.delta\n") == 3
+    completed = json.loads(through.split("\n\n")[-2].split("\n")[1].removeprefix("data: "))
+    assert completed["type"] == "response.completed" and completed["response"]["usage"]["output_tokens"] == 9
+    assert json.loads(gw.log[-1])["tokens"] == 9
 
 
-async def test_anthropic_clients_may_send_the_key_as_x_api_key(gateway: MakeGateway) -> None:
-    gw = await gateway(FakeOllama("a"), api_key=b"k3y")
+async def test_anthropic_clients_may_send_the_key_as_x_api_key(gateway: MakeGateway, standin: MakeStandin) -> None:
+    gw = await gateway(standin("a"), api_key=b"k3y")
     body = {"model": "tiny", "max_tokens": 4, "messages": MESSAGES}
     resp = await gw.post("/v1/messages", body)
     assert resp.status == 401
@@ -209,6 +211,7 @@ async def test_anthropic_clients_may_send_the_key_as_x_api_key(gateway: MakeGate
     resp = await gw.post("/v1/messages", body, headers={"x-api-key": "wrong"})
     assert resp.status == 401
     resp = await gw.post("/v1/messages", body, headers={"x-api-key": "k3y"})
-    assert resp.status == 404  # past the key: FakeOllama has no /v1/messages
+    assert resp.status == 200  # past the key: the stand-in's answer
+    assert (await resp.json())["content"][0]["text"].startswith("<a>")
     resp = await gw.post("/v1/messages", body, headers={"Authorization": "Bearer k3y"})
-    assert resp.status == 404
+    assert resp.status == 200
