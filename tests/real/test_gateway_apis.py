@@ -6,8 +6,6 @@ feature (no `--embeddings`) stays in service (issue 17)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +15,9 @@ import ollama
 import openai
 import pytest
 
-from sollol_cli.backends.http import close_session
-from sollol_cli.gateway.server import Listening, ServeOptions, serve
 from sollol_cli.manifest.models import Cluster
 from sollol_cli.settings import Settings
+from tests.harness._gateway import serving
 from tests.harness.llama import ServerGroup
 
 pytestmark = pytest.mark.real
@@ -28,21 +25,6 @@ pytestmark = pytest.mark.real
 QUESTION = "Tell me about the sea."
 MESSAGES: list[Any] = [{"role": "user", "content": QUESTION}]
 TOKENS = 12
-
-
-@asynccontextmanager
-async def serving(cluster: Cluster, settings: Settings) -> AsyncIterator[str]:
-    stop = asyncio.Event()
-    listening: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        serve(cluster, settings, ServeOptions("127.0.0.1", 0, grace_s=5), stop, on_listening=listening.set_result)
-    )
-    try:
-        yield (await asyncio.wait_for(listening, 60)).url
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)
-        await close_session()
 
 
 def api_calls(url: str, model: str) -> dict[str, Any]:

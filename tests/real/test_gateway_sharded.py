@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from sollol_cli.manifest.models import Cluster
 from sollol_cli.settings import Settings
 from sollol_cli.sharding import coordinator as coord
 from sollol_cli.sharding.lifecycle import coordinator_home
+from tests.harness._gateway import serving as gateway
 from tests.harness.llama import ServerGroup, ServerProcess
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
@@ -84,21 +83,6 @@ async def test_gateway_serves_a_sharded_model_and_stops_its_coordinator(
         await close_session()
     assert coord.all_records(home) == []  # serve stopped the coordinator it started
     assert not coord.alive(record)
-
-
-@asynccontextmanager
-async def gateway(cluster: Cluster, settings: Settings) -> AsyncIterator[str]:
-    stop = asyncio.Event()
-    listening: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        serve(cluster, settings, ServeOptions("127.0.0.1", 0, grace_s=5), stop, on_listening=listening.set_result)
-    )
-    try:
-        yield (await asyncio.wait_for(listening, 60)).url
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)
-        await close_session()
 
 
 def when(value: datetime) -> float:
