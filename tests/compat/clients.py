@@ -31,6 +31,14 @@ TOOL = {
     },
 }
 SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+# For clients that parse the JSON themselves and refuse an object cut short: the grammar then ends it within a
+# few tokens, whatever a random-weights test model would rather say
+BOUNDED_SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"type": "string", "maxLength": 8}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
 TEXTS = ["the sea", "a mountain"]
 Obs = dict[str, Any]
 
@@ -215,7 +223,7 @@ def langchain_openai(call: str, t: Target) -> Obs:
     if call == "options":
         return {"tokens": lc.ChatOpenAI(**base, max_tokens=PREDICT).invoke(MESSAGES).usage_metadata["output_tokens"]}
     if call == "structured":
-        fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": SCHEMA}}
+        fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": BOUNDED_SCHEMA}}
         # LangChain parses the JSON itself and refuses an answer cut short: room for the whole object
         return {"text": lc.ChatOpenAI(**base, max_tokens=64).invoke(MESSAGES, response_format=fmt).content}
     if call == "embed":

@@ -106,8 +106,17 @@ class Fails:
 
 Outcome = Fails | None  # None = ✅
 
-# ❌ cells: (client, call, backend) -> why. Backend "*" = on every backend. Empty today: everything works.
-FAILURES: dict[tuple[str, str, str], Fails] = {}
+# ❌ cells: (client, call, backend) -> why. Backend "*" = on every backend.
+_NO_UNLOAD = Fails(
+    "a llama-server node loads its one model when it starts and has no way to unload it (sollol does not stop "
+    "a node's service for a request): the answer says `done_reason` `load`, truthfully, and `ps` still lists it",
+    r"'done_reason': 'load'",
+)
+FAILURES: dict[tuple[str, str, str], Fails] = {
+    ("ollama-python", "unload", "llama"): _NO_UNLOAD,
+    ("ollama-js", "unload", "llama"): _NO_UNLOAD,
+    ("curl", "unload", "llama"): _NO_UNLOAD,
+}
 
 
 def cells() -> list[tuple[str, str, str]]:

@@ -75,8 +75,11 @@ class ThreadedGateway:
 
 @pytest.fixture(scope="module")
 def targets(
-    llama_bins: LlamaCppBinaries, tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory
+    llama_bins: LlamaCppBinaries, chat_gguf: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Target]]:
+    # the tiny model with its chat markers as real control tokens, as every real chat model has them:
+    # llama-server needs that for grammar-constrained (structured) chat output
+    gguf = chat_gguf
     work = tmp_path_factory.mktemp("compat")
     standin = ThreadedStandin(
         StandinConfig.from_dict(
@@ -87,7 +90,7 @@ def targets(
     gateway: ThreadedGateway | None = None
     try:
         # a llama-server node as sollol starts one: embeddings on, mean pooling
-        node = servers.llama_server(tiny_gguf, slots=2, context=1024, extra=("--embeddings", "--pooling", "mean"))
+        node = servers.llama_server(gguf, slots=2, context=1024, extra=("--embeddings", "--pooling", "mean"))
         rpcs = [servers.rpc_server(), servers.rpc_server()]
         cluster = Cluster.model_validate(
             {
@@ -96,19 +99,22 @@ def targets(
                     {"name": "ollama1", "address": "127.0.0.1", "transport": "local",
                      "ollama": {"port": standin.port, "models": [PULLABLE]}},  # sollol pulls what it lists
                     {"name": "llama1", "address": "127.0.0.1", "transport": "local",
-                     "llamacpp": {"port": node.port, "model": str(tiny_gguf), "slots": 2}},
+                     "llamacpp": {"port": node.port, "model": str(gguf), "slots": 2}},
                 ],
                 "backends": [
                     {"name": f"rpc{i}", "kind": "rpc", "address": r.host, "port": r.port} for i, r in enumerate(rpcs)
                 ],
-                "models": [{"name": SHARDED_MODEL, "mode": "shard", "gguf": str(tiny_gguf), "context": 1024}],
+                "models": [
+                    {"name": SHARDED_MODEL, "mode": "shard", "gguf": str(gguf), "context": 1024,
+                     "embeddings": True, "pooling": "mean"},
+                ],
             }
         )  # fmt: skip
         settings = Settings(state_dir=work / "state", llama_server_path=llama_bins.llama_server)
         gateway = ThreadedGateway(cluster, settings)
         yield {
             "ollama": Target(gateway.url, "ollama", STANDIN_MODEL, PULLABLE),
-            "llama": Target(gateway.url, "llama", tiny_gguf.stem),
+            "llama": Target(gateway.url, "llama", gguf.stem),
             "sharded": Target(gateway.url, "sharded", SHARDED_MODEL),
         }
     finally:

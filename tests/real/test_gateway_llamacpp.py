@@ -170,8 +170,10 @@ async def test_a_killed_node_under_load(served: Served) -> None:
     async with aiohttp.ClientSession() as session:
         # Long answers, so that when n1 dies it has streams running and others are still waiting for a slot.
         tasks = [asyncio.create_task(stream_chat(session, served.url, served.model, 400)) for _ in range(8)]
-        await asyncio.sleep(0.3)
-        assert not any(task.done() for task in tasks)
+        # every slot of both nodes past its first token (the rest queued in the gateway): n1 dies mid-stream
+        while [await processing(session, node, decoded=True) for node in served.nodes] != [SLOTS, SLOTS]:
+            assert not any(task.done() for task in tasks), "a stream ended before the nodes were all busy"
+            await asyncio.sleep(0.01)
         served.nodes[0].process.kill()
         results = await asyncio.gather(*tasks)
         broken = [r for r in results if r[2] is not None]
@@ -183,10 +185,14 @@ async def test_a_killed_node_under_load(served: Served) -> None:
         assert error is None and backend == "n2" and text == whole[0][1]  # the gateway is still up
 
 
-async def processing(session: aiohttp.ClientSession, node: ServerProcess) -> int:
-    """How many of the llama-server's slots are generating right now (its own /slots)."""
+async def processing(session: aiohttp.ClientSession, node: ServerProcess, *, decoded: bool = False) -> int:
+    """How many of the llama-server's slots are generating right now (its own /slots); with `decoded`, only
+    those that have produced a token already (its first token may have reached the client)."""
     async with session.get(node.url + "/slots") as resp:
-        return sum(1 for slot in await resp.json() if slot.get("is_processing"))
+        slots = [slot for slot in await resp.json() if slot.get("is_processing")]
+    if decoded:
+        slots = [slot for slot in slots if any(t.get("n_decoded", 0) > 0 for t in slot.get("next_token", []))]
+    return len(slots)
 
 
 async def test_first_token_arrives_while_the_node_still_generates(served: Served) -> None:
