@@ -12,7 +12,8 @@ import pytest
 from sollol_cli.manifest.loader import load_manifest
 from sollol_cli.runtime.dispatch import Trace
 from sollol_cli.runtime.prompt import PromptOptions, answer, generate_request
-from sollol_cli.runtime.session import ClusterRuntime
+from sollol_cli.runtime.session import ClusterRuntime, open_cluster
+from sollol_cli.settings import Settings
 from tests.harness.ollama import StandinFactory
 
 pytestmark = pytest.mark.real
@@ -41,7 +42,7 @@ def test_a_hung_backend_is_retried_elsewhere_after_the_first_byte_timeout(
         return trace
 
     async def scenario() -> Trace:
-        async with ClusterRuntime(cluster) as runtime:
+        async with open_cluster(cluster, Settings()) as runtime:
             if warm:
                 assert (await ask(runtime)).backend == "hung"  # loads the model there
                 await runtime.monitor.probe_all()

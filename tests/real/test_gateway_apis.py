@@ -75,7 +75,8 @@ async def test_responses_and_messages_on_a_llama_server_node_and_refusals_keep_i
         for _ in range(3):  # issue 17: three refused embeddings used to take the node out
             async with session.post(url + "/api/embed", json={"model": model, "input": "the sea"}) as resp:
                 assert resp.status == 501
-                assert "does not support embeddings" in (await resp.json())["error"]
+                # the node's refusal, turned into what to change in the manifest
+                assert "this llama-server serves no embeddings; set 'embeddings: true'" in (await resp.json())["error"]
         async with session.post(url + "/v1/embeddings", json={"model": model, "input": "the sea"}) as resp:
             assert resp.status == 501
         chat = await ollama.AsyncClient(host=url).chat(

@@ -15,7 +15,8 @@ from sollol_cli.health import BreakerPhase
 from sollol_cli.manifest.loader import load_manifest
 from sollol_cli.runtime.dispatch import Trace
 from sollol_cli.runtime.prompt import PromptOptions, answer, generate_request
-from sollol_cli.runtime.session import ClusterRuntime
+from sollol_cli.runtime.session import open_cluster
+from sollol_cli.settings import Settings
 from tests.harness.ollama import StandinFactory, SubprocessStandin
 from tests.standin.ollama_standin import StandinConfig, StandinServer
 
@@ -35,7 +36,7 @@ def test_a_restarted_backend_is_readmitted_by_the_probe_that_sees_it(
     cluster = load_manifest(path).cluster
 
     async def scenario() -> None:
-        async with ClusterRuntime(cluster) as runtime:
+        async with open_cluster(cluster, Settings()) as runtime:
             monitor = runtime.monitor
             view = monitor.view("phoenix")
 
@@ -83,7 +84,7 @@ def test_a_backend_that_answers_probes_but_fails_requests_keeps_its_cooldown(
     cluster = load_manifest(path).cluster
 
     async def scenario() -> None:
-        async with ClusterRuntime(cluster) as runtime:
+        async with open_cluster(cluster, Settings()) as runtime:
             monitor = runtime.monitor
             view = monitor.view("sick")
             assert monitor.breaker.cooldown_s == 120

@@ -11,6 +11,7 @@ import subprocess
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -147,10 +148,18 @@ def test_restarted_backend_is_used_again(tmp_path: Path) -> None:
                     )
                 except SollolError:
                     failed = True
+                view = runtime.monitor.view("phoenix")
+
+                async def until(check: Callable[[], bool]) -> None:
+                    async with asyncio.timeout(30):  # a safety net, not a measurement
+                        while not check():
+                            await runtime.monitor.changed.wait()  # set after every probe round
+
+                # the monitor has seen it down (the failed request alone need not say so) ...
+                await until(lambda: not view.probe.healthy)
                 restarted = await asyncio.to_thread(_serve, script, port, tmp_path / "standin2.log")
-                started = time.monotonic()
-                while not runtime.monitor.view("phoenix").probe.healthy and time.monotonic() - started < 30:
-                    await asyncio.sleep(0.01)
+                # ... and then back up: count how many probes the new process answered until then
+                await until(lambda: view.probe.healthy)
                 stats_url = f"http://127.0.0.1:{port}/_standin/stats"
                 stats = await asyncio.to_thread(lambda: json.loads(urllib.request.urlopen(stats_url).read()))
                 probes = int(stats["requests"].get("GET /api/version", 0))  # how many it took to let it back in

@@ -75,7 +75,7 @@ def test_status_shows_every_backend(
     assert problems[0].startswith("busy: no HELLO reply within ") and problems[0].endswith(
         "(another client is attached)"
     )
-    assert problems[1:] == [f"gone: gone (127.0.0.1:{down}): connection refused"]
+    assert problems[1:] == [f"gone (127.0.0.1:{down}): connection refused"]  # named once
 
 
 @pytest.fixture
