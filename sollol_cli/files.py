@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import os
 import tempfile
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 
@@ -23,3 +27,32 @@ def write_atomic(path: Path, data: str | bytes, *, mode: int | None = None) -> N
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.asynccontextmanager
+async def held_lock(
+    path: Path, holder: str, *, on_wait: Callable[[str], None] | None = None, poll_s: float = 0.05
+) -> AsyncIterator[None]:
+    """Hold `flock(2)` on `path` for the body: one holder at a time across processes, and across tasks of one
+    process too (each call opens the file anew, and flock locks belong to the open file). The kernel drops the
+    lock when the holder exits, so a killed process never leaves it stale. Polled rather than blocking in a
+    thread, so a waiter can be cancelled. `holder` is written into the file; `on_wait` hears the current
+    holder's text once, when this call has to wait."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not told and on_wait is not None:
+                    told = True
+                    on_wait(os.pread(fd, 400, 0).decode(errors="replace").strip() or "another sollol process")
+                await asyncio.sleep(poll_s)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder.encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from sollol_cli import events
 from sollol_cli.errors import UsageError
 from sollol_cli.gateway.accesslog import LineWriter, LogFormat
 from sollol_cli.gateway.app import create_app
@@ -27,6 +28,7 @@ class ServeOptions:
     log: LineWriter | None = None
     log_format: LogFormat = "text"
     grace_s: float = 30.0
+    reporter: events.Reporter = events.ignore  # what the runtime reports besides requests (warnings)
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ async def serve(
     on_stopping: Callable[[int], None] | None = None,
 ) -> None:
     """Serve until `stop` is set. `on_stopping` gets the number of requests still in flight."""
-    async with open_cluster(cluster, settings, stop_on_close=True) as runtime:
+    async with open_cluster(cluster, settings, reporter=options.reporter, stop_on_close=True) as runtime:
         app = create_app(runtime, api_key=options.api_key, log=options.log, log_format=options.log_format)
         # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream
         # request (the backend stops generating) and frees the backend slot at once.

@@ -22,7 +22,7 @@ from sollol_cli.state import NodeState, ServiceState, check_state_path, load_sta
 # Stops the sharded models' coordinators that this cluster's commands started on the controller (and forgets
 # those on nodes, which each node's `down` stops by their pidfiles); returns the models stopped. Sharding owns
 # them: the caller passes sharding's stop_all, so provisioning needs no import of sharding.
-StopCoordinators = Callable[[], list[str]]
+StopCoordinators = Callable[[events.Reporter], list[str]]
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ async def provision(
     if action == "up" and not options.dry_run:
         check_protocols(outcomes, expected_protocol(cluster))
     if action == "down" and not options.dry_run and only is None and stop_coordinators is not None:
-        for model in stop_coordinators():
+        for model in stop_coordinators(reporter):
             reporter(events.StepDone("controller", "stop", f"coordinator for {model}"))
     if not options.dry_run:
         record(loaded, outcomes, settings, action)

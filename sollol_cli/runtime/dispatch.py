@@ -58,10 +58,13 @@ class ShardedModels(Protocol):
 
     async def backend_for(self, model: str, report: Reporter) -> Backend: ...
 
-    async def discard(self, model: str, report: Reporter) -> None: ...
+    async def discard(self, model: str, backend: Backend, report: Reporter) -> None:
+        """`backend`, handed out by `backend_for`, failed before its first byte: stop it if still current."""
+        ...
 
-    async def release(self, model: str, keep_alive: float | None) -> None:
-        """A request ended: its keep-alive (seconds, negative for ever, None: the default) counts from now."""
+    async def release(self, model: str, backend: Backend, keep_alive: float | None) -> None:
+        """A request to `backend` ended: its keep-alive (seconds, negative for ever, None: the default)
+        counts from now."""
         ...
 
     async def unload(self, model: str) -> None:
@@ -141,10 +144,10 @@ class Dispatcher:
                 if sent_any or attempt == 2:
                     raise
                 trace.attempts.append(exc.message)
-                await self.sharded.discard(trace.model, trace.events.append)
+                await self.sharded.discard(trace.model, backend, trace.events.append)
             finally:
                 if sent_any:
-                    await self.sharded.release(trace.model, keep_alive)
+                    await self.sharded.release(trace.model, backend, keep_alive)
 
     async def _distributed(self, call: Callable[[Backend], AsyncIterator[T]], trace: Trace) -> AsyncIterator[T]:
         """Only a broken backend (no answer, a broken stream, a 5xx that means the server failed) counts

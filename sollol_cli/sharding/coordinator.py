@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -23,6 +24,7 @@ from sollol_cli import events
 from sollol_cli.backends.base import BackendRef
 from sollol_cli.backends.llamacpp import COORDINATOR_PREFIX
 from sollol_cli.errors import BackendError
+from sollol_cli.files import write_atomic
 from sollol_cli.ssh.nodeproc import process_start_time
 
 
@@ -109,26 +111,60 @@ def records_dir(state_dir: Path) -> Path:
     return state_dir / "coordinators"
 
 
-def _record_path(state_dir: Path, model: str) -> Path:
+def record_path(state_dir: Path, model: str) -> Path:
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in model)
     return records_dir(state_dir) / f"{safe}.json"
 
 
-def load_record(state_dir: Path, model: str) -> CoordinatorRecord | None:
+def _parse(path: Path) -> CoordinatorRecord:
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return CoordinatorRecord(**data)
+
+
+def _set_aside(path: Path, reason: str, report: events.Reporter) -> None:
+    """A record that does not parse is kept for the user (as the cluster state file is) and said out loud:
+    skipping it silently would leave its coordinator running with nothing to stop it. Its process is found
+    again by its marker (`adopt_orphans`)."""
+    aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
     try:
-        return CoordinatorRecord(**json.loads(_record_path(state_dir, model).read_text()))
-    except (FileNotFoundError, ValueError, TypeError):
+        path.replace(aside)
+    except FileNotFoundError:
+        return  # another sollol process set it aside first
+    report(events.Warning(f"coordinator record {path.name}", f"unreadable ({reason}); set aside as {aside}"))
+
+
+def load_record(state_dir: Path, model: str, report: events.Reporter | None = None) -> CoordinatorRecord | None:
+    """The model's record; an unreadable one is None, and set aside when the caller can say so (`report`)."""
+    path = record_path(state_dir, model)
+    try:
+        return _parse(path)
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError) as exc:
+        if report is not None:
+            _set_aside(path, _first_line(exc), report)
         return None
 
 
-def all_records(state_dir: Path) -> list[CoordinatorRecord]:
+def all_records(state_dir: Path, report: events.Reporter | None = None) -> list[CoordinatorRecord]:
+    """Every readable record. Readers that run all the time (the monitor) pass no `report` and skip unreadable
+    ones; the paths that act on coordinators pass theirs, which sets them aside and warns."""
     out = []
     for path in sorted(records_dir(state_dir).glob("*.json")):
         try:
-            out.append(CoordinatorRecord(**json.loads(path.read_text())))
-        except (ValueError, TypeError):
-            continue
+            out.append(_parse(path))
+        except FileNotFoundError:
+            continue  # forgotten by another process meanwhile
+        except (ValueError, TypeError) as exc:
+            if report is not None:
+                _set_aside(path, _first_line(exc), report)
     return out
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:120]
 
 
 @dataclass(frozen=True)
@@ -152,16 +188,31 @@ def attached_endpoints(state_dir: Path) -> dict[str, Attachment]:
 
 
 def save_record(state_dir: Path, record: CoordinatorRecord) -> None:
-    path = _record_path(state_dir, record.model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.touch(mode=0o600)  # it may hold an API key
-    tmp.write_text(json.dumps(asdict(record), indent=2))
-    tmp.replace(path)
+    # atomic, and private before the first byte: it may hold an API key, and other processes read it any time
+    write_atomic(record_path(state_dir, record.model), json.dumps(asdict(record), indent=2), mode=0o600)
 
 
-def forget_record(state_dir: Path, model: str) -> None:
-    _record_path(state_dir, model).unlink(missing_ok=True)
+def update_record(state_dir: Path, record: CoordinatorRecord, change: Callable[[CoordinatorRecord], None]) -> bool:
+    """Apply `change` to the saved record if it still describes the same process as `record`; False when it
+    is gone or now describes another start (never bring back the record of a stopped or replaced one)."""
+    current = load_record(state_dir, record.model)
+    if current is None or (current.pid, current.start_time, current.node) != (
+        record.pid, record.start_time, record.node
+    ):  # fmt: skip
+        return False
+    change(current)
+    change(record)
+    save_record(state_dir, current)
+    return True
+
+
+def forget_record(state_dir: Path, record: CoordinatorRecord) -> None:
+    """Remove the record if it still describes `record`'s process (a newer start stays recorded)."""
+    current = load_record(state_dir, record.model)
+    if current is not None and (current.pid, current.start_time, current.node) == (
+        record.pid, record.start_time, record.node
+    ):  # fmt: skip
+        record_path(state_dir, record.model).unlink(missing_ok=True)
 
 
 def alive(record: CoordinatorRecord) -> bool:
@@ -179,7 +230,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def start_process(plan: CoordinatorPlan, llama_server: str, log: Path, keep_alive: float) -> CoordinatorRecord:
+# Every coordinator started on this machine carries its record's path in its environment, so it can be found
+# (and stopped) even when its record is lost or unreadable: /proc/PID/environ outlives any file of ours.
+MARKER_ENV = "SOLLOL_COORDINATOR"
+
+
+def start_process(
+    plan: CoordinatorPlan, llama_server: str, log: Path, keep_alive: float, *, marker: Path
+) -> CoordinatorRecord:
     log.parent.mkdir(parents=True, exist_ok=True)
     port = free_port(plan.host)
     with log.open("ab") as out:
@@ -191,12 +249,68 @@ def start_process(plan: CoordinatorPlan, llama_server: str, log: Path, keep_aliv
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # survives this sollol process (keep-alive) and its Ctrl-C
+            env={**os.environ, MARKER_ENV: str(marker)},
         )
     start = process_start_time(process.pid) or 0
     now = time.time()
     return CoordinatorRecord(
         plan.model, plan.digest, process.pid, start, plan.host, port, str(log), list(plan.rpc), now, now, keep_alive
     )
+
+
+def marked_processes(state_dir: Path) -> list[CoordinatorRecord]:
+    """The coordinators running on this machine that were started for `state_dir`'s records, rebuilt from
+    /proc (marker, command line, start time) whatever their records say. Rebuilt records are not ready: the
+    paths that find them stop them rather than route to them."""
+    prefix = f"{MARKER_ENV}={records_dir(state_dir)}/".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            if not any(item.startswith(prefix) for item in environ):
+                continue
+            argv = [word.decode(errors="replace") for word in (entry / "cmdline").read_bytes().split(b"\0")]
+        except OSError:  # gone meanwhile, or another user's
+            continue
+        pid = int(entry.name)
+        start = process_start_time(pid)
+        if start is not None:
+            found.append(_rebuilt(pid, start, argv))
+    return found
+
+
+def _rebuilt(pid: int, start: int, argv: list[str]) -> CoordinatorRecord:
+    """A record from a coordinator's command line (CoordinatorPlan.argv)."""
+    flags = {word: argv[i + 1] for i, word in enumerate(argv[:-1]) if word.startswith("-")}
+    now = time.time()
+    return CoordinatorRecord(
+        model=flags.get("--alias", "?"), digest="", pid=pid, start_time=start, host=flags.get("--host", "127.0.0.1"),
+        port=int(flags.get("--port", "0")), log="", rpc=[e for e in flags.get("--rpc", "").split(",") if e],
+        started_at=now, last_used=now, keep_alive=0.0,
+    )  # fmt: skip
+
+
+def adopt_orphans(state_dir: Path, report: events.Reporter = events.ignore) -> list[CoordinatorRecord]:
+    """Record again every marked coordinator that no record describes (its record was set aside, deleted or
+    overwritten), so that the usual paths see the rpc-servers it holds and stop it. Returns those adopted."""
+    adopted = []
+    for found in marked_processes(state_dir):
+        current = load_record(state_dir, found.model, report)
+        if current is not None and (current.pid, current.start_time) == (found.pid, found.start_time):
+            continue
+        if current is not None:  # the name is taken by a newer start: keep that one, find this by its pid
+            found.model = f"{found.model}.orphan-{found.pid}"
+        save_record(state_dir, found)
+        report(
+            events.Warning(
+                f"coordinator {found.model}",
+                f"found running without a record (pid {found.pid}, port {found.port}, rpc {', '.join(found.rpc)})",
+            )
+        )
+        adopted.append(found)
+    return adopted
 
 
 def stop_process(record: CoordinatorRecord, *, grace_s: float = 5.0) -> bool:

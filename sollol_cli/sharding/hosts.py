@@ -67,7 +67,7 @@ class ControllerHost:
 
     async def start(self, plan: coord.CoordinatorPlan, llama_server: str, keep_alive: float) -> coord.CoordinatorRecord:
         log = self.home / "coordinators" / f"{plan.digest}.log"
-        return coord.start_process(plan, llama_server, log, keep_alive)
+        return coord.start_process(plan, llama_server, log, keep_alive, marker=coord.record_path(self.home, plan.model))
 
     async def alive(self, record: coord.CoordinatorRecord) -> bool:
         return coord.alive(record)

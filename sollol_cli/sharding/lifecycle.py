@@ -7,13 +7,17 @@ Used by the shard manager (which starts them), `sollol status`, `sollol down` an
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sollol_cli import events
 from sollol_cli.backends.http import Timeouts
 from sollol_cli.backends.llamacpp import LlamaServerBackend
 from sollol_cli.errors import BackendError, SshError
+from sollol_cli.files import held_lock
 from sollol_cli.manifest.models import Cluster
 from sollol_cli.settings import Settings
 from sollol_cli.sharding import coordinator as coord
@@ -53,12 +57,12 @@ class Coordinators:
             stopped = await self.host_for(record.node).stop(record)
         except SshError:
             stopped = False
-        coord.forget_record(self.home, record.model)
+        coord.forget_record(self.home, record)
         return stopped
 
     async def running(self) -> dict[str, coord.CoordinatorRecord]:
         """The coordinators that run now, by model (each checked, those on nodes over HTTP, concurrently)."""
-        records = coord.all_records(self.home)
+        records = coord.all_records(self.home, self.reporter)
         checks = await asyncio.gather(*(self.still_running(record) for record in records))
         return {record.model: record for record, up in zip(records, checks, strict=True) if up}
 
@@ -75,21 +79,32 @@ class Coordinators:
 
     async def expire(self) -> list[str]:
         """Stop coordinators idle for longer than their keep-alive. Idle is asked of the coordinator itself
-        (its slots): another sollol process may be using it right now."""
+        (its slots): another sollol process may be using it right now. One still loading is left alone: the
+        process loading it holds the start lock and owns it until it is ready."""
         stopped = []
         now = time.time()
-        for record in coord.all_records(self.home):
+        for record in coord.all_records(self.home, self.reporter):
             expires = coord.expires_at(record)
             if record.node is None and not coord.alive(record):
-                coord.forget_record(self.home, record.model)
-            elif expires is not None and now > expires:
+                coord.forget_record(self.home, record)
+            elif record.ready_after_s is not None and expires is not None and now > expires:
                 if await self.busy(record):
-                    record.last_used = now
-                    coord.save_record(self.home, record)
+                    coord.update_record(self.home, record, _used_at(now))
                     continue
                 await self.stop(record)
                 stopped.append(record.model)
         return stopped
+
+    def start_lock(self, subject: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held while a coordinator of this cluster is chosen, started and loaded, by every sollol process
+        on this machine (`run`, `serve`, the Python API): a caller that finds one loading waits for it to be
+        ready instead of starting a second on the same rpc-servers or routing to it while it still loads."""
+        holder = f"sollol (pid {os.getpid()}) starting {subject}"
+
+        def waiting(other: str) -> None:
+            self.reporter(events.StepStarted(subject, "waiting", f"for {other}"))
+
+        return held_lock(self.home / "coordinators.lock", holder, on_wait=waiting)
 
     async def busy(self, record: coord.CoordinatorRecord) -> bool:
         """Serving a request now (asked of its slots; a coordinator that does not answer is not busy)."""
@@ -123,13 +138,22 @@ def placement_lines(record: coord.CoordinatorRecord, log: str) -> list[str]:
     return lines
 
 
-def stop_all(settings: Settings, cluster: str) -> list[str]:
-    """`sollol down`: stop every coordinator this cluster's commands started on this machine, and forget
-    those on nodes (each node's own `down` stopped them, by the pidfile they left there)."""
+def stop_all(settings: Settings, cluster: str, report: events.Reporter = events.ignore) -> list[str]:
+    """`sollol down`: stop every coordinator this cluster's commands started on this machine, also those whose
+    record was lost or unreadable (found by their marker), and forget those on nodes (each node's own `down`
+    stopped them, by the pidfile they left there)."""
     home = coordinator_home(settings, cluster)
+    coord.adopt_orphans(home, report)
     stopped = []
-    for record in coord.all_records(home):
+    for record in coord.all_records(home, report):
         if record.node is None and coord.stop_process(record):
             stopped.append(record.model)
-        coord.forget_record(home, record.model)
+        coord.forget_record(home, record)
     return stopped
+
+
+def _used_at(now: float) -> Callable[[coord.CoordinatorRecord], None]:
+    def change(record: coord.CoordinatorRecord) -> None:
+        record.last_used = now
+
+    return change

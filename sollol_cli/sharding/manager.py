@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from sollol_cli import events
+from sollol_cli.backends.base import Backend
 from sollol_cli.backends.http import Timeouts
 from sollol_cli.backends.llamacpp import LlamaServerBackend
 from sollol_cli.errors import BackendError, UsageError
@@ -57,7 +58,7 @@ class ShardManager:
         self.ready_timeout = ready_timeout
         self.coordinators = Coordinators(cluster, settings, reporter=reporter)
         self.files = ModelFiles(cluster, settings, reporter=reporter)
-        self.started: set[str] = set()
+        self.started: dict[str, coord.CoordinatorRecord] = {}  # by model: what this process started
         self._decisions: dict[str, tuple[bool, str]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -85,58 +86,76 @@ class ShardManager:
     # --- one request's coordinator ---
 
     async def backend_for(self, name: str, report: events.Reporter = events.ignore) -> LlamaServerBackend:
-        """The model's running coordinator, started when there is none; `report` hears what happened."""
+        """The model's running coordinator, started when there is none; `report` hears what happened.
+
+        A ready coordinator is used without waiting for anything. Otherwise the cluster's start lock is taken
+        (across processes): whoever holds it is loading a coordinator, and the record is looked at again once
+        it is ours, so every caller ends up on the one coordinator that was loaded."""
         model = self._manifest_model(name)
-        async with self._lock(model):
-            record = await self._ensure(model, report)
-        record.last_used = time.time()
-        coord.save_record(self.home, record)
+        record = await self._ready(model, report)
+        if record is None:
+            async with self._lock(model), self.coordinators.start_lock(f"coordinator {model.name}"):
+                record = await self._ready(model, report) or await self._ensure(model, report)
+        coord.update_record(self.home, record, _used_now)
         routing = self.cluster.routing
         return LlamaServerBackend(coord.backend_ref(record), Timeouts(routing.connect_timeout, routing.read_timeout))
 
-    async def release(self, name: str, keep_alive: float | None = None) -> None:
-        """A request ended: the keep-alive counts from now. As in Ollama, each request sets it (`keep_alive`
-        in seconds, negative for ever; None: the manifest's), and 0 unloads the model."""
+    async def release(self, name: str, backend: Backend, keep_alive: float | None = None) -> None:
+        """A request to `backend` ended: the keep-alive counts from now. As in Ollama, each request sets it
+        (`keep_alive` in seconds, negative for ever; None: the manifest's), and 0 unloads the model."""
         model = self.model(name)
-        record = coord.load_record(self.home, model.name) if model else None
+        record = self._recorded(model, backend) if model else None
         if model is None or record is None:
             return
         if keep_alive == 0:
             await self.unload(name)
             return
-        record.last_used = time.time()
-        record.keep_alive = model.keep_alive if keep_alive is None else keep_alive
-        coord.save_record(self.home, record)
+        seconds = model.keep_alive if keep_alive is None else keep_alive
+
+        def change(saved: coord.CoordinatorRecord) -> None:
+            saved.last_used, saved.keep_alive = time.time(), seconds
+
+        coord.update_record(self.home, record, change)
 
     async def unload(self, name: str) -> None:
         """`keep_alive: 0`: stop the coordinator now, or once the requests it is serving have ended (the
-        keep-alive loop of `serve`, or the watchdog of a coordinator `run` left warm, stops it then)."""
+        keep-alive loop of `serve`, or the watchdog of a coordinator `run` left warm, stops it then). One that
+        is still loading belongs to the process loading it and is left alone."""
         model = self.model(name)
         if model is None:
             return
-        async with self._lock(model):
-            record = coord.load_record(self.home, model.name)
-            if record is None:
-                return
-            record.keep_alive, record.last_used = 0.0, time.time()
-            coord.save_record(self.home, record)
-            if await self.coordinators.busy(record):
-                return
-            await self.coordinators.stop(record)
-            self.started.discard(model.name)
+        record = coord.load_record(self.home, model.name, self.reporter)
+        if record is None or record.ready_after_s is None:
+            return
 
-    async def discard(self, name: str, report: events.Reporter = events.ignore) -> None:
-        """The coordinator failed a request: stop what is left of it so the next call re-plans (and decides
-        again: the rpc backends it was decided on have changed)."""
+        def change(saved: coord.CoordinatorRecord) -> None:
+            saved.keep_alive, saved.last_used = 0.0, time.time()
+
+        if not coord.update_record(self.home, record, change) or await self.coordinators.busy(record):
+            return
+        await self.coordinators.stop(record)
+        self.started.pop(model.name, None)
+
+    async def discard(self, name: str, backend: Backend, report: events.Reporter = events.ignore) -> None:
+        """`backend`, the model's coordinator, failed a request: stop what is left of it so the next call
+        re-plans (and decides again: the rpc backends it was decided on have changed). Only if it is still the
+        recorded one: another process may have replaced it already, and the replacement is not to be stopped."""
         self._decisions.pop(name, None)
         model = self.model(name)
-        if model is None:
+        record = self._recorded(model, backend) if model else None
+        if model is None or record is None:
             return
+        log = await self.coordinators.log(record)
+        report(events.CoordinatorFailed(model.name, coord.last_lines(log, 2)))
+        await self.coordinators.stop(record)
+
+    def _recorded(self, model: Model, backend: Backend) -> coord.CoordinatorRecord | None:
+        """The model's record if it still describes the coordinator `backend` talks to."""
         record = coord.load_record(self.home, model.name)
-        if record is not None:
-            log = await self.coordinators.log(record)
-            report(events.CoordinatorFailed(model.name, coord.last_lines(log, 2)))
-            await self.coordinators.stop(record)
+        ref = backend.ref
+        if record is None or (record.host, record.port, record.node) != (ref.host, ref.port, ref.node):
+            return None
+        return record
 
     def _manifest_model(self, name: str) -> Model:
         model = self.model(name)
@@ -147,20 +166,30 @@ class ShardManager:
     def _lock(self, model: Model) -> asyncio.Lock:
         return self._locks.setdefault(model.name, asyncio.Lock())
 
-    async def _ensure(self, model: Model, report: events.Reporter) -> coord.CoordinatorRecord:
-        coordinators = self.coordinators
-        await coordinators.expire()
+    async def _ready(self, model: Model, report: events.Reporter) -> coord.CoordinatorRecord | None:
+        """The model's coordinator if it is ready to serve where the manifest wants it (no lock needed: a
+        record says ready only once its /health said so)."""
         record = coord.load_record(self.home, model.name)
-        if record is not None and record.node != model.coordinator:
-            report(events.CoordinatorMoved(model.name, record.where, _where(model)))
-            await coordinators.stop(record)
-            record = None
+        if record is None or record.ready_after_s is None or record.node != model.coordinator:
+            return None
+        if not await self.coordinators.still_running(record):
+            return None
+        report(events.CoordinatorReused(model.name, record.node, record.pid, record.port, tuple(record.placement)))
+        return record
+
+    async def _ensure(self, model: Model, report: events.Reporter) -> coord.CoordinatorRecord:
+        """Start the model's coordinator. Called with the start lock held and no ready coordinator found, so
+        a record still here describes one that cannot serve: moved, exited, or left loading by a process that
+        died (the loading process holds the lock until ready)."""
+        coordinators = self.coordinators
+        coord.adopt_orphans(self.home, self.reporter)
+        await coordinators.expire()
+        record = coord.load_record(self.home, model.name, self.reporter)
         if record is not None:
-            if await coordinators.still_running(record):
-                placement = tuple(record.placement)
-                report(events.CoordinatorReused(model.name, record.node, record.pid, record.port, placement))
-                return record
-            report(events.CoordinatorExited(model.name, coord.last_lines(await coordinators.log(record), 2)))
+            if record.node != model.coordinator:
+                report(events.CoordinatorMoved(model.name, record.where, _where(model)))
+            else:
+                report(events.CoordinatorExited(model.name, coord.last_lines(await coordinators.log(record), 2)))
             await coordinators.stop(record)
         await self._evict_others(model, report)
         host = coordinators.host_for(model.coordinator)
@@ -169,8 +198,9 @@ class ShardManager:
         record.rpc_memory = choice.memory
         record.n_layer = file.n_layer
         record.split = list(plan.split or ())
+        # recorded while it loads, not ready yet: `down` and a crashed loader's successor can find and stop it
         coord.save_record(self.home, record)
-        self.started.add(model.name)
+        self.started[model.name] = record
         try:
             record.ready_after_s = await coord.wait_ready(
                 record, host, timeout=self.ready_timeout, reporter=self.reporter
@@ -179,7 +209,7 @@ class ShardManager:
             await coordinators.stop(record)
             raise
         record.placement = placement_lines(record, await host.log_text(record))
-        coord.save_record(self.home, record)
+        coord.save_record(self.home, record)  # now ready: other processes may route to it
         if not self.stop_on_close:  # left warm after this command: something must stop it when idle
             watchdog.spawn(self.cluster, self.settings, record)
         placement = tuple(record.placement)
@@ -190,7 +220,7 @@ class ShardManager:
         """An rpc-server serves one coordinator at a time, so switching sharded models means unloading the
         other one first (as Ollama unloads a model to load another when memory is short)."""
         ours = {server.endpoint for server in self.backends.rpc_servers()}
-        for other in coord.all_records(self.home):
+        for other in coord.all_records(self.home, self.reporter):
             if other.model != model.name and ours & set(other.rpc) and await self.coordinators.still_running(other):
                 await self.coordinators.stop(other)
                 report(events.CoordinatorEvicted(other.model, model.name))
@@ -222,12 +252,16 @@ class ShardManager:
     async def close(self) -> None:
         try:
             if self.stop_on_close:
-                for name in sorted(self.started):
-                    record = coord.load_record(self.home, name)
-                    if record is not None:
-                        await self.coordinators.stop(record)
+                for started in self.started.values():
+                    record = coord.load_record(self.home, started.model)
+                    if record is not None and (record.pid, record.start_time) == (started.pid, started.start_time):
+                        await self.coordinators.stop(record)  # only what this process started and still runs
         finally:
             await self.coordinators.close()
+
+
+def _used_now(record: coord.CoordinatorRecord) -> None:
+    record.last_used = time.time()
 
 
 def _where(model: Model) -> str:

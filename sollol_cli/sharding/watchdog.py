@@ -57,7 +57,7 @@ async def watch(cluster: Cluster, settings: Settings, model: str, pid: int, star
             if record is None or (record.pid, record.start_time) != (pid, start_time):
                 return
             if record.node is None and not coord.alive(record):
-                coord.forget_record(coordinators.home, model)
+                coord.forget_record(coordinators.home, record)
                 return
             expires = coord.expires_at(record)
             if expires is None:  # kept for ever (keep_alive -1): look again, a later request may change it

@@ -8,6 +8,9 @@ from functools import cache
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
+
+from sollol_cli import events
 
 
 @cache
@@ -40,3 +43,10 @@ def warn(message: str) -> None:
 
 def info(message: str) -> None:
     err().print(message, markup=False, highlight=False)
+
+
+def report_warnings(event: events.Event) -> None:
+    """A reporter for commands that show no progress (`status`, `serve`): only the warnings reach the user,
+    e.g. a coordinator record that had to be set aside."""
+    if isinstance(event, events.Warning):
+        warn(f"{escape(event.subject)}: {escape(event.message)}")

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sollol_cli import events
-from sollol_cli.ui.console import err, interactive
+from sollol_cli.ui.console import err, interactive, report_warnings
 
 
 @dataclass
@@ -34,7 +34,7 @@ class StepDisplay:
 
     def __call__(self, event: events.Event) -> None:
         if isinstance(event, events.Warning):
-            err().print(f"[yellow]warning:[/] {escape(event.subject)}: {escape(event.message)}")
+            report_warnings(event)
             return
         subject = getattr(event, "subject", "")
         row = self.rows.setdefault(subject, _Row())

@@ -10,13 +10,28 @@ from typing import Any
 
 from rich.markup import escape
 
+from sollol_cli import events
 from sollol_cli.backends.base import Chunk, aggregate
 from sollol_cli.errors import SollolError
 from sollol_cli.runtime.dispatch import Dispatcher, Operation, Trace
 from sollol_cli.runtime.prompt import PromptOptions, answer, chat_request, generate_request, parse_chat
-from sollol_cli.ui.console import err, print_json
+from sollol_cli.ui.console import err, print_json, report_warnings
 from sollol_cli.ui.coordinators import narrative
 from sollol_cli.ui.errors import print_error
+
+
+def runtime_reporter(*, verbose: int) -> events.Reporter:
+    """What `run` says on stderr about the runtime's own work, beside the request's: warnings always (a
+    coordinator record set aside, an orphan found), and waiting for another sollol process that is loading the
+    coordinator (on a terminal, or with -v). One line each: stdout carries the tokens."""
+
+    def report(event: events.Event) -> None:
+        if isinstance(event, events.Warning):
+            report_warnings(event)
+        elif isinstance(event, events.StepStarted) and event.step == "waiting" and (verbose or err().is_terminal):
+            err().print(escape(f"{event.subject}: waiting {event.detail}"), style="dim")
+
+    return report
 
 
 def stats_line(trace: Trace, final: Chunk, *, verbose: int) -> str:

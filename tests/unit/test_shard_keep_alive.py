@@ -75,7 +75,18 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[ShardManager, asyncio.s
     assert start_time is not None
     now = time.time()
     record = coord.CoordinatorRecord(
-        "big", "d", process.pid, start_time, "127.0.0.1", port, "", ["127.0.0.1:1"], now, now, 120.0
+        "big",
+        "d",
+        process.pid,
+        start_time,
+        "127.0.0.1",
+        port,
+        "",
+        ["127.0.0.1:1"],
+        now,
+        now,
+        120.0,
+        ready_after_s=0.5,  # a loaded coordinator: one still loading is not for requests or unloading
     )
     coord.save_record(shards.home, record)
     try:
@@ -99,8 +110,9 @@ async def test_each_request_sets_the_keep_alive(
     running: tuple[ShardManager, asyncio.subprocess.Process, Slots], keep_alive: float | None, stored: float
 ) -> None:
     shards, _, _ = running
-    await shards.release("big", 600.0)
-    await shards.release("big", keep_alive)  # as in Ollama, a request that does not say resets it
+    backend = await shards.backend_for("big")  # the recorded one, reused
+    await shards.release("big", backend, 600.0)
+    await shards.release("big", backend, keep_alive)  # as in Ollama, a request that does not say resets it
     record = record_of(shards)
     assert record is not None and record.keep_alive == stored
     expires = coord.expires_at(record)
@@ -121,7 +133,7 @@ async def test_keep_alive_0_waits_for_the_requests_a_coordinator_serves(
 ) -> None:
     shards, process, slots = running
     slots.busy = True
-    await shards.release("big", 0)
+    await shards.release("big", await shards.backend_for("big"), 0)
     record = record_of(shards)
     assert record is not None and record.keep_alive == 0 and process.returncode is None
     assert await shards.coordinators.expire() == []  # still busy: kept

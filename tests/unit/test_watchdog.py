@@ -34,7 +34,10 @@ def record_of(process: subprocess.Popen[bytes], keep_alive: float) -> coord.Coor
     start = process_start_time(process.pid)
     assert start is not None
     now = time.time()
-    return coord.CoordinatorRecord("tiny", "d", process.pid, start, "127.0.0.1", 1, "", [], now, now, keep_alive)
+    # ready: a watchdog is started only for a coordinator that has loaded
+    return coord.CoordinatorRecord(
+        "tiny", "d", process.pid, start, "127.0.0.1", 1, "", [], now, now, keep_alive, ready_after_s=0.5
+    )
 
 
 class WatchdogClock:

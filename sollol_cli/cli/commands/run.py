@@ -44,7 +44,7 @@ def run(
         text = prompt
         if text in (None, "-") and not sys.stdin.isatty():
             text = sys.stdin.read()
-        async with open_cluster(loaded.cluster, settings) as rt:
+        async with open_cluster(loaded.cluster, settings, reporter=ui.runtime_reporter(verbose=verbose)) as rt:
             if text is None or text == "-":
                 await ui.interactive_chat(rt.dispatcher, model, options, verbose=verbose)
                 return

@@ -54,6 +54,7 @@ def serve(
             log=_stderr_line,
             log_format="json" if log_format is LogFormatChoice.json else "text",
             grace_s=grace,
+            reporter=console.report_warnings,
         )
 
         def listening(event: Listening) -> None:

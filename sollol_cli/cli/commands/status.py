@@ -33,7 +33,7 @@ def status(
         settings = load_settings()
         loaded = load_manifest(find_manifest(manifest, settings.manifest))
         cluster = loaded.cluster
-        async with open_cluster(cluster, settings) as runtime:
+        async with open_cluster(cluster, settings, reporter=console.report_warnings) as runtime:
             data = status_data(runtime.monitor, load_state(settings.state_dir, cluster.name), cluster.name)
             data["models"] = model_rows(cluster, runtime.shards, await runtime.running_coordinators())
             if json:

@@ -90,7 +90,7 @@ async def recorded_coordinator(shards: ShardManager, keep_alive: float) -> Async
         coord.save_record(shards.home, record)
         yield now
     finally:
-        coord.forget_record(shards.home, "big")
+        coord.forget_record(shards.home, record)
         stand_in.kill()
         await stand_in.wait()
 

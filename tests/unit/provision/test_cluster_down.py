@@ -29,7 +29,7 @@ def test_down_stops_the_coordinators_it_is_given(
     seen: list[events.Event] = []
     calls: list[str] = []
 
-    def stop_coordinators() -> list[str]:
+    def stop_coordinators(report: events.Reporter) -> list[str]:
         calls.append("stop")
         return ["tiny"]
 

@@ -260,10 +260,10 @@ class ReplanningShards:
     async def backend_for(self, model: str, report: Any) -> FakeBackend:
         return self.coordinators[self.discarded]
 
-    async def discard(self, model: str, report: Any) -> None:
+    async def discard(self, model: str, backend: Any, report: Any) -> None:
         self.discarded += 1
 
-    async def release(self, model: str, keep_alive: float | None) -> None:
+    async def release(self, model: str, backend: Any, keep_alive: float | None) -> None:
         pass
 
     async def unload(self, model: str) -> None:

@@ -74,10 +74,10 @@ class Shards:
         self.calls.append(("backend_for", model))
         return Coordinator()
 
-    async def discard(self, model: str, report: events.Reporter) -> None:
+    async def discard(self, model: str, backend: Any, report: events.Reporter) -> None:
         self.calls.append(("discard", model))
 
-    async def release(self, model: str, keep_alive: float | None) -> None:
+    async def release(self, model: str, backend: Any, keep_alive: float | None) -> None:
         self.calls.append(("release", model, repr(keep_alive)))
 
     async def unload(self, model: str) -> None:
