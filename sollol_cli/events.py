@@ -94,6 +94,14 @@ class CoordinatorExited(Event):
 
 
 @dataclass(frozen=True)
+class CoordinatorAbandoned(Event):
+    """A coordinator that never became ready (its loader died) or had lost its record was stopped."""
+
+    model: str
+    pid: int
+
+
+@dataclass(frozen=True)
 class CoordinatorFailed(Event):
     """The coordinator failed a request; it is stopped and the model planned again."""
 

@@ -277,17 +277,26 @@ def marked_processes(state_dir: Path) -> list[CoordinatorRecord]:
         pid = int(entry.name)
         start = process_start_time(pid)
         if start is not None:
-            found.append(_rebuilt(pid, start, argv))
+            found.append(_rebuilt(pid, start, argv, _output_file(entry)))
     return found
 
 
-def _rebuilt(pid: int, start: int, argv: list[str]) -> CoordinatorRecord:
+def _output_file(proc: Path) -> str:
+    """Where the process writes its output (start_process points it at the coordinator's log), or ""."""
+    try:
+        target = os.readlink(proc / "fd" / "1")
+    except OSError:
+        return ""
+    return target if target.startswith("/") and Path(target).is_file() else ""
+
+
+def _rebuilt(pid: int, start: int, argv: list[str], log: str) -> CoordinatorRecord:
     """A record from a coordinator's command line (CoordinatorPlan.argv)."""
     flags = {word: argv[i + 1] for i, word in enumerate(argv[:-1]) if word.startswith("-")}
     now = time.time()
     return CoordinatorRecord(
         model=flags.get("--alias", "?"), digest="", pid=pid, start_time=start, host=flags.get("--host", "127.0.0.1"),
-        port=int(flags.get("--port", "0")), log="", rpc=[e for e in flags.get("--rpc", "").split(",") if e],
+        port=int(flags.get("--port", "0")), log=log, rpc=[e for e in flags.get("--rpc", "").split(",") if e],
         started_at=now, last_used=now, keep_alive=0.0,
     )  # fmt: skip
 

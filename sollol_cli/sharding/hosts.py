@@ -76,6 +76,8 @@ class ControllerHost:
         return coord.stop_process(record)
 
     async def log_text(self, record: coord.CoordinatorRecord) -> str:
+        if not record.log:
+            return ""  # rebuilt from a running process whose output went elsewhere
         try:
             text = await asyncio.to_thread(Path(record.log).read_text, errors="replace")
         except FileNotFoundError:

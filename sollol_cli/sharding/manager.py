@@ -188,6 +188,8 @@ class ShardManager:
         if record is not None:
             if record.node != model.coordinator:
                 report(events.CoordinatorMoved(model.name, record.where, _where(model)))
+            elif record.ready_after_s is None and await coordinators.still_running(record):
+                report(events.CoordinatorAbandoned(model.name, record.pid))
             else:
                 report(events.CoordinatorExited(model.name, coord.last_lines(await coordinators.log(record), 2)))
             await coordinators.stop(record)

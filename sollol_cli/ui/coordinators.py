@@ -23,6 +23,8 @@ def narrative(event: events.Event) -> list[str]:
         return [f"moved the coordinator off {event.was} (the manifest says {event.now})"]
     if isinstance(event, events.CoordinatorExited):
         return [f"the previous coordinator had exited: {event.log}"]
+    if isinstance(event, events.CoordinatorAbandoned):
+        return [f"stopped a coordinator nobody was serving from (pid {event.pid}: left loading, or unrecorded)"]
     if isinstance(event, events.CoordinatorFailed):
         return [f"the coordinator failed ({event.log}); re-planning"]
     if isinstance(event, events.CoordinatorEvicted):

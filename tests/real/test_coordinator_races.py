@@ -88,6 +88,7 @@ def test_a_corrupt_record_is_set_aside_and_its_coordinator_still_stopped(manifes
     assert second.exit_code == 0, second.stderr
     assert "coordinator record tiny.json: unreadable" in second.stderr
     assert f"found running without a record (pid {old.pid}, port {old.port}" in second.stderr
+    assert f"  stopped a coordinator nobody was serving from (pid {old.pid}: " in second.stderr
     (new,) = coord.all_records(home())
     assert new.pid != old.pid and not coord.alive(old)  # the orphan was stopped, a fresh one serves
     assert coordinators_running() == [new.pid]

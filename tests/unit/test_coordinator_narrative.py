@@ -35,6 +35,10 @@ PLACEMENT = ("placement 10.0.0.1:50052: layers 0-3, model 4.2 MiB, KV 0.5 MiB",)
         (events.CoordinatorExited("tiny", "a | b"), ["the previous coordinator had exited: a | b"]),
         (events.CoordinatorFailed("tiny", "a | b"), ["the coordinator failed (a | b); re-planning"]),
         (
+            events.CoordinatorAbandoned("tiny", 41),
+            ["stopped a coordinator nobody was serving from (pid 41: left loading, or unrecorded)"],
+        ),
+        (
             events.CoordinatorEvicted("tiny", "other"),
             ["unloaded 'tiny' to free the rpc-servers (they serve one model at a time)"],
         ),

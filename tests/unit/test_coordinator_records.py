@@ -102,7 +102,8 @@ def marked(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
     argv = [sys.executable, "-c", code, "-m", "/m/big.gguf", "--rpc", "10.0.0.1:50052,10.0.0.2:50052",
             "-ngl", "999", "--host", "127.0.0.1", "--port", "41234", "--alias", "big"]  # fmt: skip
     env = {coord.MARKER_ENV: str(coord.record_path(home, "big"))}
-    process = subprocess.Popen(argv, stdin=subprocess.PIPE, env=env, start_new_session=True)
+    with (tmp_path / "big.log").open("ab") as log:  # its output goes to its log, as start_process points it
+        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=log, env=env, start_new_session=True)
     try:
         yield home, process
     finally:
@@ -125,6 +126,7 @@ def test_a_marked_process_is_found_with_what_its_command_line_says(
     assert (found.model, found.host, found.port) == ("big", "127.0.0.1", 41234)
     assert found.rpc == ["10.0.0.1:50052", "10.0.0.2:50052"]
     assert found.start_time == coord.process_start_time(process.pid)
+    assert found.log == str(home.parent.parent / "big.log")  # its log, for the message that stops it
     assert found.ready_after_s is None  # found, not known to serve: the paths that find it stop it
     other = coordinator_home(Settings(state_dir=home.parent.parent), "another")
     assert coord.marked_processes(other) == []  # another cluster's coordinators are not ours
