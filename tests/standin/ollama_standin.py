@@ -13,7 +13,8 @@ Embeddings are derived from model and input only.
 Test-only controls (never part of Ollama): per-model parallel slots with a queue (``OLLAMA_NUM_PARALLEL``),
 counters and the highest concurrency ever observed (running, and running plus queued) at
 ``GET /_standin/stats``, and fault injection at start (config ``faults``) or at run time at
-``POST /_standin/faults``: HTTP 500 (or any status, in Ollama's error shape) on the next N requests, an error line or a dropped connection after K tokens, a slow start and a hang.
+``POST /_standin/faults``: HTTP 500 (or any status, in Ollama's error shape) on the next N requests, an
+error line or a dropped connection after K tokens, a slow start and a hang.
 Config ``missing_routes`` makes it an older Ollama that lacks some routes (they answer Gin's 404), and
 ``tokens_per_chunk`` streams several tokens per chunk, as Ollama does when it holds text back. ``hold_after_tokens`` pauses every
 stream after K tokens until ``POST /_standin/release``: a test decides when an answer goes on, with no
