@@ -7,15 +7,25 @@ Order of preference in `choose` (each rule only breaks ties of the ones before i
   1. usable at all: has the model, healthy, not already tried for this request, a free slot;
   2. higher priority tier (a lower tier is used only while every higher one is full);
   3. model already loaded (warm) before cold, because loading costs seconds to minutes;
-  4. lowest in-flight / slots ratio;
+  4. lowest load / slots ratio, where load is this process's own in-flight requests plus what other
+     clients have on the backend as it last reported (llama-server's /slots; Ollama does not say);
   5. lowest expected latency from the moving speed estimate;
-  6. name, so equal backends are chosen in a stable order.
+  6. among backends still equal: at random, weighted by free slots (the randomness is passed in).
+
+Only this process's own requests make a backend full (rule 1): other clients' load comes from the last
+probe, seconds old, so it orders backends but never makes a request wait for a slot that may be free.
+
+Why random and not the name for the last tie: separate processes (several `sollol run`, several `serve`,
+a team sharing a cluster) do not see each other's requests on a backend that does not report its load, so a
+stable order sends them all to the same backend. Weighting by free slots rather than power-of-two choices:
+the tie is among backends whose load signal is equal, where two random choices compared on it degenerate to
+a uniform pick; weights send uncoordinated requests to each backend in proportion to what it can take.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -33,7 +43,10 @@ class Candidate:
     models: frozenset[str]  # names as the backend reports them; compared with Ollama's rules
     loaded: frozenset[str] = frozenset()  # models in memory (Ollama /api/ps, a running coordinator)
     slots: int = 1
-    in_flight: int = 0
+    in_flight: int = 0  # this process's own requests on it: exact, and what makes it full
+    # requests other clients have on it, from the backend's own report at the last probe (llama-server's
+    # /slots); 0 when it does not report them (Ollama)
+    others_in_flight: int = 0
     healthy: bool = True  # probe says up and the circuit breaker lets requests through
     priority: int = 0
     ttft_s: float | None = None  # moving estimate of time to first token
@@ -42,6 +55,11 @@ class Candidate:
     @property
     def full(self) -> bool:
         return self.in_flight >= self.slots
+
+    @property
+    def load(self) -> int:
+        """Requests on it from every client, as far as this process knows."""
+        return self.in_flight + self.others_in_flight
 
     def has(self, model_key: str) -> bool:
         return any(normalize_model_name(m) == model_key for m in self.models)
@@ -83,10 +101,12 @@ def choose(
     model: str,
     candidates: Iterable[Candidate],
     *,
+    random: Callable[[], float],
     tried: frozenset[str] = frozenset(),
     expected_tokens: int = EXPECTED_TOKENS,
 ) -> Choice:
-    """Pick the backend for one request for `model`; `tried` holds backends that already failed it."""
+    """Pick the backend for one request for `model`; `tried` holds backends that already failed it.
+    `random` returns a float in [0, 1) (`random.Random().random`); it only decides among equal backends."""
     key = normalize_model_name(model)
     with_model = [c for c in candidates if c.has(key)]
     if not with_model:
@@ -102,11 +122,29 @@ def choose(
     if not free:
         return Wait(tuple(sorted(c.name for c in untried)))
     latency = _latency_estimator(with_model, expected_tokens)
-    best = min(
-        free,
-        key=lambda c: (-c.priority, not c.is_warm(key), c.in_flight / c.slots, latency(c), c.name),
-    )
-    return Picked(best.name)
+
+    def rank(c: Candidate) -> tuple[int, bool, float, float]:
+        return (-c.priority, not c.is_warm(key), c.load / c.slots, latency(c))
+
+    best = min(rank(c) for c in free)
+    equal = sorted((c for c in free if rank(c) == best), key=lambda c: c.name)
+    return Picked(_weighted_pick(equal, random()).name)
+
+
+def _weighted_pick(equal: Sequence[Candidate], u: float) -> Candidate:
+    """The candidate at point `u` in [0, 1) of the candidates laid end to end, each as long as its free
+    slots. Equal candidates have the same load ratio, so free slots are proportional to slots; when other
+    clients' load leaves none free, slots are the weights."""
+    weights = [max(c.slots - c.load, 0) for c in equal]
+    if not any(weights):
+        weights = [c.slots for c in equal]
+    target = min(max(u, 0.0), 1.0) * sum(weights)
+    reached = 0
+    for c, weight in zip(equal, weights, strict=True):
+        reached += weight
+        if target < reached:
+            return c
+    return next(c for c, weight in zip(reversed(equal), reversed(weights), strict=True) if weight)
 
 
 def _names(candidates: Sequence[Candidate]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
@@ -29,6 +30,7 @@ from sollol_cli.backends.http import (
     parse_json_object,
     request_json,
 )
+from sollol_cli.errors import BackendError
 from sollol_cli.names import same_model
 
 COORDINATOR_PREFIX = "coordinator:"  # the BackendRef name of a sharded model's coordinator (sharding/coordinator.py)
@@ -55,7 +57,11 @@ class LlamaServerBackend:
     # -- health ------------------------------------------------------------------------------------------
 
     async def probe(self) -> BackendStatus:
-        """`/health`, then `/props`, `/slots` and `/v1/models` at once; all within `timeouts.probe`."""
+        """`/health`, then `/props`, `/slots` and `/v1/models` at once; all within `timeouts.probe`.
+
+        Requests in flight are the slots `is_processing`; a server started with `--no-slots` is asked for the
+        `llamacpp:requests_processing` gauge of `/metrics` instead (served with `--metrics`, as sollol starts
+        it); with neither, `in_flight` is None."""
         timeout = self.timeouts.for_probe()
         started = time.perf_counter()
         try:
@@ -75,16 +81,18 @@ class LlamaServerBackend:
                     request_json(self._ref, "GET", "/v1/models", timeout=timeout),
                     return_exceptions=True,
                 )
+                in_flight: int | None = None
+                if isinstance(results[1], list):
+                    in_flight = sum(1 for s in results[1] if isinstance(s, dict) and s.get("is_processing"))
+                elif isinstance(results[1], BaseException) and _slots_disabled(results[1]):
+                    in_flight = await self._requests_processing()
         except TimeoutError:
             return BackendStatus(reachable=False, error=f"{self._ref.label}: no answer within {self.timeouts.probe:g}s")
         except Exception as exc:  # a probe reports, it never raises
             return BackendStatus(reachable=False, error=str(exc))
-        props_result, slots, models = results
+        props_result, _, models = results
         errors = [str(r) for r in results if isinstance(r, BaseException) and not _slots_disabled(r)]
         props = _dict(props_result)
-        in_flight: int | None = None
-        if isinstance(slots, list):
-            in_flight = sum(1 for s in slots if isinstance(s, dict) and s.get("is_processing"))
         entry = self._entry(props, _model_meta(models)) if props else None
         return BackendStatus(
             reachable=True,
@@ -96,6 +104,14 @@ class LlamaServerBackend:
             latency_ms=round(latency, 2),
             error="; ".join(errors) or None,
         )
+
+    async def _requests_processing(self) -> int | None:
+        try:
+            async with open_response(self._ref, "GET", "/metrics", timeout=self.timeouts.for_probe()) as resp:
+                text = (await resp.read()).decode(errors="replace")
+        except BackendError:  # started without --metrics (501), or gone: the load is not known
+            return None
+        return requests_processing(text)
 
     def _entry(self, props: dict[str, Any], meta: dict[str, Any]) -> ModelEntry:
         self._model_name = self._name_from(props)
@@ -364,6 +380,19 @@ def _model_meta(models: Any) -> dict[str, Any]:
 
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def requests_processing(metrics: str) -> int | None:
+    """The `llamacpp:requests_processing` gauge from llama-server's Prometheus text, None when absent."""
+    for line in metrics.splitlines():
+        name, _, value = line.strip().partition(" ")
+        if name == "llamacpp:requests_processing":
+            try:
+                number = float(value.split()[0])
+            except (ValueError, IndexError):
+                return None
+            return max(round(number), 0) if math.isfinite(number) else None
+    return None
 
 
 def _int_or_none(value: Any) -> int | None:

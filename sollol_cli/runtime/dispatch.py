@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -73,10 +74,18 @@ class ShardedModels(Protocol):
 
 
 class Dispatcher:
-    def __init__(self, monitor: Monitor, routing: Routing, *, sharded: ShardedModels | None = None) -> None:
+    def __init__(
+        self,
+        monitor: Monitor,
+        routing: Routing,
+        *,
+        sharded: ShardedModels | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.monitor = monitor
         self.routing = routing
         self.sharded = sharded
+        self.rng = rng or random.Random()  # decides among equally good backends (see router.choose)
         self.waiting = 0
 
     def stream(self, op: Operation, body: dict[str, Any], trace: Trace) -> AsyncIterator[Chunk]:
@@ -209,7 +218,8 @@ class Dispatcher:
         started: float | None = None
         ahead = self.waiting
         while True:
-            choice = choose(trace.model, self.monitor.candidates(), tried=frozenset(attempts.tried))
+            tried = frozenset(attempts.tried)
+            choice = choose(trace.model, self.monitor.candidates(), random=self.rng.random, tried=tried)
             if isinstance(choice, Picked):
                 view = self.monitor.view(choice.backend)
                 self.monitor.started(view)

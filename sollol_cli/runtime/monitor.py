@@ -33,7 +33,10 @@ class BackendView:
     rpc: RpcProbe | None = None  # rpc-servers only
     probe: ProbeState = field(default_factory=ProbeState)
     breaker: BreakerState = field(default_factory=BreakerState)
-    in_flight: int = 0
+    in_flight: int = 0  # this process's requests on it now
+    # other clients' requests on it at the last probe: what the backend reported in flight (llama-server's
+    # /slots) less this process's own; 0 when it does not report (Ollama), see `others_in_flight`
+    others_in_flight: int = 0
     served: int = 0
     speed: SpeedEstimate = field(default_factory=SpeedEstimate)
     last_error: str | None = None
@@ -113,7 +116,9 @@ class Monitor:
                 ok = seen.state in ("ready", "busy")
                 view.last_error = None if ok else (seen.error or seen.state)
             elif view.client is not None:
+                own_before = view.in_flight
                 view.status = await view.client.probe()
+                view.others_in_flight = others_in_flight(view.status.in_flight, max(own_before, view.in_flight))
                 ok = view.status.ready
                 view.last_error = None if ok else view.status.error
                 if ok:
@@ -182,6 +187,7 @@ class Monitor:
                     loaded=loaded,
                     slots=view.slots,
                     in_flight=view.in_flight,
+                    others_in_flight=view.others_in_flight,
                     healthy=healthy,
                     priority=view.spec.priority,
                     ttft_s=view.speed.ttft_s,
@@ -219,6 +225,14 @@ class Monitor:
             # A connect failure means the node is probably gone: probe it again soon rather than waiting.
             view.probe = ProbeState(view.probe.healthy, view.probe.consecutive_failures, self.clock())
         self._notify()
+
+
+def others_in_flight(reported: int | None, own: int) -> int:
+    """Other clients' requests on a backend that reported `reported` in flight while this process had `own`
+    there (the larger of its count before and after the probe: a request of ours that started or ended
+    during the probe is not taken for someone else's). The router adds these to its own live count, so a
+    backend's load is max(reported, own) at probe time and follows our own requests exactly after it."""
+    return max((reported or 0) - own, 0)
 
 
 def _client(spec: BackendSpec, timeouts: Timeouts) -> Backend | None:

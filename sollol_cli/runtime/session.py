@@ -4,6 +4,7 @@ rpc-server a coordinator holds, and route through the same dispatcher and shard 
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -31,6 +32,7 @@ class ClusterRuntime:
         *,
         reporter: events.Reporter = events.ignore,
         stop_on_close: bool = False,
+        rng: random.Random | None = None,
     ) -> None:
         self.cluster = cluster
         self.settings = settings
@@ -53,7 +55,7 @@ class ClusterRuntime:
         self.shards: ShardManager | None = None
         if can_shard(cluster):
             self.shards = ShardManager(cluster, settings, self.monitor, reporter=reporter, stop_on_close=stop_on_close)
-        self.dispatcher = Dispatcher(self.monitor, routing, sharded=self.shards)
+        self.dispatcher = Dispatcher(self.monitor, routing, sharded=self.shards, rng=rng)
 
     async def running_coordinators(self) -> dict[str, CoordinatorRecord]:
         """The coordinators that run now, by model (each checked)."""
@@ -67,11 +69,13 @@ async def open_cluster(
     *,
     reporter: events.Reporter = events.ignore,
     stop_on_close: bool = False,
+    rng: random.Random | None = None,
 ) -> AsyncIterator[ClusterRuntime]:
     """`async with open_cluster(cluster, settings) as rt:` probes every backend once, then routes requests.
     On the way out coordinators this runtime started are stopped when `stop_on_close` (`serve`; `run` leaves
-    them warm for their keep-alive), and the HTTP session is closed."""
-    runtime = ClusterRuntime(cluster, settings, reporter=reporter, stop_on_close=stop_on_close)
+    them warm for their keep-alive), and the HTTP session is closed. `rng` decides among equally good backends
+    (a fresh `random.Random` when None; tests pass a seeded one)."""
+    runtime = ClusterRuntime(cluster, settings, reporter=reporter, stop_on_close=stop_on_close, rng=rng)
     try:
         await runtime.monitor.probe_all()
         yield runtime

@@ -71,7 +71,8 @@ class StandinHandle:
             return json.loads(reply.read())
 
     def stats(self) -> dict[str, Any]:
-        """Counters: ``requests`` per "METHOD /path", ``max_concurrency``, ``active``, ``queued``,
+        """Counters: ``requests`` per "METHOD /path", ``max_concurrency`` (running in slots),
+        ``max_in_flight`` (running or queued), ``active``, ``queued``,
         ``completed``, ``cancelled``, ``held``, ``faults_fired``, the ``recent`` inference requests and the
         ``bodies`` of the last API requests."""
         result: dict[str, Any] = self._call("GET", "/_standin/stats")

@@ -101,6 +101,24 @@ async def test_probe_counts_requests_in_flight(server: ServerProcess) -> None:
     assert status.slots == SLOTS
 
 
+async def test_without_the_slots_endpoint_the_metrics_gauge_counts_requests(
+    llama_servers: ServerGroup, tiny_gguf: Path
+) -> None:
+    """`--no-slots` turns /slots off (501); `--metrics` (as sollol starts llama-server) has the same count."""
+    quiet = llama_servers.llama_server(tiny_gguf, context=CONTEXT, slots=SLOTS, extra=["--no-slots", "--metrics"])
+    backend = LlamaServerBackend(ref_of(quiet))
+    idle = await backend.probe()
+    assert idle.ready and (idle.slots, idle.in_flight) == (SLOTS, 0), idle.error
+    stream = backend.generate({"prompt": "Count", "raw": True, "options": {**GREEDY, "num_predict": 400}})
+    await anext(stream)
+    busy = await backend.probe()
+    await stream.aclose()
+    assert busy.ready and busy.in_flight == 1, busy.error
+    blind = LlamaServerBackend(ref_of(llama_servers.llama_server(tiny_gguf, context=CONTEXT, extra=["--no-slots"])))
+    status = await blind.probe()
+    assert status.ready and status.in_flight is None, status.error
+
+
 async def test_streaming_generate_gives_the_same_greedy_tokens_as_llama_server(server: ServerProcess) -> None:
     backend = LlamaServerBackend(ref_of(server), alias="tiny")
     n = 24

@@ -11,9 +11,10 @@ rest are words derived from model, prompt and seed, so a test can tell which ins
 Embeddings are derived from model and input only.
 
 Test-only controls (never part of Ollama): per-model parallel slots with a queue (``OLLAMA_NUM_PARALLEL``),
-counters and the highest concurrency ever observed at ``GET /_standin/stats``, and fault injection at start
-(config ``faults``) or at run time at ``POST /_standin/faults``: HTTP 500 (or any status, in Ollama's error
-shape) on the next N requests, an error line or a dropped connection after K tokens, a slow start and a hang.
+counters and the highest concurrency ever observed (running, and running plus queued) at
+``GET /_standin/stats``, and fault injection at start (config ``faults``) or at run time at
+``POST /_standin/faults``: HTTP 500 (or any status, in Ollama's error shape) on the next N requests, an
+error line or a dropped connection after K tokens, a slow start and a hang.
 Config ``missing_routes`` makes it an older Ollama that lacks some routes (they answer Gin's 404), and
 ``tokens_per_chunk`` streams several tokens per chunk, as Ollama does when it holds text back. ``hold_after_tokens`` pauses every
 stream after K tokens until ``POST /_standin/release``: a test decides when an answer goes on, with no
@@ -445,7 +446,8 @@ class Stats:
     by_model: dict[str, int] = field(default_factory=dict)  # inference requests per model
     active: int = 0
     queued: int = 0
-    max_concurrency: int = 0
+    max_concurrency: int = 0  # the most running in slots at once
+    max_in_flight: int = 0  # the most inference requests it had at once, running or waiting for a slot
     active_by_model: dict[str, int] = field(default_factory=dict)
     max_concurrency_by_model: dict[str, int] = field(default_factory=dict)
     completed: int = 0
@@ -556,6 +558,7 @@ class StandinState:
             raise ApiError(503, "server busy, please try again.  maximum pending requests exceeded")
         semaphore = self._slots.setdefault(model, asyncio.Semaphore(max(1, self.config.num_parallel)))
         self.stats.queued += 1
+        self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.active + self.stats.queued)
         try:
             await semaphore.acquire()
         finally:

@@ -297,6 +297,7 @@ async def test_requests_beyond_the_slots_wait_in_a_queue(ollama_standin: Standin
     assert all(r.eval_count == 16 for r in replies)
     stats = standin.stats()
     assert stats["max_concurrency"] == slots  # reached, never exceeded
+    assert stats["max_in_flight"] == 6  # all of them at once, running or queued
     assert (stats["completed"], stats["active"], stats["queued"]) == (6, 0, 0)
     assert stats["requests"]["POST /api/generate"] == 6
 

@@ -25,7 +25,7 @@ from sollol_cli.backends.base import (
 )
 from sollol_cli.backends.clients import backend_for
 from sollol_cli.backends.http import Timeouts, close_session, get_session, request_json
-from sollol_cli.backends.llamacpp import LlamaServerBackend
+from sollol_cli.backends.llamacpp import LlamaServerBackend, requests_processing
 from sollol_cli.backends.ollama import OllamaBackend
 
 Serve = Callable[[web.Application], Awaitable[BackendRef]]
@@ -454,3 +454,64 @@ async def test_llama_server_show_matches_names_by_ollamas_rules(serve: Serve) ->
         with pytest.raises(UpstreamError) as caught:
             await backend.show(other)
         assert (caught.value.status, caught.value.upstream_message) == (404, f"model '{other}' not found")
+
+
+SLOTS_501 = {
+    "error": {"code": 501, "message": "This server does not support slots endpoint.", "type": "not_supported_error"}
+}
+METRICS = """# HELP llamacpp:requests_processing Number of requests processing.
+# TYPE llamacpp:requests_processing gauge
+llamacpp:requests_processing 2
+# HELP llamacpp:requests_deferred Number of requests deferred.
+# TYPE llamacpp:requests_deferred gauge
+llamacpp:requests_deferred 1
+"""
+
+
+@pytest.mark.parametrize(
+    ("slots", "metrics", "in_flight"),
+    [
+        ([{"id": 0, "is_processing": True}, {"id": 1, "is_processing": False}, {"id": 2, "is_processing": True}],
+         None, 2),
+        ([{"id": 0, "is_processing": False}], METRICS, 0),  # /slots answers: /metrics is not asked
+        (None, METRICS, 2),  # --no-slots: the gauge
+        (None, None, None),  # --no-slots and no --metrics: unknown
+        (None, "llamacpp:prompt_tokens_total 5\n", None),
+    ],
+    ids=["slots", "slots-first", "metrics-without-slots", "neither", "gauge-missing"],
+)  # fmt: skip
+async def test_llama_server_probe_reads_requests_in_flight(
+    serve: Serve, slots: list[dict[str, Any]] | None, metrics: str | None, in_flight: int | None
+) -> None:
+    asked: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        if request.path == "/props":
+            return web.json_response({"model_path": "/m/tiny.gguf", "total_slots": 3})
+        if request.path == "/slots":
+            return web.json_response(SLOTS_501, status=501) if slots is None else web.json_response(slots)
+        if request.path == "/metrics":
+            no_metrics = {"error": {"code": 501, "message": "metrics disabled", "type": "not_supported_error"}}
+            return web.json_response(no_metrics, status=501) if metrics is None else web.Response(text=metrics)
+        if request.path == "/v1/models":
+            return web.json_response({"data": [{"id": "tiny", "meta": {}}]})
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    for path in ("/health", "/props", "/slots", "/metrics", "/v1/models"):
+        app.router.add_get(path, handler)
+    ref = await serve(app)
+    status = await LlamaServerBackend(BackendRef("l", "llamacpp", ref.host, ref.port)).probe()
+    assert status.ready, status.error
+    assert (status.slots, status.in_flight) == (3, in_flight)
+    assert ("/metrics" in asked) == (slots is None)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [(METRICS, 2), ("llamacpp:requests_processing 1.000000\n", 1), ("llamacpp:requests_processing NaN\n", None),
+     ("llamacpp:requests_processing_total 4\n", None), ("", None), ("llamacpp:requests_processing\n", None)],
+)  # fmt: skip
+def test_requests_processing_gauge(text: str, value: int | None) -> None:
+    assert requests_processing(text) == value

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import random
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -70,10 +72,20 @@ CHOOSE_CASES: list[tuple[str, str, list[Candidate], frozenset[str], Choice]] = [
     # load ratio
     ("lowest-ratio", "tiny", [cand("a", slots=2, in_flight=1), cand("b", slots=4, in_flight=1)],
      frozenset(), Picked("b")),
-    ("ratio-not-count", "tiny", [cand("a", slots=1, in_flight=0), cand("b", slots=8, in_flight=0)],
+    ("ratio-not-count", "tiny", [cand("a", slots=2, in_flight=1), cand("b", slots=8, in_flight=5)],
      frozenset(), Picked("a")),
     ("ratio-before-speed", "tiny", [cand("a", slots=2, in_flight=1, **FAST), cand("b", slots=2, **SLOW)],
      frozenset(), Picked("b")),
+    # other clients' load, as the backend reported it at the last probe
+    ("others-load-counts-in-ratio", "tiny", [cand("a", slots=2, others_in_flight=1), cand("b", slots=2)],
+     frozenset(), Picked("b")),
+    ("others-plus-own", "tiny",
+     [cand("a", slots=4, in_flight=1, others_in_flight=2), cand("b", slots=4, in_flight=2)], frozenset(), Picked("b")),
+    ("others-never-make-it-full", "tiny", [cand("a", slots=2, others_in_flight=5)], frozenset(), Picked("a")),
+    ("others-full-least-loaded", "tiny",
+     [cand("a", slots=2, others_in_flight=4), cand("b", slots=2, others_in_flight=3)], frozenset(), Picked("b")),
+    ("warm-before-others-load", "tiny", [cand("a", others_in_flight=1, loaded={"tiny"}), cand("b")],
+     frozenset(), Picked("a")),
     # speed
     ("faster-preferred", "tiny", [cand("a", **SLOW), cand("b", **FAST)], frozenset(), Picked("b")),
     ("tokens-per-s-outweighs-ttft", "tiny",
@@ -86,9 +98,9 @@ CHOOSE_CASES: list[tuple[str, str, list[Candidate], frozenset[str], Choice]] = [
     ("partly-known-speed", "tiny",
      [cand("a", ttft_s=1.0, tokens_per_s=20.0), cand("b", ttft_s=0.1, tokens_per_s=20.0), cand("c", ttft_s=0.5)],
      frozenset({"b"}), Picked("c")),
-    ("nothing-known-tie-by-name", "tiny", [cand("b"), cand("c"), cand("a")], frozenset(), Picked("a")),
-    ("zero-rate-is-unknown", "tiny", [cand("a", tokens_per_s=0.0), cand("b", tokens_per_s=5.0)],
-     frozenset(), Picked("a")),
+    ("zero-rate-is-unknown", "tiny",
+     [cand("a", tokens_per_s=0.0), cand("b", tokens_per_s=5.0), cand("c", tokens_per_s=20.0)],
+     frozenset({"c"}), Picked("a")),
     # priority tiers
     ("higher-tier-first", "tiny", [cand("a", loaded={"tiny"}, **FAST), cand("b", priority=1, **SLOW)],
      frozenset(), Picked("b")),
@@ -114,14 +126,76 @@ CHOOSE_CASES: list[tuple[str, str, list[Candidate], frozenset[str], Choice]] = [
     ids=[c[0] for c in CHOOSE_CASES],
 )
 def test_choose(model: str, candidates: list[Candidate], tried: frozenset[str], expected: Choice) -> None:
-    assert choose(model, candidates, tried=tried) == expected
+    # No row is a tie: whatever the random source says, the answer is the same.
+    for draw in (0.0, 0.5, 0.999999):
+        assert choose(model, candidates, random=lambda d=draw: d, tried=tried) == expected
 
 
 def test_expected_tokens_trades_first_token_against_rate() -> None:
     quick_start = cand("a", ttft_s=0.1, tokens_per_s=10.0)
     fast_rate = cand("b", ttft_s=2.0, tokens_per_s=100.0)
-    assert choose("tiny", [quick_start, fast_rate], expected_tokens=1) == Picked("a")
-    assert choose("tiny", [quick_start, fast_rate], expected_tokens=1000) == Picked("b")
+    draw = random.Random(1).random
+    assert choose("tiny", [quick_start, fast_rate], random=draw, expected_tokens=1) == Picked("a")
+    assert choose("tiny", [quick_start, fast_rate], random=draw, expected_tokens=1000) == Picked("b")
+
+
+# Ties: equally good backends are chosen at random, weighted by free slots.
+# (id, candidates, tried, share of the picks each backend gets)
+TIE_CASES: list[tuple[str, list[Candidate], frozenset[str], dict[str, float]]] = [
+    ("equal-backends-equal-shares", [cand("b"), cand("c"), cand("a")], frozenset(), {"a": 1/3, "b": 1/3, "c": 1/3}),
+    ("shares-follow-slots", [cand("a", slots=1), cand("b", slots=3)], frozenset(), {"a": 0.25, "b": 0.75}),
+    ("shares-follow-free-slots", [cand("a", slots=4, in_flight=2), cand("b", slots=2, in_flight=1)], frozenset(),
+     {"a": 2/3, "b": 1/3}),
+    ("others-load-counts-as-taken", [cand("a", slots=4, others_in_flight=2), cand("b", slots=2, in_flight=1)],
+     frozenset(), {"a": 2/3, "b": 1/3}),
+    ("over-subscribed-by-others-by-slots", [cand("a", slots=1, others_in_flight=2), cand("b", slots=2,
+     others_in_flight=4)], frozenset(), {"a": 1/3, "b": 2/3}),
+    ("only-among-the-best", [cand("a", **SLOW), cand("b"), cand("c", priority=1), cand("d", priority=1)],
+     frozenset(), {"c": 0.5, "d": 0.5}),
+    ("warm-ones-only", [cand("a"), cand("b", loaded={"tiny"}), cand("c", loaded={"tiny"}, slots=2)],
+     frozenset(), {"b": 1/3, "c": 2/3}),
+    ("tried-left-out", [cand("a"), cand("b"), cand("c")], frozenset({"b"}), {"a": 0.5, "c": 0.5}),
+    ("same-measured-speed", [cand("a", **FAST), cand("b", **FAST), cand("c", **SLOW)], frozenset(),
+     {"a": 0.5, "b": 0.5}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("candidates", "tried", "shares"), [c[1:] for c in TIE_CASES], ids=[c[0] for c in TIE_CASES])
+def test_ties_are_split_by_free_slots(
+    candidates: list[Candidate], tried: frozenset[str], shares: dict[str, float]
+) -> None:
+    """Exact: draws spread evenly over [0, 1) land on each backend in proportion to its weight."""
+    steps = 1200
+    picks = Counter(
+        _picked(choose("tiny", candidates, random=lambda i=i: i / steps, tried=tried)) for i in range(steps)
+    )
+    assert {name: count / steps for name, count in picks.items()} == pytest.approx(shares)
+
+
+@pytest.mark.parametrize(("candidates", "tried", "shares"), [c[1:] for c in TIE_CASES], ids=[c[0] for c in TIE_CASES])
+def test_ties_with_a_seeded_random(
+    candidates: list[Candidate], tried: frozenset[str], shares: dict[str, float]
+) -> None:
+    """What the dispatcher does (a `random.Random`): every equal backend is picked, in about its share."""
+    draws = 3000
+    rng = random.Random(16)
+    picks = Counter(_picked(choose("tiny", candidates, random=rng.random, tried=tried)) for _ in range(draws))
+    assert set(picks) == set(shares)
+    for name, share in shares.items():
+        assert picks[name] / draws == pytest.approx(share, abs=0.04)
+
+
+def test_tie_draws_at_the_edges() -> None:
+    """A draw of 0 takes the first equal backend by name, a draw at (or past) 1 the last one."""
+    equal = [cand("c"), cand("a"), cand("b")]
+    assert choose("tiny", equal, random=lambda: 0.0) == Picked("a")
+    assert choose("tiny", equal, random=lambda: 0.9999999) == Picked("c")
+    assert choose("tiny", equal, random=lambda: 1.0) == Picked("c")
+
+
+def _picked(choice: Choice) -> str:
+    assert isinstance(choice, Picked)
+    return choice.backend
 
 
 # Unique names; the model set, health, load and speed vary freely.
@@ -133,6 +207,7 @@ _candidates = st.lists(
         loaded=st.frozensets(st.sampled_from(["tiny", "big"]), max_size=2),
         slots=st.integers(0, 4),
         in_flight=st.integers(0, 5),
+        others_in_flight=st.integers(0, 5),
         healthy=st.booleans(),
         priority=st.integers(-1, 2),
         ttft_s=st.none() | st.floats(0, 10),
@@ -147,11 +222,14 @@ _candidates = st.lists(
     model=st.sampled_from(["tiny", "big", "x:7b", "none"]),
     candidates=_candidates,
     tried=st.frozensets(st.sampled_from(["a", "b", "c", "d", "e"])),
+    draw=st.floats(0, 1),
 )
-def test_choose_never_picks_an_unusable_backend(model: str, candidates: list[Candidate], tried: frozenset[str]) -> None:
+def test_choose_never_picks_an_unusable_backend(
+    model: str, candidates: list[Candidate], tried: frozenset[str], draw: float
+) -> None:
     key = normalize_model_name(model)
     usable = [c for c in candidates if c.has(key) and c.healthy and c.name not in tried]
-    result = choose(model, candidates, tried=tried)
+    result = choose(model, candidates, random=lambda: draw, tried=tried)
     if isinstance(result, Picked):
         picked = next(c for c in candidates if c.name == result.backend)
         assert picked in usable

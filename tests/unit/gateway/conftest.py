@@ -19,6 +19,7 @@ from sollol_cli.manifest.models import Cluster
 from sollol_cli.runtime.session import ClusterRuntime, open_cluster
 from sollol_cli.settings import Settings
 from tests.harness.ollama import StandinFactory, StandinHandle
+from tests.harness.rng import NameOrder
 from tests.standin.ollama_standin import answer_tokens
 
 FAST = 2000.0  # tokens per second of the stand-ins here: tests wait for states, never for the clock
@@ -106,7 +107,7 @@ async def gateway() -> AsyncIterator[MakeGateway]:
     ) -> Gateway:
         opened = AsyncExitStack()
         runtime = await opened.enter_async_context(
-            open_cluster(cluster_of(list(standins), slots=slots, assign=assign, **extra), Settings())
+            open_cluster(cluster_of(list(standins), slots=slots, assign=assign, **extra), Settings(), rng=NameOrder())
         )
         lines: list[str] = []
         app = create_app(runtime, api_key=api_key, log=lines.append, log_format=log_format, health_loop=False)  # type: ignore[arg-type]

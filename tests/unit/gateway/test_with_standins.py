@@ -24,6 +24,7 @@ from sollol_cli.manifest.models import Cluster
 from sollol_cli.runtime.session import ClusterRuntime, open_cluster
 from sollol_cli.settings import Settings
 from tests.harness.ollama import StandinFactory, StandinHandle, SubprocessStandin
+from tests.harness.rng import NameOrder
 
 MESSAGES = [{"role": "user", "content": "why is the sea blue?"}]
 OPTIONS = {"seed": 3, "num_predict": 6}
@@ -59,7 +60,7 @@ async def serve_standins() -> AsyncIterator[Callable[..., Any]]:
 
     async def start(standins: list[StandinHandle], *, pull: list[str] | None = None) -> Served:
         opened = AsyncExitStack()
-        runtime = await opened.enter_async_context(open_cluster(manifest(standins, pull), Settings()))
+        runtime = await opened.enter_async_context(open_cluster(manifest(standins, pull), Settings(), rng=NameOrder()))
         runner = web.AppRunner(create_app(runtime, health_loop=False), handler_cancellation=True, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()

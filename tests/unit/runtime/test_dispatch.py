@@ -22,7 +22,8 @@ from sollol_cli.health import ProbeState
 from sollol_cli.manifest.models import Routing
 from sollol_cli.runtime.dispatch import Dispatcher, Trace
 from sollol_cli.runtime.inventory import BackendSpec
-from sollol_cli.runtime.monitor import Monitor
+from sollol_cli.runtime.monitor import Monitor, others_in_flight
+from tests.harness.rng import NameOrder
 
 
 class FakeBackend:
@@ -34,9 +35,10 @@ class FakeBackend:
         self.max_active = 0
         self.streaming = asyncio.Event()  # set once a stream is under way
         self.gate: asyncio.Event | None = None  # when set up, every token waits for it
+        self.reported_in_flight: int | None = None  # what its probe says is running (llama-server's /slots)
 
     async def probe(self) -> BackendStatus:
-        return BackendStatus(True, "0.0.0", [ModelEntry("tiny:latest")], slots=2)
+        return BackendStatus(True, "0.0.0", [ModelEntry("tiny:latest")], slots=2, in_flight=self.reported_in_flight)
 
     async def generate(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         self.calls += 1
@@ -79,7 +81,7 @@ def runtime(*backends: FakeBackend, slots: int = 1, **routing: Any) -> tuple[Dis
         view.status = BackendStatus(True, "0.0.0", [ModelEntry("tiny:latest")])
         view.models = frozenset({"tiny:latest"})  # as a successful probe records them
         view.probe = ProbeState(True, 0, 1e18)
-    return Dispatcher(monitor, Routing(**routing)), monitor
+    return Dispatcher(monitor, Routing(**routing), rng=NameOrder()), monitor
 
 
 async def collect(dispatcher: Dispatcher, model: str = "tiny") -> tuple[list[dict[str, Any]], Trace]:
@@ -208,6 +210,42 @@ async def test_one_failed_probe_keeps_the_known_models() -> None:
     view.status = BackendStatus(False, error="timed out")  # one failed probe; still healthy until taken out
     chunks, trace = await collect(dispatcher)
     assert trace.backend == "a" and chunks[-1]["done"]
+
+
+async def test_load_a_backend_reports_steers_requests_away() -> None:
+    """Other clients' requests a backend reports (llama-server's /slots) count against it: with `a` busy
+    for someone else, `b` serves, though equal backends would otherwise be taken in name order here."""
+    a, b = FakeBackend("a"), FakeBackend("b")
+    dispatcher, monitor = runtime(a, b, slots=2)
+    a.reported_in_flight = 2
+    await monitor.probe_all()
+    assert [(c.name, c.in_flight, c.others_in_flight) for c in monitor.candidates()] == [("a", 0, 2), ("b", 0, 0)]
+    _, trace = await collect(dispatcher)
+    assert trace.backend == "b" and a.calls == 0
+
+
+async def test_own_requests_are_not_counted_twice() -> None:
+    """A probe that sees this process's own request in flight does not take it for another client's."""
+    a = FakeBackend("a", tokens=3)
+    a.gate = asyncio.Event()
+    dispatcher, monitor = runtime(a, slots=2)
+    running = asyncio.create_task(collect(dispatcher))
+    await a.streaming.wait()
+    a.reported_in_flight = 1  # ours
+    await monitor.probe_all()
+    view = monitor.view("a")
+    assert (view.in_flight, view.others_in_flight) == (1, 0)
+    a.gate.set()
+    await running
+    assert monitor.candidates()[0].load == 0
+
+
+@pytest.mark.parametrize(
+    ("reported", "own", "others"),
+    [(None, 0, 0), (None, 2, 0), (0, 0, 0), (3, 0, 3), (3, 1, 2), (1, 2, 0)],
+)
+def test_others_in_flight(reported: int | None, own: int, others: int) -> None:
+    assert others_in_flight(reported, own) == others
 
 
 async def test_unhealthy_only() -> None:
