@@ -159,9 +159,9 @@ def render_markdown() -> str:
                 marks.append(f"❌{notes.index(note) + 1}")
             row.append(" ".join(marks))
         lines.append("| " + " | ".join(row) + " |")
-    backends = ", ".join(BACKENDS.values())
+    kinds = ", ".join(BACKENDS.values())
     text = "\n".join(lines) + "\n\n"
-    text += f"✅ works through `sollol serve` on every kind of backend ({backends}); — not a call the suite makes\n"
+    text += f"✅ works through `sollol serve` on every kind of backend ({kinds}); — not a call the suite makes\n"
     text += "with that client (it has no API for it, or reaches that route only through another column).\n"
     text += "".join(f"{i}. ❌ {note}\n" for i, note in enumerate(notes, 1))
     text += "\n" + "".join(f"- **{CALLS[c]}**: {n}\n" for c, n in CALL_NOTES.items())

@@ -8,6 +8,7 @@ its port exits at once and is restarted on another one.
 
 from __future__ import annotations
 
+import functools
 import socket
 import struct
 import subprocess
@@ -136,7 +137,7 @@ def _start(
     for _ in range(attempts):
         chosen = port if port is not None else free_port(host)
         server = _spawn(kind, make_argv(chosen), host, chosen, log)
-        if _wait_ready(server, lambda s=server: is_ready(s.host, s.port), timeout):
+        if _wait_ready(server, functools.partial(is_ready, server.host, server.port), timeout):
             return server
         server.stop()
     raise ServerFailed(

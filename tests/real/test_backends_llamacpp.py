@@ -6,7 +6,7 @@ import asyncio
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,7 @@ async def test_probe_counts_requests_in_flight(server: ServerProcess) -> None:
     stream = backend.generate({"prompt": "Count", "raw": True, "options": {**GREEDY, "num_predict": 400}})
     await anext(stream)  # generation is running in one slot now
     status = await backend.probe()
+    assert isinstance(stream, AsyncGenerator)
     await stream.aclose()
     assert status.in_flight == 1
     assert status.slots == SLOTS
@@ -112,6 +113,7 @@ async def test_without_the_slots_endpoint_the_metrics_gauge_counts_requests(
     stream = backend.generate({"prompt": "Count", "raw": True, "options": {**GREEDY, "num_predict": 400}})
     await anext(stream)
     busy = await backend.probe()
+    assert isinstance(stream, AsyncGenerator)
     await stream.aclose()
     assert busy.ready and busy.in_flight == 1, busy.error
     blind = LlamaServerBackend(ref_of(llama_servers.llama_server(tiny_gguf, context=CONTEXT, extra=["--no-slots"])))

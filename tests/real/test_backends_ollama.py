@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -184,6 +184,7 @@ async def test_leaving_a_stream_early_cancels_the_generation(ollama_standin: Sta
     standin = ollama_standin({"name": "j", "tokens_per_second": 50, "response_tokens": 200})
     stream = backend_of(standin).generate({"model": "tiny", "prompt": "long"})
     await anext(stream)
+    assert isinstance(stream, AsyncGenerator)
     await stream.aclose()
     # wait in a thread: the stats poll blocks, and the socket close needs this loop to run
     stats = await asyncio.to_thread(standin.wait_until, lambda s: s["cancelled"] == 1 and s["active"] == 0)

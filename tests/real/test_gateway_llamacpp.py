@@ -116,7 +116,7 @@ async def test_ollama_async_client_against_llama_server_nodes(served: Served) ->
     client = ollama.AsyncClient(host=served.url)
     chat = await client.chat(model=served.model, messages=MESSAGES, options=GREEDY)
     parts = [p async for p in await client.chat(model=served.model, messages=MESSAGES, options=GREEDY, stream=True)]
-    assert "".join(p.message.content for p in parts) == chat.message.content != ""
+    assert "".join(p.message.content or "" for p in parts) == chat.message.content != ""
     generated = await client.generate(model=served.model, prompt="Once upon a time", options=GREEDY)
     assert generated.eval_count == 12
     assert [m.model for m in (await client.list()).models] == [f"{served.model}:latest"]

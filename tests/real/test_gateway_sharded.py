@@ -69,7 +69,7 @@ async def test_gateway_serves_a_sharded_model_and_stops_its_coordinator(
         )
         assert reply.message.content == expected["message"]["content"] != ""
         streamed = [
-            p.message.content
+            p.message.content or ""
             async for p in await client.chat(model="tiny", messages=MESSAGES, options=GREEDY, stream=True)
         ]
         assert "".join(streamed) == reply.message.content  # the warm coordinator, reused

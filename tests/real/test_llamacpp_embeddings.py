@@ -26,7 +26,7 @@ pytestmark = pytest.mark.real
 INPUTS = ["the sea", "a mountain of text that is a little longer than the first one"]
 GREEDY = {"temperature": 0, "top_k": 1, "seed": 1, "num_predict": 12}
 MESSAGES = [{"role": "user", "content": "Tell me about the sea."}]
-TOLERANCE = {"rel": 1e-4, "abs": 1e-5}  # same build, same model, same flags: float noise at most
+REL, ABS = 1e-4, 1e-5  # same build, same model, same flags: float noise at most
 
 
 def direct_vectors(server: ServerProcess, inputs: list[str]) -> list[list[float]]:
@@ -44,8 +44,8 @@ def assert_same_vectors(got: Any, expected: list[list[float]]) -> None:
     got = [list(v) for v in got]
     assert [len(v) for v in got] == [len(v) for v in expected] == [256] * len(expected)
     for mine, theirs in zip(got, expected, strict=True):
-        assert mine == pytest.approx(theirs, **TOLERANCE)
-    assert got[0] != pytest.approx(got[-1], **TOLERANCE) or len(got) == 1
+        assert mine == pytest.approx(theirs, rel=REL, abs=ABS)
+    assert got[0] != pytest.approx(got[-1], rel=REL, abs=ABS) or len(got) == 1
 
 
 @pytest.fixture

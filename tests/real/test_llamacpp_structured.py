@@ -81,10 +81,10 @@ async def test_ollama_format_schema_and_json_on_chat_and_generate(served: tuple[
     client = ollama.AsyncClient(host=url, timeout=300)
     chat = await client.chat(model="tiny", messages=MESSAGES, format=SCHEMA, options=GREEDY)
     assert chat.done_reason == "stop"
-    assert fits_schema(json.loads(chat.message.content))
+    assert fits_schema(json.loads(chat.message.content or ""))
     assert chat.message.content == direct_chat(node, {"response_format": {"type": "json_object", "schema": SCHEMA}})
     streamed = [
-        part.message.content
+        part.message.content or ""
         async for part in await client.chat(model="tiny", messages=MESSAGES, format=SCHEMA, options=GREEDY, stream=True)
     ]
     assert "".join(streamed) == chat.message.content
@@ -93,7 +93,7 @@ async def test_ollama_format_schema_and_json_on_chat_and_generate(served: tuple[
     assert free.message.content == direct_chat(node, {"response_format": {"type": "json_object"}}, 16)
     generated = await client.generate(model="tiny", prompt=MESSAGES[0]["content"], format=SCHEMA, options=GREEDY)
     assert generated.done_reason == "stop"
-    assert fits_schema(json.loads(generated.response))
+    assert fits_schema(json.loads(generated.response or ""))
 
 
 async def test_openai_response_format(served: tuple[str, ServerProcess]) -> None:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def pids(data: dict) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def lab(ssh_nodes: TestHosts, llama_bins, tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Lab:  # type: ignore[no-untyped-def]
+def lab(ssh_nodes: TestHosts, llama_bins, tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:  # type: ignore[no-untyped-def]
     tmp = tmp_path_factory.mktemp("lab")
     bin_dir = bin_dir_of(llama_bins, tmp)
     node2, node3 = ssh_nodes.nodes[1], ssh_nodes.nodes[2]

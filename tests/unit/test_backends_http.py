@@ -7,7 +7,7 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -275,6 +275,7 @@ async def test_stopping_early_closes_the_upstream_connection(serve: Serve) -> No
     backend = OllamaBackend(await serve(app))
     stream = backend.generate({"model": "m", "prompt": "x"})
     assert (await anext(stream))["response"] == "0"
+    assert isinstance(stream, AsyncGenerator)
     await stream.aclose()  # what the gateway does when its client goes away
     await asyncio.wait_for(upstream_saw_disconnect.wait(), 3)
 

@@ -19,6 +19,7 @@ from sollol_cli.files import held_lock
 from sollol_cli.settings import Settings
 from sollol_cli.sharding import coordinator as coord
 from sollol_cli.sharding.lifecycle import coordinator_home, stop_all
+from sollol_cli.ssh.nodeproc import process_start_time
 
 HOLD = textwrap.dedent(
     """
@@ -125,7 +126,7 @@ def test_a_marked_process_is_found_with_what_its_command_line_says(
     found = _wait_for_marker(home, process.pid)
     assert (found.model, found.host, found.port) == ("big", "127.0.0.1", 41234)
     assert found.rpc == ["10.0.0.1:50052", "10.0.0.2:50052"]
-    assert found.start_time == coord.process_start_time(process.pid)
+    assert found.start_time == process_start_time(process.pid)
     assert found.log == str(home.parent.parent / "big.log")  # its log, for the message that stops it
     assert found.ready_after_s is None  # found, not known to serve: the paths that find it stop it
     other = coordinator_home(Settings(state_dir=home.parent.parent), "another")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections import Counter
@@ -128,7 +129,7 @@ CHOOSE_CASES: list[tuple[str, str, list[Candidate], frozenset[str], Choice]] = [
 def test_choose(model: str, candidates: list[Candidate], tried: frozenset[str], expected: Choice) -> None:
     # No row is a tie: whatever the random source says, the answer is the same.
     for draw in (0.0, 0.5, 0.999999):
-        assert choose(model, candidates, random=lambda d=draw: d, tried=tried) == expected
+        assert choose(model, candidates, random=functools.partial(float, draw), tried=tried) == expected
 
 
 def test_expected_tokens_trades_first_token_against_rate() -> None:
@@ -167,7 +168,8 @@ def test_ties_are_split_by_free_slots(
     """Exact: draws spread evenly over [0, 1) land on each backend in proportion to its weight."""
     steps = 1200
     picks = Counter(
-        _picked(choose("tiny", candidates, random=lambda i=i: i / steps, tried=tried)) for i in range(steps)
+        _picked(choose("tiny", candidates, random=functools.partial(float, i / steps), tried=tried))
+        for i in range(steps)
     )
     assert {name: count / steps for name, count in picks.items()} == pytest.approx(shares)
 

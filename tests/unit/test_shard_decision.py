@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from sollol_cli.backends.base import ModelEntry
-from sollol_cli.backends.rpc import RpcDevice, RpcProbe
+from sollol_cli.backends.rpc import RpcDevice, RpcProbe, RpcState
 from sollol_cli.manifest.models import Model
 from sollol_cli.sharding.decision import decide
 from sollol_cli.sharding.hosts import ModelFile
@@ -17,7 +17,7 @@ from sollol_cli.state import ClusterState, NodeState
 GIB = 2**30
 
 
-def rpc(name: str, free_gib: float | None, machine: str | None = None, state: str = "ready") -> RpcServer:
+def rpc(name: str, free_gib: float | None, machine: str | None = None, state: RpcState = "ready") -> RpcServer:
     devices = (RpcDevice(0, int(free_gib * GIB), 64 * GIB),) if free_gib is not None else ()
     return RpcServer(name, "10.0.0.1", 50052, machine or name, None, RpcProbe(state, (3, 0, 0), devices))
 

@@ -17,6 +17,7 @@ from sollol_cli.settings import Settings
 from sollol_cli.sharding import coordinator as coord
 from sollol_cli.sharding.manager import ShardManager
 from sollol_cli.sharding.pool import RpcServer, ServingBackend
+from sollol_cli.ssh.nodeproc import process_start_time
 
 
 class NoBackends:
@@ -71,7 +72,7 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[ShardManager, asyncio.s
     slots = Slots()
     port = await slots.start()
     process = await asyncio.create_subprocess_exec("sleep", "60")  # stands for the coordinator's process
-    start_time = coord.process_start_time(process.pid)
+    start_time = process_start_time(process.pid)
     assert start_time is not None
     now = time.time()
     record = coord.CoordinatorRecord(

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from sollol_cli.backends.rpc import RpcDevice, RpcProbe
-from sollol_cli.errors import BackendError, NoHealthyBackend, NotEnoughMemory
+from sollol_cli.errors import BackendError, NoHealthyBackend, NotEnoughMemory, SollolError
 from sollol_cli.manifest.models import Model
 from sollol_cli.sharding.hosts import ModelFile
 from sollol_cli.sharding.planning import RpcChoice, choose_rpc_servers
@@ -71,7 +71,7 @@ def test_choice(servers: list[RpcServer], model: dict[str, Any], expected: RpcCh
         ),
     ],
 )  # fmt: skip
-def test_refusal(servers: list[RpcServer], error: type[Exception], message: str) -> None:
+def test_refusal(servers: list[RpcServer], error: type[SollolError], message: str) -> None:
     with pytest.raises(error) as raised:
         choose_rpc_servers(Model.model_validate({"name": "big"}), FILE, servers, "3.0.0")
     assert raised.value.message == message

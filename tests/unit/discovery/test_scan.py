@@ -79,7 +79,7 @@ async def test_never_more_than_the_concurrency_in_flight(concurrency: int, monke
         finally:
             in_flight -= 1
 
-    monkeypatch.setattr(scan.asyncio, "open_connection", gated_connect)
+    monkeypatch.setattr(asyncio, "open_connection", gated_connect)  # what scan calls
     with ExitStack() as stack:
         ports = [stack.enter_context(listener()) for _ in range(12)]
         probing = asyncio.create_task(scan_ports([LOOPBACK], ports, concurrency=concurrency, timeout=30))

@@ -14,6 +14,7 @@ from sollol_cli.manifest.models import Cluster
 from sollol_cli.settings import Settings
 from sollol_cli.sharding import coordinator as coord
 from sollol_cli.sharding.lifecycle import coordinator_home
+from sollol_cli.ssh.nodeproc import process_start_time
 
 
 class CountingServer:
@@ -62,7 +63,7 @@ async def test_serve_never_probes_an_rpc_server_a_coordinator_holds(tmp_path: Pa
     )
     settings = Settings(state_dir=tmp_path / "state")
     coordinator = await asyncio.create_subprocess_exec("sleep", "60")  # a live process for the record
-    start_time = coord.process_start_time(coordinator.pid)
+    start_time = process_start_time(coordinator.pid)
     assert start_time is not None
     now = time.time()
     record = coord.CoordinatorRecord(

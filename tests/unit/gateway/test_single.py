@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from sollol_cli.runtime.dispatch import single
 
 
@@ -18,5 +20,5 @@ async def test_closing_before_iterating_closes_the_call() -> None:
     call = answer()
     one = single(call)
     await one.aclose()
-    assert call.cr_frame is None  # closed, never run
+    assert inspect.getcoroutinestate(call) == inspect.CORO_CLOSED  # closed, never run
     assert [item async for item in one] == []

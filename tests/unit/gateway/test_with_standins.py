@@ -140,7 +140,7 @@ async def test_ollama_async_client(ollama_standin: StandinFactory, serve_standin
     chat = await client.chat(model="tiny", messages=MESSAGES, options=OPTIONS)
     assert chat.message.content == (await direct.chat(model="tiny", messages=MESSAGES, options=OPTIONS)).message.content
     parts = [p async for p in await client.chat(model="tiny", messages=MESSAGES, options=OPTIONS, stream=True)]
-    assert "".join(p.message.content for p in parts) == chat.message.content
+    assert "".join(p.message.content or "" for p in parts) == chat.message.content
     generated = await client.generate(model="tiny", prompt="hello", options=OPTIONS)
     assert generated.response == (await direct.generate(model="tiny", prompt="hello", options=OPTIONS)).response
     pieces = [p.response async for p in await client.generate(model="tiny", prompt="hello", stream=True)]

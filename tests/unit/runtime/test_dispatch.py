@@ -196,7 +196,7 @@ async def test_queue_wait_expires() -> None:
     dispatcher, _ = runtime(a, slots=1, queue_length=5, queue_wait=0.1)
     running = asyncio.create_task(collect(dispatcher))
     await a.streaming.wait()
-    [expired] = await asyncio.gather(collect(dispatcher), return_exceptions=True)
+    expired = (await asyncio.gather(collect(dispatcher), return_exceptions=True))[0]
     assert isinstance(expired, QueueFull) and "within 0.1 s" in str(expired)
     a.gate.set()
     chunks, _ = await running

@@ -70,7 +70,7 @@ class Shards:
     def handles(self, model: str) -> tuple[bool, str]:
         return model == "big", "shard (set in the manifest)"
 
-    async def backend_for(self, model: str, report: events.Reporter) -> Coordinator:
+    async def backend_for(self, model: str, report: events.Reporter) -> Any:  # the part of Backend it needs
         self.calls.append(("backend_for", model))
         return Coordinator()
 
