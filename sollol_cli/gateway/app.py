@@ -66,20 +66,10 @@ async def _metrics(request: web.Request) -> web.Response:
 
 async def _status(request: web.Request) -> web.Response:
     """The data of `sollol status`, from the gateway's own health loop, plus the gateway's load."""
-    from sollol_cli.runtime.catalog import running_models
-    from sollol_cli.runtime.status import status_data
-    from sollol_cli.state import load_state
+    from sollol_cli.runtime.status import live_status
 
-    state = gateway(request)
-    runtime = state.runtime
-    cluster = runtime.cluster
-    data = status_data(runtime.monitor, load_state(runtime.settings.state_dir, cluster.name), cluster.name)
-    data["gateway"] = {
-        "in_flight": sum(v.in_flight for v in runtime.monitor.views.values()),
-        "queue_depth": runtime.dispatcher.waiting,
-        "loaded": await running_models(runtime),
-    }
-    return json_response(data)
+    data, load = await live_status(gateway(request).runtime)
+    return json_response(data | {"gateway": load})
 
 
 def _middleware(state: GatewayState) -> Any:

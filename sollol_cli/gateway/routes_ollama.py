@@ -17,7 +17,7 @@ from sollol_cli.gateway.pull import merged_pull, pull_targets
 from sollol_cli.gateway.state import OLLAMA_COMPAT_VERSION, GatewayState, exchange, gateway
 from sollol_cli.gateway.streaming import NDJSON, collect, json_response, stream
 from sollol_cli.runtime import catalog
-from sollol_cli.runtime.dispatch import Operation, Trace, single
+from sollol_cli.runtime.dispatch import Operation, Trace
 from sollol_cli.runtime.monitor import BackendView
 
 _UNSUPPORTED = {
@@ -104,9 +104,7 @@ async def embed(request: web.Request) -> web.Response:
     body = validate.parse_body(await request.read())
     ex.model = validate.check_embed(body)
     trace = Trace(ex.model)
-    [result] = await collect(
-        ex, state.runtime.dispatcher.stream_call(trace, lambda b: single(b.embed(body))), trace=trace
-    )
+    [result] = await collect(ex, state.runtime.dispatcher.embed(body, trace), trace=trace)
     return json_response(result)
 
 
@@ -120,8 +118,7 @@ async def embeddings(request: web.Request) -> web.Response:
         return json_response({"embedding": []})
     request_body = {k: v for k, v in body.items() if k != "prompt"} | {"input": prompt}
     trace = Trace(ex.model)
-    chunks = state.runtime.dispatcher.stream_call(trace, lambda b: single(b.embed(request_body)))
-    [result] = await collect(ex, chunks, trace=trace)
+    [result] = await collect(ex, state.runtime.dispatcher.embed(request_body, trace), trace=trace)
     vectors = result.get("embeddings") or [[]]
     return json_response({"embedding": vectors[0]})
 
