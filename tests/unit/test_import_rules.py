@@ -117,7 +117,9 @@ def test_no_arrow_points_up() -> None:
 
 def test_only_the_top_imports_the_api() -> None:
     """`api` is a front end beside `gateway`: the layer rule alone would let its neighbours import it."""
-    users = sorted(f"{a.where}: {a.source}" for a in arrows() if a.target == "api" and a.source not in ("cli", "__init__"))
+    users = sorted(
+        f"{a.where}: {a.source}" for a in arrows() if a.target == "api" and a.source not in ("cli", "__init__")
+    )
     assert users == [], "only cli and sollol_cli itself may import sollol_cli.api:\n" + "\n".join(users)
 
 
