@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from sollol_cli.api import (
         AsyncCluster,
         BackendError,
+        BackendUnavailable,
         ChatResponse,
         ClusterStatus,
         EmbedResponse,
@@ -30,7 +31,9 @@ if TYPE_CHECKING:
         QueueFull,
         ShowResponse,
         SollolError,
+        StreamBroken,
         SyncCluster,
+        UpstreamError,
         UsageError,
     )
 
@@ -38,6 +41,7 @@ __all__ = [
     "__version__",
     "AsyncCluster",
     "BackendError",
+    "BackendUnavailable",
     "ChatResponse",
     "ClusterStatus",
     "EmbedResponse",
@@ -52,7 +56,9 @@ __all__ = [
     "QueueFull",
     "ShowResponse",
     "SollolError",
+    "StreamBroken",
     "SyncCluster",
+    "UpstreamError",
     "UsageError",
 ]
 _API = frozenset(__all__) - {"__version__"}  # loaded from sollol_cli.api on first use
