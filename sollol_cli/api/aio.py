@@ -37,10 +37,12 @@ from sollol_cli.settings import Settings, load_settings
 
 R = TypeVar("R", bound=BaseModel)
 ManifestLike = str | os.PathLike[str] | Cluster | None
-MessageLike = Mapping[str, Any] | BaseModel  # a dict, or a message object (ours or `ollama.Message`)
-OptionsLike = Mapping[str, Any] | BaseModel  # a dict, or `ollama.Options`
+# What the caller passes in is typed `object` inside, never `Any`: `Any` would leak into the caller's own
+# expressions (a dict literal argument would be inferred `dict[str, Any]`).
+MessageLike = Mapping[str, object] | BaseModel  # a dict, or a message object (ours or `ollama.Message`)
+OptionsLike = Mapping[str, object] | BaseModel  # a dict, or `ollama.Options`
 Think = bool | Literal["low", "medium", "high"]
-Format = Literal["", "json"] | Mapping[str, Any]  # "json" or a JSON schema
+Format = Literal["", "json"] | Mapping[str, object]  # "json" or a JSON schema
 KeepAlive = float | str  # seconds, or a duration like "5m"
 
 
@@ -369,7 +371,7 @@ def _body(model: str, **fields: Any) -> Chunk:
     return {"model": model, **{key: value for key, value in fields.items() if value is not None}}
 
 
-def _plain(value: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+def _plain(value: Mapping[str, object] | BaseModel) -> dict[str, Any]:
     if isinstance(value, BaseModel):
         plain: dict[str, Any] = value.model_dump(exclude_none=True, by_alias=True)
         return plain
