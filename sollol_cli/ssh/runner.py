@@ -21,12 +21,17 @@ import os
 import shutil
 import signal
 import socket
+import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Self
 
-import asyncssh
+with warnings.catch_warnings():
+    # asyncssh still offers DSA keys, and cryptography >= 47 warns on import that DSA is deprecated; sollol never
+    # uses DSA, and the warning would reach every user's terminal
+    warnings.filterwarnings("ignore", message="DSA is deprecated", category=UserWarning)
+    import asyncssh
 
 from sollol_cli.errors import SshError, UsageError
 from sollol_cli.events import Reporter, StepDone, StepFailed, StepProgress, StepStarted, ignore
