@@ -107,3 +107,11 @@ def test_the_api_is_loaded_on_first_use() -> None:
     assert sollol_cli.SyncCluster.__module__ == "sollol_cli.api.sync"
     with pytest.raises(AttributeError):
         _ = sollol_cli.NoSuchThing  # type: ignore[attr-defined]
+
+
+def test_sollol_cli_hands_out_exactly_the_api() -> None:
+    import sollol_cli
+    from sollol_cli import api
+
+    assert set(api.__all__) == sollol_cli._API
+    assert all(getattr(sollol_cli, name) is getattr(api, name) for name in api.__all__)
