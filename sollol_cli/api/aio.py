@@ -135,7 +135,8 @@ class AsyncCluster:
     async def close(self) -> None:
         """Stop the health loop, stop the coordinators this cluster started if `stop_on_close`, close the
         connections. The cluster can be opened again afterwards."""
-        stack, self._stack, self._runtime, self._loop = self._stack, None, None, None
+        stack, self._stack, self._runtime = self._stack, None, None
+        self._loop = self._opening = None  # free to open again, on any loop
         if stack is not None:
             await stack.aclose()
 
