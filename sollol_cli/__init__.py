@@ -7,15 +7,9 @@ cheap:
     from sollol_cli import SyncCluster, AsyncCluster
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
-
 __version__ = "0.1.0"
 
-if TYPE_CHECKING:
-    from sollol_cli.api import *  # noqa: F403  (the names `__getattr__` hands out, for type checkers)
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: this module must stay free to import
 
 
 # The names of `sollol_cli.api.__all__` (a test keeps them equal): known here, so that a miss of any other
@@ -51,9 +45,17 @@ _API = frozenset(
 )
 
 
-def __getattr__(name: str) -> Any:
-    """`sollol_cli.X` for every X of `sollol_cli.api.__all__`, importing the API the first time."""
-    if name in _API:
-        # import_module, not `from sollol_cli import api`: that would ask this very hook for `api` first
-        return getattr(importlib.import_module("sollol_cli.api"), name)
-    raise AttributeError(f"module 'sollol_cli' has no attribute {name!r}")
+if TYPE_CHECKING:
+    # What `__getattr__` hands out, for type checkers; they do not see `__getattr__` itself, so a name the
+    # API does not have stays an error instead of becoming `Any`.
+    from sollol_cli.api import *  # noqa: F403
+else:
+
+    def __getattr__(name: str) -> object:
+        """`sollol_cli.X` for every X of `sollol_cli.api.__all__`, importing the API the first time."""
+        if name in _API:
+            import importlib
+
+            # import_module, not `from sollol_cli import api`: that would ask this very hook for `api` first
+            return getattr(importlib.import_module("sollol_cli.api"), name)
+        raise AttributeError(f"module 'sollol_cli' has no attribute {name!r}")

@@ -68,12 +68,16 @@ def mypy(tmp_path: Path, source: str, *flags: str) -> list[str]:
 @pytest.mark.slow
 def test_a_user_program_type_checks_strictly_with_no_any_from_the_api(tmp_path: Path) -> None:
     # --disallow-any-expr: an expression typed Any anywhere (an untyped answer, field or call) is an error
-    wrong = USER_PROGRAM + "\n\nnot_a_number: int = SyncCluster().chat('m').message.content\n"
+    wrong = USER_PROGRAM + (
+        "\n\nnot_a_number: int = SyncCluster().chat('m').message.content\nimport sollol_cli\nsollol_cli.NoSuchThing\n"
+    )
     errors = mypy(tmp_path, wrong, "--disallow-any-expr")
-    # the one mistake is found, so the API's types were read (an untyped package would make it Any)
+    # the two mistakes are found, so the API's types were read (an untyped package would make them Any), and
+    # the lazy re-export does not turn unknown names into Any
     assert errors == [
         'error: Incompatible types in assignment (expression has type "str | None", variable has type "int")  '
-        "[assignment]"
+        "[assignment]",
+        'error: Module has no attribute "NoSuchThing"  [attr-defined]',
     ]
 
 
