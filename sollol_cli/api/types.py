@@ -69,11 +69,15 @@ class BaseGenerateResponse(SubscriptableModel):
 
 
 class ToolCallFunction(SubscriptableModel):
+    """The function a tool call names, with its arguments."""
+
     name: str
     arguments: Mapping[str, Any]
 
 
 class ToolCall(SubscriptableModel):
+    """A tool call the model asks for."""
+
     function: ToolCallFunction
 
 
@@ -109,6 +113,8 @@ class EmbedResponse(BaseGenerateResponse):
 
 
 class ModelDetails(SubscriptableModel):
+    """A model's format, family, size and quantization."""
+
     parent_model: str | None = None
     format: str | None = None
     family: str | None = None
@@ -121,6 +127,8 @@ class ListResponse(SubscriptableModel):
     """The answer of `list`: every model some backend of the cluster has (or a sharded model's file)."""
 
     class Model(SubscriptableModel):
+        """One model: its name (`model`), file size and digest."""
+
         model: str | None = None
         modified_at: datetime | None = None
         digest: str | None = None
@@ -134,6 +142,8 @@ class ProcessResponse(SubscriptableModel):
     """The answer of `ps`: what is loaded where; each entry names its backend under `sollol`."""
 
     class Model(SubscriptableModel):
+        """One loaded model; `sollol` names its backend (`backend`, `kind`, `address`)."""
+
         model: str | None = None
         name: str | None = None
         digest: str | None = None
