@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypedDict, TypeVar, Unpack, overload
 
 from pydantic import BaseModel, ValidationError
 
@@ -44,6 +44,30 @@ OptionsLike = Mapping[str, object] | BaseModel  # a dict, or `ollama.Options`
 Think = bool | Literal["low", "medium", "high"]
 Format = Literal["", "json"] | Mapping[str, object]  # "json" or a JSON schema
 KeepAlive = float | str  # seconds, or a duration like "5m"
+
+
+class ChatFields(TypedDict, total=False):
+    """`chat`'s keyword arguments besides `stream`, as `ollama.Client.chat` takes them."""
+
+    tools: Sequence[MessageLike] | None  # tool definitions (JSON schema dicts)
+    think: Think | None
+    format: Format | None
+    options: OptionsLike | None  # temperature, seed, num_predict, num_ctx, ...
+    keep_alive: KeepAlive | None
+
+
+class GenerateFields(TypedDict, total=False):
+    """`generate`'s keyword arguments besides `stream`, as `ollama.Client.generate` takes them."""
+
+    system: str | None
+    template: str | None
+    context: Sequence[int] | None
+    think: Think | None
+    raw: bool | None
+    format: Format | None
+    images: Sequence[str | bytes] | None  # base64 strings or raw bytes
+    options: OptionsLike | None
+    keep_alive: KeepAlive | None
 
 
 def load_cluster(manifest: ManifestLike, settings: Settings) -> Cluster:
@@ -157,12 +181,8 @@ class AsyncCluster:
         model: str = "",
         messages: Sequence[MessageLike] | None = None,
         *,
-        tools: Sequence[MessageLike] | None = None,
         stream: Literal[False] = False,
-        think: Think | None = None,
-        format: Format | None = None,
-        options: OptionsLike | None = None,
-        keep_alive: KeepAlive | None = None,
+        **fields: Unpack[ChatFields],
     ) -> ChatResponse: ...
 
     @overload
@@ -171,12 +191,8 @@ class AsyncCluster:
         model: str = "",
         messages: Sequence[MessageLike] | None = None,
         *,
-        tools: Sequence[MessageLike] | None = None,
         stream: Literal[True],
-        think: Think | None = None,
-        format: Format | None = None,
-        options: OptionsLike | None = None,
-        keep_alive: KeepAlive | None = None,
+        **fields: Unpack[ChatFields],
     ) -> AsyncIterator[ChatResponse]: ...
 
     @overload
@@ -185,36 +201,24 @@ class AsyncCluster:
         model: str = "",
         messages: Sequence[MessageLike] | None = None,
         *,
-        tools: Sequence[MessageLike] | None = None,
         stream: bool = False,
-        think: Think | None = None,
-        format: Format | None = None,
-        options: OptionsLike | None = None,
-        keep_alive: KeepAlive | None = None,
+        **fields: Unpack[ChatFields],
     ) -> ChatResponse | AsyncIterator[ChatResponse]: ...
 
     async def chat(
-        self,
-        model: str = "",
-        messages: Sequence[MessageLike] | None = None,
-        *,
-        tools: Sequence[MessageLike] | None = None,
-        stream: bool = False,
-        think: Think | None = None,
-        format: Format | None = None,
-        options: OptionsLike | None = None,
-        keep_alive: KeepAlive | None = None,
-    ) -> ChatResponse | AsyncIterator[ChatResponse]:
-        """Answer a conversation (Ollama's /api/chat). With `stream=True`, an async iterator of chunks whose
-        `message.content` are fragments; the last one has `done=True`, the counts and `sollol`."""
+        self, model: str = "", messages: Sequence[MessageLike] | None = None, *, stream: bool = False,
+        **fields: Unpack[ChatFields],
+    ) -> ChatResponse | AsyncIterator[ChatResponse]:  # fmt: skip
+        """Answer a conversation (Ollama's /api/chat; the keyword fields are `ChatFields`). With `stream=True`,
+        an async iterator of chunks whose `message.content` are fragments; the last one has `done=True`, the
+        counts and `sollol`."""
+        tools = fields.get("tools")
         body = _body(
             model,
+            fields,
             messages=[_plain(m) for m in messages or ()],
             tools=[_plain(t) for t in tools] if tools else None,
-            think=think,
-            format=format,
-            options=_plain(options) if options is not None else None,
-            keep_alive=keep_alive,
+            options=_options(fields),
         )
         return await self._generation("chat", body, stream, ChatResponse)
 
@@ -225,16 +229,8 @@ class AsyncCluster:
         prompt: str = "",
         suffix: str | None = None,
         *,
-        system: str | None = None,
-        template: str | None = None,
-        context: Sequence[int] | None = None,
         stream: Literal[False] = False,
-        think: Think | None = None,
-        raw: bool | None = None,
-        format: Format | None = None,
-        images: Sequence[str | bytes] | None = None,
-        options: OptionsLike | None = None,
-        keep_alive: KeepAlive | None = None,
+        **fields: Unpack[GenerateFields],
     ) -> GenerateResponse: ...
 
     @overload
@@ -244,16 +240,8 @@ class AsyncCluster:
         prompt: str = "",
         suffix: str | None = None,
         *,
-        system: str | None = None,
-        template: str | None = None,
-        context: Sequence[int] | None = None,
         stream: Literal[True],
-        think: Think | None = None,
-        raw: bool | None = None,
-        format: Format | None = None,
-        images: Sequence[str | bytes] | None = None,
-        options: OptionsLike | None = None,
-        keep_alive: KeepAlive | None = None,
+        **fields: Unpack[GenerateFields],
     ) -> AsyncIterator[GenerateResponse]: ...
 
     @overload
@@ -263,50 +251,25 @@ class AsyncCluster:
         prompt: str = "",
         suffix: str | None = None,
         *,
-        system: str | None = None,
-        template: str | None = None,
-        context: Sequence[int] | None = None,
         stream: bool = False,
-        think: Think | None = None,
-        raw: bool | None = None,
-        format: Format | None = None,
-        images: Sequence[str | bytes] | None = None,
-        options: OptionsLike | None = None,
-        keep_alive: KeepAlive | None = None,
+        **fields: Unpack[GenerateFields],
     ) -> GenerateResponse | AsyncIterator[GenerateResponse]: ...
 
     async def generate(
-        self,
-        model: str = "",
-        prompt: str = "",
-        suffix: str | None = None,
-        *,
-        system: str | None = None,
-        template: str | None = None,
-        context: Sequence[int] | None = None,
-        stream: bool = False,
-        think: Think | None = None,
-        raw: bool | None = None,
-        format: Format | None = None,
-        images: Sequence[str | bytes] | None = None,
-        options: OptionsLike | None = None,
-        keep_alive: KeepAlive | None = None,
-    ) -> GenerateResponse | AsyncIterator[GenerateResponse]:
-        """Complete a prompt (Ollama's /api/generate). `images` are base64 strings or raw bytes. With
+        self, model: str = "", prompt: str = "", suffix: str | None = None, *, stream: bool = False,
+        **fields: Unpack[GenerateFields],
+    ) -> GenerateResponse | AsyncIterator[GenerateResponse]:  # fmt: skip
+        """Complete a prompt (Ollama's /api/generate; the keyword fields are `GenerateFields`). With
         `stream=True`, an async iterator of chunks whose `response` are fragments."""
+        context, images = fields.get("context"), fields.get("images")
         body = _body(
             model,
+            fields,
             prompt=prompt,
             suffix=suffix,
-            system=system,
-            template=template,
             context=list(context) if context is not None else None,
-            think=think,
-            raw=raw,
-            format=format,
             images=[_image(i) for i in images] if images else None,
-            options=_plain(options) if options is not None else None,
-            keep_alive=keep_alive,
+            options=_options(fields),
         )
         return await self._generation("generate", body, stream, GenerateResponse)
 
@@ -322,6 +285,7 @@ class AsyncCluster:
         """Embed one text or several (Ollama's /api/embed): `embeddings` has one vector per input."""
         body = _body(
             model,
+            {},
             input=input if isinstance(input, str) else list(input),
             truncate=truncate,
             options=_plain(options) if options is not None else None,
@@ -365,11 +329,18 @@ class AsyncCluster:
         return _parse(ClusterStatus, data | load)
 
 
-def _body(model: str, **fields: Any) -> Chunk:
-    """An Ollama request body without the fields left out (None)."""
+def _body(model: str, given: Mapping[str, object], **converted: object) -> Chunk:
+    """An Ollama request body: the caller's keyword fields as given, those converted to plain JSON in their
+    place, and none left out (None)."""
     if not model:
         raise UsageError("a model name is required")
+    fields = {**given, **converted}
     return {"model": model, **{key: value for key, value in fields.items() if value is not None}}
+
+
+def _options(fields: ChatFields | GenerateFields) -> dict[str, Any] | None:
+    options = fields.get("options")
+    return _plain(options) if options is not None else None
 
 
 def _plain(value: Mapping[str, object] | BaseModel) -> dict[str, Any]:

@@ -8,9 +8,17 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, Unpack, overload
 
-from sollol_cli.api.aio import AsyncCluster, Format, KeepAlive, ManifestLike, MessageLike, OptionsLike, Think
+from sollol_cli.api.aio import (
+    AsyncCluster,
+    ChatFields,
+    GenerateFields,
+    KeepAlive,
+    ManifestLike,
+    MessageLike,
+    OptionsLike,
+)
 from sollol_cli.api.types import (
     ChatResponse,
     ClusterStatus,
@@ -123,12 +131,8 @@ class SyncCluster:
         model: str = "",
         messages: Sequence[MessageLike] | None = None,
         *,
-        tools: Sequence[MessageLike] | None = None,
         stream: Literal[False] = False,
-        think: Think | None = None,
-        format: Format | None = None,
-        options: OptionsLike | None = None,
-        keep_alive: KeepAlive | None = None,
+        **fields: Unpack[ChatFields],
     ) -> ChatResponse: ...
 
     @overload
@@ -137,12 +141,8 @@ class SyncCluster:
         model: str = "",
         messages: Sequence[MessageLike] | None = None,
         *,
-        tools: Sequence[MessageLike] | None = None,
         stream: Literal[True],
-        think: Think | None = None,
-        format: Format | None = None,
-        options: OptionsLike | None = None,
-        keep_alive: KeepAlive | None = None,
+        **fields: Unpack[ChatFields],
     ) -> Iterator[ChatResponse]: ...
 
     @overload
@@ -151,33 +151,16 @@ class SyncCluster:
         model: str = "",
         messages: Sequence[MessageLike] | None = None,
         *,
-        tools: Sequence[MessageLike] | None = None,
         stream: bool = False,
-        think: Think | None = None,
-        format: Format | None = None,
-        options: OptionsLike | None = None,
-        keep_alive: KeepAlive | None = None,
+        **fields: Unpack[ChatFields],
     ) -> ChatResponse | Iterator[ChatResponse]: ...
 
     def chat(
-        self,
-        model: str = "",
-        messages: Sequence[MessageLike] | None = None,
-        *,
-        tools: Sequence[MessageLike] | None = None,
-        stream: bool = False,
-        think: Think | None = None,
-        format: Format | None = None,
-        options: OptionsLike | None = None,
-        keep_alive: KeepAlive | None = None,
-    ) -> ChatResponse | Iterator[ChatResponse]:
+        self, model: str = "", messages: Sequence[MessageLike] | None = None, *, stream: bool = False,
+        **fields: Unpack[ChatFields],
+    ) -> ChatResponse | Iterator[ChatResponse]:  # fmt: skip
         """`AsyncCluster.chat`, waited for; with `stream=True` an iterator of chunks."""
-        answer = self._call(
-            self.aio.chat(
-                model, messages, tools=tools, stream=stream, think=think, format=format, options=options,
-                keep_alive=keep_alive,
-            )
-        )  # fmt: skip
+        answer = self._call(self.aio.chat(model, messages, stream=stream, **fields))
         return answer if isinstance(answer, ChatResponse) else self._iterate(answer)
 
     @overload
@@ -187,16 +170,8 @@ class SyncCluster:
         prompt: str = "",
         suffix: str | None = None,
         *,
-        system: str | None = None,
-        template: str | None = None,
-        context: Sequence[int] | None = None,
         stream: Literal[False] = False,
-        think: Think | None = None,
-        raw: bool | None = None,
-        format: Format | None = None,
-        images: Sequence[str | bytes] | None = None,
-        options: OptionsLike | None = None,
-        keep_alive: KeepAlive | None = None,
+        **fields: Unpack[GenerateFields],
     ) -> GenerateResponse: ...
 
     @overload
@@ -206,16 +181,8 @@ class SyncCluster:
         prompt: str = "",
         suffix: str | None = None,
         *,
-        system: str | None = None,
-        template: str | None = None,
-        context: Sequence[int] | None = None,
         stream: Literal[True],
-        think: Think | None = None,
-        raw: bool | None = None,
-        format: Format | None = None,
-        images: Sequence[str | bytes] | None = None,
-        options: OptionsLike | None = None,
-        keep_alive: KeepAlive | None = None,
+        **fields: Unpack[GenerateFields],
     ) -> Iterator[GenerateResponse]: ...
 
     @overload
@@ -225,42 +192,16 @@ class SyncCluster:
         prompt: str = "",
         suffix: str | None = None,
         *,
-        system: str | None = None,
-        template: str | None = None,
-        context: Sequence[int] | None = None,
         stream: bool = False,
-        think: Think | None = None,
-        raw: bool | None = None,
-        format: Format | None = None,
-        images: Sequence[str | bytes] | None = None,
-        options: OptionsLike | None = None,
-        keep_alive: KeepAlive | None = None,
+        **fields: Unpack[GenerateFields],
     ) -> GenerateResponse | Iterator[GenerateResponse]: ...
 
     def generate(
-        self,
-        model: str = "",
-        prompt: str = "",
-        suffix: str | None = None,
-        *,
-        system: str | None = None,
-        template: str | None = None,
-        context: Sequence[int] | None = None,
-        stream: bool = False,
-        think: Think | None = None,
-        raw: bool | None = None,
-        format: Format | None = None,
-        images: Sequence[str | bytes] | None = None,
-        options: OptionsLike | None = None,
-        keep_alive: KeepAlive | None = None,
-    ) -> GenerateResponse | Iterator[GenerateResponse]:
+        self, model: str = "", prompt: str = "", suffix: str | None = None, *, stream: bool = False,
+        **fields: Unpack[GenerateFields],
+    ) -> GenerateResponse | Iterator[GenerateResponse]:  # fmt: skip
         """`AsyncCluster.generate`, waited for; with `stream=True` an iterator of chunks."""
-        answer = self._call(
-            self.aio.generate(
-                model, prompt, suffix, system=system, template=template, context=context, stream=stream,
-                think=think, raw=raw, format=format, images=images, options=options, keep_alive=keep_alive,
-            )
-        )  # fmt: skip
+        answer = self._call(self.aio.generate(model, prompt, suffix, stream=stream, **fields))
         return answer if isinstance(answer, GenerateResponse) else self._iterate(answer)
 
     def embed(

@@ -189,3 +189,24 @@ async def test_manifest_discovery_as_the_cli_does(
     async with AsyncCluster() as cluster:
         assert cluster.cluster.name == "found"
         assert (await cluster.status()).reachable == 1
+
+
+async def test_every_keyword_reaches_the_backend_as_ollama_sends_it(standin: MakeStandin) -> None:
+    a = standin("a")
+    tool = {"type": "function", "function": {"name": "sea", "parameters": {"type": "object", "properties": {}}}}
+    async with AsyncCluster(cluster_of([a])) as cluster:
+        await cluster.chat(
+            "tiny", MESSAGES, tools=[tool], think=False, format="json", options=ollama.Options(seed=5), keep_alive="1m"
+        )
+        await cluster.generate(
+            "tiny", "sea", "end", system="be brief", raw=False, images=[b"\x00\x01"], context=[1, 2], options=OPTIONS
+        )
+    chat, generate = [body for body in a.stats()["bodies"] if body.get("model") == "tiny"][-2:]
+    assert {k: chat[k] for k in ("messages", "tools", "think", "format", "options", "keep_alive")} == {
+        "messages": MESSAGES, "tools": [tool], "think": False, "format": "json", "options": {"seed": 5},
+        "keep_alive": "1m",
+    }  # fmt: skip
+    assert {k: generate[k] for k in ("prompt", "suffix", "system", "raw", "images", "context", "options")} == {
+        "prompt": "sea", "suffix": "end", "system": "be brief", "raw": False, "images": ["AAE="], "context": [1, 2],
+        "options": OPTIONS,
+    }  # fmt: skip
