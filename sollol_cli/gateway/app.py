@@ -4,7 +4,6 @@ error in the client's API shape, and logs, counts and times each request."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -17,7 +16,7 @@ from sollol_cli.gateway.metrics import GatewayMetrics
 from sollol_cli.gateway.problems import error_response, problem_for
 from sollol_cli.gateway.state import GATEWAY, GatewayState, attach_exchange, gateway
 from sollol_cli.gateway.streaming import identify, json_response
-from sollol_cli.runtime.session import ClusterRuntime
+from sollol_cli.runtime.session import ClusterRuntime, kept_running
 
 # Chat requests carry base64 images and embedding requests whole documents: far above aiohttp's 1 MiB default.
 MAX_BODY_BYTES = 256 * 1024 * 1024
@@ -52,26 +51,10 @@ def create_app(
 
 def _background(state: GatewayState) -> Callable[[web.Application], AsyncIterator[None]]:
     async def run(app: web.Application) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(state.runtime.monitor.run(), name="sollol-health")]
-        if state.runtime.shards is not None:
-            tasks.append(asyncio.create_task(_expire_coordinators(state), name="sollol-keep-alive"))
-        yield
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        async with kept_running(state.runtime):
+            yield
 
     return run
-
-
-async def _expire_coordinators(state: GatewayState) -> None:
-    """Stop coordinators idle for longer than their keep-alive (a long-running gateway outlives many)."""
-    shards = state.runtime.shards
-    assert shards is not None
-    while True:
-        await asyncio.sleep(max(state.runtime.cluster.routing.probe_interval, 5.0))
-        await shards.coordinators.expire()
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -83,20 +66,10 @@ async def _metrics(request: web.Request) -> web.Response:
 
 async def _status(request: web.Request) -> web.Response:
     """The data of `sollol status`, from the gateway's own health loop, plus the gateway's load."""
-    from sollol_cli.gateway.catalog import running_models
-    from sollol_cli.runtime.status import status_data
-    from sollol_cli.state import load_state
+    from sollol_cli.runtime.status import live_status
 
-    state = gateway(request)
-    runtime = state.runtime
-    cluster = runtime.cluster
-    data = status_data(runtime.monitor, load_state(runtime.settings.state_dir, cluster.name), cluster.name)
-    data["gateway"] = {
-        "in_flight": sum(v.in_flight for v in runtime.monitor.views.values()),
-        "queue_depth": runtime.dispatcher.waiting,
-        "loaded": await running_models(state),
-    }
-    return json_response(data)
+    data, load = await live_status(gateway(request).runtime)
+    return json_response(data | {"gateway": load})
 
 
 def _middleware(state: GatewayState) -> Any:

@@ -10,14 +10,14 @@ from aiohttp import web
 
 from sollol_cli.backends.base import Backend, Chunk, Unsupported, aggregate
 from sollol_cli.errors import ModelNotFound
-from sollol_cli.gateway import catalog, validate
+from sollol_cli.gateway import validate
 from sollol_cli.gateway.accesslog import Exchange
 from sollol_cli.gateway.problems import Problem
 from sollol_cli.gateway.pull import merged_pull, pull_targets
 from sollol_cli.gateway.state import OLLAMA_COMPAT_VERSION, GatewayState, exchange, gateway
 from sollol_cli.gateway.streaming import NDJSON, collect, json_response, stream
-from sollol_cli.names import same_model
-from sollol_cli.runtime.dispatch import Operation, Trace, single
+from sollol_cli.runtime import catalog
+from sollol_cli.runtime.dispatch import Operation, Trace
 from sollol_cli.runtime.monitor import BackendView
 
 _UNSUPPORTED = {
@@ -50,11 +50,11 @@ def _version_tuple(text: str) -> tuple[int, ...] | None:
 
 
 async def tags(request: web.Request) -> web.Response:
-    return json_response({"models": await catalog.list_models(gateway(request))})
+    return json_response({"models": await catalog.list_models(gateway(request).runtime)})
 
 
 async def ps(request: web.Request) -> web.Response:
-    return json_response({"models": await catalog.running_models(gateway(request))})
+    return json_response({"models": await catalog.running_models(gateway(request).runtime)})
 
 
 async def show(request: web.Request) -> web.Response:
@@ -62,7 +62,7 @@ async def show(request: web.Request) -> web.Response:
     validate.check(body, validate.NAMED)
     model = validate.require_model(body, legacy_name=True)
     exchange(request).model = model
-    return json_response(await catalog.show(gateway(request), model))
+    return json_response(await catalog.show(gateway(request).runtime, model))
 
 
 async def generate(request: web.Request) -> web.StreamResponse:
@@ -104,9 +104,7 @@ async def embed(request: web.Request) -> web.Response:
     body = validate.parse_body(await request.read())
     ex.model = validate.check_embed(body)
     trace = Trace(ex.model)
-    [result] = await collect(
-        ex, state.runtime.dispatcher.stream_call(trace, lambda b: single(b.embed(body))), trace=trace
-    )
+    [result] = await collect(ex, state.runtime.dispatcher.embed(body, trace), trace=trace)
     return json_response(result)
 
 
@@ -120,8 +118,7 @@ async def embeddings(request: web.Request) -> web.Response:
         return json_response({"embedding": []})
     request_body = {k: v for k, v in body.items() if k != "prompt"} | {"input": prompt}
     trace = Trace(ex.model)
-    chunks = state.runtime.dispatcher.stream_call(trace, lambda b: single(b.embed(request_body)))
-    [result] = await collect(ex, chunks, trace=trace)
+    [result] = await collect(ex, state.runtime.dispatcher.embed(request_body, trace), trace=trace)
     vectors = result.get("embeddings") or [[]]
     return json_response({"embedding": vectors[0]})
 
@@ -174,9 +171,7 @@ async def _on_holders(request: web.Request, model: str, action: Callable[[Backen
 
 def _ollama_holders(state: GatewayState, model: str) -> list[BackendView]:
     """The Ollama nodes that hold `model`, by their last probe; llama-server nodes cannot change their model."""
-    holders = [
-        v for v in catalog.serving_views(state) if v.status and any(same_model(model, m.name) for m in v.status.models)
-    ]
+    holders = catalog.holders(state.runtime, model)
     ollama = [v for v in holders if v.spec.ref.kind == "ollama"]
     if not ollama and holders:
         names = ", ".join(v.name for v in holders)

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
-from sollol_cli.gateway import catalog, validate
+from sollol_cli.gateway import validate
 from sollol_cli.gateway.accesslog import Exchange
 from sollol_cli.gateway.problems import Problem
 from sollol_cli.gateway.state import exchange, gateway
 from sollol_cli.gateway.streaming import SSE, Framing, collect, json_response, stream
 from sollol_cli.names import same_model
+from sollol_cli.runtime import catalog
 from sollol_cli.runtime.dispatch import Trace, single
 
 _TEXT = (validate.any_of(validate.is_str, validate.list_of(validate.is_str)), "a string or a list of strings")
@@ -83,16 +85,30 @@ async def embeddings(request: web.Request) -> web.Response:
 
 
 async def models(request: web.Request) -> web.Response:
-    listed = await catalog.list_models(gateway(request))
-    return json_response({"object": "list", "data": [catalog.openai_model(m) for m in listed]})
+    listed = await catalog.list_models(gateway(request).runtime)
+    return json_response({"object": "list", "data": [openai_model(m) for m in listed]})
 
 
 async def model(request: web.Request) -> web.Response:
     name = request.match_info["model"]
-    for entry in await catalog.list_models(gateway(request)):
+    for entry in await catalog.list_models(gateway(request).runtime):
         if same_model(name, str(entry["name"])):
-            return json_response(catalog.openai_model(entry))
+            return json_response(openai_model(entry))
     raise Problem(404, f"model '{name}' not found")
+
+
+def openai_model(entry: dict[str, Any]) -> dict[str, Any]:
+    """A /api/tags entry as OpenAI's model object."""
+    name = str(entry["name"])
+    parts = name.rsplit(":", 1)[0].split("/")
+    created = 0
+    modified = entry.get("modified_at")
+    if isinstance(modified, str) and modified:
+        try:
+            created = int(datetime.fromisoformat(modified.replace("Z", "+00:00")).timestamp())
+        except ValueError:
+            created = 0
+    return {"id": name, "object": "model", "created": created, "owned_by": parts[-2] if len(parts) > 1 else "library"}
 
 
 class SseTokens:

@@ -238,7 +238,8 @@ def _backend(kind: str, endpoint: Endpoint) -> list[str]:
 
 def _scalar(value: str) -> str:
     """A YAML plain scalar when that reads back as the same string, else a double-quoted one."""
-    plain = re.fullmatch(r"[A-Za-z0-9_./-][A-Za-z0-9_./:@+-]*", value) and ": " not in value
+    # a colon at the end would start a mapping (`key: 0:`), as ": " would inside
+    plain = re.fullmatch(r"[A-Za-z0-9_./-][A-Za-z0-9_./:@+-]*", value) and ": " not in value and value[-1] != ":"
     reads_as_other = re.fullmatch(
         r"(?i)true|false|yes|no|on|off|null|~|[-+]?(\d[\d_]*)?(\.\d*)?(e[-+]?\d+)?|[-+]?\.(inf|nan)|0[xo][0-9a-f]+",
         value,

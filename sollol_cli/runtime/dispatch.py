@@ -97,6 +97,10 @@ class Dispatcher:
             unload=unload,
         )
 
+    def embed(self, body: dict[str, Any], trace: Trace) -> AsyncIterator[dict[str, Any]]:
+        """Ollama's /api/embed through the router: one item, the backend's answer."""
+        return self.stream_call(trace, lambda backend: single(backend.embed(body)))
+
     def stream_call(
         self,
         trace: Trace,

@@ -4,6 +4,8 @@ rpc-server a coordinator holds, and route through the same dispatcher and shard 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -85,3 +87,30 @@ async def open_cluster(
                 await runtime.shards.close()
         finally:
             await close_session()
+
+
+@asynccontextmanager
+async def kept_running(runtime: ClusterRuntime) -> AsyncIterator[None]:
+    """What a long-lived user of the runtime (`serve`, the Python API) runs beside its requests: the health
+    loop that probes the backends as they come and go, and, when models may be sharded, the expiry of
+    coordinators idle for longer than their keep-alive. Cancelled on the way out."""
+    tasks = [asyncio.create_task(runtime.monitor.run(), name="sollol-health")]
+    if runtime.shards is not None:
+        tasks.append(
+            asyncio.create_task(_expire_coordinators(runtime.shards, runtime.cluster), name="sollol-keep-alive")
+        )
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _expire_coordinators(shards: ShardManager, cluster: Cluster) -> None:
+    """Stop coordinators idle for longer than their keep-alive (a long-running process outlives many)."""
+    while True:
+        await asyncio.sleep(max(cluster.routing.probe_interval, 5.0))
+        await shards.coordinators.expire()

@@ -11,6 +11,7 @@ from sollol_cli.state import ClusterState
 
 if TYPE_CHECKING:
     from sollol_cli.manifest.models import Cluster
+    from sollol_cli.runtime.session import ClusterRuntime
     from sollol_cli.sharding.coordinator import CoordinatorRecord
     from sollol_cli.sharding.manager import ShardManager
 
@@ -70,6 +71,23 @@ def status_data(monitor: Monitor, state: ClusterState, cluster_name: str) -> dic
     rows = backend_rows(monitor, state)
     up = sum(1 for r in rows if r["reachable"] in ("yes", "busy"))
     return {"cluster": cluster_name, "backends": rows, "reachable": up, "total": len(rows)}
+
+
+async def live_status(runtime: ClusterRuntime) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A long-lived runtime's view (`serve`'s /sollol/status, the Python API's `status()`): the data of
+    `sollol status` from its own health loop, and its load now (requests in flight and queued, what is loaded
+    where)."""
+    from sollol_cli.runtime.catalog import running_models
+    from sollol_cli.state import load_state
+
+    cluster = runtime.cluster
+    data = status_data(runtime.monitor, load_state(runtime.settings.state_dir, cluster.name), cluster.name)
+    load = {
+        "in_flight": sum(v.in_flight for v in runtime.monitor.views.values()),
+        "queue_depth": runtime.dispatcher.waiting,
+        "loaded": await running_models(runtime),
+    }
+    return data, load
 
 
 def status_failure(data: Mapping[str, Any]) -> SollolError | None:

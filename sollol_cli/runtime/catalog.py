@@ -1,4 +1,5 @@
-"""What the cluster holds, merged over every backend: /api/tags, /api/ps, /api/show and /v1/models.
+"""What the cluster holds, merged over every backend: the gateway's /api/tags, /api/ps, /api/show and
+/v1/models, and the Python API's `list`, `ps` and `show`.
 
 Backends are asked live (the answers carry fields the health probe does not keep); a backend that does
 not answer within the probe timeout contributes what its last probe saw, so one slow node never stalls a
@@ -17,29 +18,29 @@ from sollol_cli.backends.base import Backend, ModelEntry, UpstreamError
 from sollol_cli.backends.llamacpp import LlamaServerBackend
 from sollol_cli.backends.translate import human_parameters
 from sollol_cli.errors import BackendError, ModelNotFound, SollolError
-from sollol_cli.gateway.state import GatewayState
 from sollol_cli.names import display_name, normalize_model_name, same_model
 from sollol_cli.runtime.monitor import BackendView
+from sollol_cli.runtime.session import ClusterRuntime
 from sollol_cli.sharding import coordinator as coord
 
 T = TypeVar("T")
 FOREVER_S = (2**63 - 1) / 1e9  # Ollama's "for ever": Go's longest time.Duration (about 292 years)
 
 
-def serving_views(state: GatewayState) -> list[BackendView]:
+def serving_views(runtime: ClusterRuntime) -> list[BackendView]:
     """Backends that serve HTTP and answered their last probe; Ollama nodes first (their listings are richer)."""
     views = [
         v
-        for v in state.runtime.monitor.views.values()
+        for v in runtime.monitor.views.values()
         if v.client is not None and v.status is not None and v.status.reachable
     ]
     return sorted(views, key=lambda v: (v.spec.ref.kind != "ollama", -v.spec.priority, v.name))
 
 
-async def ask(state: GatewayState, backend: Backend, call: Callable[[Backend], Awaitable[T]]) -> T | None:
+async def ask(runtime: ClusterRuntime, backend: Backend, call: Callable[[Backend], Awaitable[T]]) -> T | None:
     """A catalog call bounded by the probe timeout; None when the backend fails or is too slow."""
     try:
-        async with asyncio.timeout(state.runtime.timeouts.probe):
+        async with asyncio.timeout(runtime.timeouts.probe):
             return await call(backend)
     except (SollolError, TimeoutError):
         return None
@@ -48,9 +49,9 @@ async def ask(state: GatewayState, backend: Backend, call: Callable[[Backend], A
 # --- /api/tags ---
 
 
-async def list_models(state: GatewayState) -> list[dict[str, Any]]:
-    views = serving_views(state)
-    answers = await asyncio.gather(*(ask(state, client_of(v), lambda b: b.tags()) for v in views))
+async def list_models(runtime: ClusterRuntime) -> list[dict[str, Any]]:
+    views = serving_views(runtime)
+    answers = await asyncio.gather(*(ask(runtime, client_of(v), lambda b: b.tags()) for v in views))
     merged: dict[str, dict[str, Any]] = {}
     for view, models in zip(views, answers, strict=True):
         if models is None:
@@ -61,13 +62,18 @@ async def list_models(state: GatewayState) -> list[dict[str, Any]]:
             if key and key not in merged:
                 shown = display_name(name)
                 merged[key] = {**model, "name": shown, "model": shown}
-    for name in sharded_model_names(state):
+    for name in sharded_model_names(runtime):
         key = normalize_model_name(name)
         if key not in merged:
-            entry = _sharded_tag(state, name)
+            entry = _sharded_tag(runtime, name)
             if entry is not None:
                 merged[key] = entry
     return sorted(merged.values(), key=lambda m: str(m["name"]))
+
+
+def holders(runtime: ClusterRuntime, model: str) -> list[BackendView]:
+    """The serving backends whose last probe listed `model`, in `serving_views` order."""
+    return [v for v in serving_views(runtime) if v.status and any(same_model(model, m.name) for m in v.status.models)]
 
 
 def client_of(view: BackendView) -> Backend:
@@ -90,15 +96,15 @@ def _tag_from_entry(entry: ModelEntry) -> dict[str, Any]:
     }
 
 
-def sharded_model_names(state: GatewayState) -> list[str]:
-    shards = state.runtime.shards
+def sharded_model_names(runtime: ClusterRuntime) -> list[str]:
+    shards = runtime.shards
     if shards is None:
         return []
-    return [m.name for m in state.runtime.cluster.models if shards.handles(m.name)[0]]
+    return [m.name for m in runtime.cluster.models if shards.handles(m.name)[0]]
 
 
-def _gguf_of(state: GatewayState, name: str) -> Path | None:
-    shards = state.runtime.shards
+def _gguf_of(runtime: ClusterRuntime, name: str) -> Path | None:
+    shards = runtime.shards
     model = shards.model(name) if shards is not None else None
     if shards is None or model is None:
         return None
@@ -108,8 +114,8 @@ def _gguf_of(state: GatewayState, name: str) -> Path | None:
         return None
 
 
-def _sharded_tag(state: GatewayState, name: str) -> dict[str, Any] | None:
-    path = _gguf_of(state, name)
+def _sharded_tag(runtime: ClusterRuntime, name: str) -> dict[str, Any] | None:
+    path = _gguf_of(runtime, name)
     if path is None:
         return None
     try:
@@ -165,28 +171,28 @@ def _rfc3339(timestamp: float) -> str:
 # --- /api/ps ---
 
 
-async def running_models(state: GatewayState) -> list[dict[str, Any]]:
+async def running_models(runtime: ClusterRuntime) -> list[dict[str, Any]]:
     """What is loaded where: every backend's /api/ps plus the running coordinators, each entry naming its
     backend under `sollol` (clients ignore fields they do not know)."""
-    views = serving_views(state)
-    answers = await asyncio.gather(*(ask(state, client_of(v), lambda b: b.ps()) for v in views))
+    views = serving_views(runtime)
+    answers = await asyncio.gather(*(ask(runtime, client_of(v), lambda b: b.ps()) for v in views))
     out: list[dict[str, Any]] = []
     for view, models in zip(views, answers, strict=True):
         for model in models or []:
             name = display_name(str(model.get("name") or model.get("model") or ""))
             where = {"backend": view.name, "kind": view.spec.ref.kind, "address": view.spec.ref.address}
             out.append({**model, "name": name, "model": name, "sollol": where})
-    out.extend(await _coordinators(state))
+    out.extend(await _coordinators(runtime))
     return out
 
 
-async def _coordinators(state: GatewayState) -> list[dict[str, Any]]:
-    records = list((await state.runtime.running_coordinators()).values())  # each checked, as `sollol status` does
+async def _coordinators(runtime: ClusterRuntime) -> list[dict[str, Any]]:
+    records = list((await runtime.running_coordinators()).values())  # each checked, as `sollol status` does
     out = []
     for record in records:
         ref = coord.backend_ref(record)
-        backend = LlamaServerBackend(ref, state.runtime.timeouts, alias=record.model)
-        listed = await ask(state, backend, lambda b: b.ps())
+        backend = LlamaServerBackend(ref, runtime.timeouts, alias=record.model)
+        listed = await ask(runtime, backend, lambda b: b.ps())
         entry = dict(listed[0]) if listed else {"size": 0, "digest": "", "details": {"format": "gguf"}}
         name = display_name(record.model)
         entry.update(
@@ -208,19 +214,18 @@ def _expiry(record: coord.CoordinatorRecord) -> float:
 # --- /api/show ---
 
 
-async def show(state: GatewayState, model: str) -> dict[str, Any]:
+async def show(runtime: ClusterRuntime, model: str) -> dict[str, Any]:
     """From a backend that has the model, else from the GGUF of a sharded model; 404 when none has it."""
-    holders = [v for v in serving_views(state) if v.status and any(same_model(model, m.name) for m in v.status.models)]
     last_error: BackendError | None = None
-    for view in holders:
+    for view in holders(runtime, model):
         try:
-            async with asyncio.timeout(state.runtime.timeouts.probe * 4):
+            async with asyncio.timeout(runtime.timeouts.probe * 4):
                 return await client_of(view).show(model)
         except UpstreamError as exc:
             last_error = exc
         except (SollolError, TimeoutError) as exc:
             last_error = exc if isinstance(exc, BackendError) else BackendError(f"{view.name}: no answer in time")
-    path = _gguf_of(state, model)
+    path = _gguf_of(runtime, model)
     if path is not None:
         return show_from_gguf(path)
     if last_error is not None and not (isinstance(last_error, UpstreamError) and last_error.status == 404):
@@ -252,19 +257,3 @@ def show_from_gguf(path: Path) -> dict[str, Any]:
 
 def _plain(value: Any) -> Any:
     return [_plain(v) for v in value] if isinstance(value, tuple) else value
-
-
-# --- /v1/models ---
-
-
-def openai_model(entry: dict[str, Any]) -> dict[str, Any]:
-    name = str(entry["name"])
-    parts = name.rsplit(":", 1)[0].split("/")
-    created = 0
-    modified = entry.get("modified_at")
-    if isinstance(modified, str) and modified:
-        try:
-            created = int(datetime.fromisoformat(modified.replace("Z", "+00:00")).timestamp())
-        except ValueError:
-            created = 0
-    return {"id": name, "object": "model", "created": created, "owned_by": parts[-2] if len(parts) > 1 else "library"}
