@@ -13,8 +13,8 @@ import asyncio
 import io
 import ipaddress
 import re
-import shutil
 import socket
+import stat
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import Any
 
 from sollol_cli.discovery.fingerprint import Found
 from sollol_cli.errors import ManifestError
+from sollol_cli.files import write_atomic
 from sollol_cli.manifest.loader import parse_yaml, validate_document
 from sollol_cli.manifest.models import LOCAL, Cluster, listeners
 
@@ -112,10 +113,7 @@ def add_backends(text: str, additions: list[Found]) -> Edit:
 def write_manifest(path: Path, text: str) -> None:
     """Replace the file atomically, keeping its permissions (and the file a symlink points to)."""
     target = path.resolve()
-    tmp = target.with_name(f".{target.name}.sollol-tmp")
-    tmp.write_bytes(text.encode("utf-8"))
-    shutil.copymode(target, tmp)
-    tmp.replace(target)
+    write_atomic(target, text, mode=stat.S_IMODE(target.stat().st_mode))
 
 
 # -- text insertion ----------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 from sollol_cli import events
 from sollol_cli.errors import BuildError, UsageError
+from sollol_cli.files import write_atomic
 from sollol_cli.llamacpp.sdist import (
     LLAMA_CPP_COMMIT,
     LLAMA_CPP_PYTHON_VERSION,
@@ -338,9 +339,7 @@ def _install(build_dir: Path, root: Path, strip: str) -> LlamaCppBinaries:
         "sha256": sha256,
         "cmake_options": list(CMAKE_OPTIONS),
     }
-    tmp = root / "build.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(root / "build.json")
+    write_atomic(root / "build.json", json.dumps(record, indent=2) + "\n")
     return LlamaCppBinaries(
         final / "rpc-server", final / "llama-server", LLAMA_CPP_PYTHON_VERSION, LLAMA_CPP_COMMIT,
         RPC_PROTOCOL_VERSION, sha256,

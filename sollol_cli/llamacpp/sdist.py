@@ -8,6 +8,7 @@ import tarfile
 from pathlib import Path
 
 from sollol_cli.errors import BuildError
+from sollol_cli.files import write_atomic
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 LLAMA_CPP_COMMIT = "0c1e57098"
@@ -46,8 +47,5 @@ def extract_vendor_file(tarball: Path, relative: str, dest: Path) -> Path:
         member = tar.extractfile(VENDOR_PREFIX + relative)
         if member is None:
             raise BuildError(f"{relative} is missing from {tarball.name}")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_suffix(dest.suffix + ".part")
-        tmp.write_bytes(member.read())
-        tmp.replace(dest)
+        write_atomic(dest, member.read())
     return dest

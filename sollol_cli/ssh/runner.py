@@ -35,6 +35,7 @@ with warnings.catch_warnings():
 
 from sollol_cli.errors import SshError, UsageError
 from sollol_cli.events import Reporter, StepDone, StepFailed, StepProgress, StepStarted, ignore
+from sollol_cli.files import write_atomic
 from sollol_cli.manifest.models import HostKeyPolicy
 
 _PART = ".sollol-part"  # uploads land here first, then are renamed: a running binary is never overwritten
@@ -517,16 +518,6 @@ def _read_head(path: Path, limit: int | None) -> bytes:
         return handle.read(-1 if limit is None else limit)
 
 
-def _write_atomically(target: Path, data: bytes, mode: int) -> None:
-    part = target.with_name(target.name + _PART)
-    try:
-        part.write_bytes(data)
-        part.chmod(mode)
-        part.replace(target)
-    finally:
-        part.unlink(missing_ok=True)
-
-
 class LocalRunner:
     """The controller itself (`address: local`): commands through `bash -c`, files on the local disk."""
 
@@ -623,7 +614,7 @@ class LocalRunner:
 
     async def write_file(self, remote: str, data: bytes, mode: int = 0o644) -> None:
         try:
-            await asyncio.to_thread(_write_atomically, _local_path(remote), data, mode)
+            await asyncio.to_thread(write_atomic, _local_path(remote), data, mode=mode)
         except OSError as exc:
             raise SshError(f"{self.name}: cannot write {remote}: {exc.strerror or exc}") from None
 

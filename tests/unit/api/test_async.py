@@ -80,7 +80,7 @@ async def test_embed_list_ps_show_status(standin: MakeStandin) -> None:
     assert embedded.embeddings == direct.embeddings and len(embedded.embeddings) == 2
     assert [m.model for m in listed.models] == ["tiny:latest"]
     assert listed.models[0].details is not None and listed.models[0].details.format == "gguf"
-    assert [m.model for m in running.models] == ["tiny:latest"]
+    assert {m.model for m in running.models} == {"tiny:latest"}  # on one backend or both: ties are random
     assert running.models[0].sollol is not None and running.models[0].sollol["backend"] in ("a", "b")
     direct_show = await ollama.AsyncClient(host=a.url).show("tiny")
     assert (shown.template, shown.modelinfo, shown.capabilities) == (
