@@ -13,6 +13,7 @@ import typer
 
 from sollol_cli.cli._run import EXIT_INTERRUPTED
 from sollol_cli.cli.commands import (
+    bench,
     completion,
     demo,
     discover,
@@ -62,6 +63,7 @@ app.command("down")(provision.down)
 app.command("logs")(logs.logs)
 app.command("run")(run.run)
 app.command("status")(status.status)
+app.command("bench")(bench.bench)
 app.command("serve")(serve.serve)
 app.command("discover")(discover.discover)
 app.command("demo")(demo.demo)

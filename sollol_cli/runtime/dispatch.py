@@ -149,7 +149,7 @@ class Dispatcher:
             try:
                 # a coordinator handed out by backend_for has its model loaded: the warm limit applies
                 first_byte_s = self.routing.first_byte_timeout
-                async for chunk in _timed(call(backend), trace, first_byte_s=first_byte_s, label=backend.ref.label):
+                async for chunk in timed(call(backend), trace, first_byte_s=first_byte_s, label=backend.ref.label):
                     sent_any = True
                     yield chunk
                 return
@@ -177,7 +177,7 @@ class Dispatcher:
             ok: bool | None = None  # neither success nor failure unless decided below
             try:
                 first_byte_s = self._first_byte_limit(view, trace.model)
-                async for chunk in _timed(call(client), trace, first_byte_s=first_byte_s, label=client.ref.label):
+                async for chunk in timed(call(client), trace, first_byte_s=first_byte_s, label=client.ref.label):
                     sent_any = True
                     yield chunk
                 ok = True
@@ -310,7 +310,7 @@ def _judge(exc: BackendError) -> Answer:
 
 class single(Generic[T]):  # lower case: it reads as the function it stands for
     """A one-shot backend call (embed, OpenAI JSON) as a one-item stream, so `stream_call` can route it.
-    Its duration is the whole answer, not a time to first token, so `_timed` records none for it."""
+    Its duration is the whole answer, not a time to first token, so `timed` records none for it."""
 
     def __init__(self, result: Awaitable[T]) -> None:
         self._result: Awaitable[T] | None = result
@@ -330,7 +330,7 @@ class single(Generic[T]):  # lower case: it reads as the function it stands for
             result.close()  # never started: no "coroutine was never awaited" warning
 
 
-async def _timed(
+async def timed(
     chunks: AsyncIterator[T], trace: Trace, *, first_byte_s: float | None = None, label: str = "the backend"
 ) -> AsyncIterator[T]:
     """Measure time to first chunk and tokens/s while passing chunks through untouched. A stream whose first

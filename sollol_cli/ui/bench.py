@@ -1,0 +1,46 @@
+"""The `sollol bench` table: one row per model and backend, alone and at once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.markup import escape
+from rich.table import Table
+
+from sollol_cli.runtime.bench import BenchRow, Level
+from sollol_cli.ui.console import out
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def render(rows: Sequence[BenchRow], concurrency: int) -> Table:
+    table = Table(box=None, pad_edge=False, title_style="bold")
+    for column in ("model", "backend", "mode"):
+        table.add_column(column, no_wrap=True)
+    for column in ("ttft", "tokens/s", f"ttft x{concurrency}", f"tokens/s x{concurrency}"):
+        table.add_column(column, no_wrap=True, justify="right")
+    table.add_column("errors", overflow="fold")
+    for row in rows:
+        alone, together = row.single, row.concurrent
+        table.add_row(
+            escape(row.model), escape(row.backend), row.mode,
+            _ms(alone.ttft_s), _rate(alone.tokens_per_s),
+            _ms(together.ttft_s), _rate(together.total_tokens_per_s),
+            escape(_errors(alone, together)),
+        )  # fmt: skip
+    return table
+
+
+def _errors(*levels: Level) -> str:
+    said = [error for level in levels for error in level.errors]
+    return "; ".join(dict.fromkeys(said)) or "-"
+
+
+def print_bench(rows: Sequence[BenchRow], concurrency: int) -> None:
+    out().print(render(rows, concurrency))

@@ -1,0 +1,74 @@
+"""`sollol bench` against Ollama stand-ins: which rows, the table's and the JSON's shape, what is saved, and
+never more requests at once than asked for."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from sollol_cli.runtime.bench import load_results, results_path
+from sollol_cli.settings import Settings
+from tests.harness.ollama import StandinFactory, StandinHandle
+from tests.unit.cli_helpers import invoke
+
+
+def manifest(tmp_path: Path, standins: list[StandinHandle]) -> Path:
+    rows = "".join(
+        f"  - {{name: {s.name}, kind: ollama, address: 127.0.0.1, port: {s.port}, slots: 2}}\n" for s in standins
+    )
+    path = tmp_path / "cluster.yaml"
+    path.write_text(f"name: benched\nbackends:\n{rows}")
+    return path
+
+
+def test_every_backend_with_the_model_is_measured_alone_and_at_once(
+    ollama_standin: StandinFactory, tmp_path: Path, _isolated_state: Path
+) -> None:
+    quick = {"tokens_per_second": 2000.0, "models": [{"name": "tiny:latest"}, {"name": "other:latest"}]}
+    a, b = ollama_standin({"name": "a", **quick}), ollama_standin({"name": "b", **quick})
+    path = manifest(tmp_path, [a, b])
+    result = invoke("bench", "tiny", "-c", "3", "-n", "2", "-t", "8", "--json", "-f", str(path))
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["cluster"], data["concurrency"]) == ("benched", 3)
+    assert [(r["model"], r["backend"], r["mode"]) for r in data["rows"]] == [
+        ("tiny", "a", "distribute"),
+        ("tiny", "b", "distribute"),
+    ]
+    for row in data["rows"]:
+        assert set(row) == {"model", "backend", "mode", "single", "concurrent", "measured_at"}
+        single, concurrent = row["single"], row["concurrent"]
+        assert (single["at_once"], single["requests"], concurrent["at_once"], concurrent["requests"]) == (1, 2, 3, 3)
+        for level in (single, concurrent):
+            assert level["errors"] == []
+            assert level["ttft_s"] > 0 and level["tokens_per_s"] > 0 and level["total_tokens_per_s"] > 0
+    for standin in (a, b):
+        stats = standin.stats()
+        assert stats["requests"]["POST /api/generate"] == 2 + 3
+        assert stats["max_in_flight"] <= 3  # never more load than asked for
+    saved = load_results(Settings().state_dir, "benched")
+    assert [(r.model, r.backend) for r in saved] == [("tiny", "a"), ("tiny", "b")]
+    assert results_path(Settings().state_dir, "benched").is_file()
+
+    # a second run of another model keeps the first run's results
+    again = invoke("bench", "other", "-c", "1", "-n", "1", "-t", "4", "--json", "-f", str(path))
+    assert again.exit_code == 0, again.stderr
+    saved = load_results(Settings().state_dir, "benched")
+    assert [(r.model, r.backend) for r in saved] == [("other", "a"), ("other", "b"), ("tiny", "a"), ("tiny", "b")]
+
+
+def test_the_table(ollama_standin: StandinFactory, tmp_path: Path) -> None:
+    a = ollama_standin({"name": "a", "tokens_per_second": 2000.0})
+    result = invoke("bench", "tiny", "-c", "2", "-n", "1", "-t", "4", "-f", str(manifest(tmp_path, [a])))
+    assert result.exit_code == 0, result.stderr
+    header, row = result.stdout.splitlines()
+    assert header.split() == ["model", "backend", "mode", "ttft", "tokens/s", "ttft", "x2", "tokens/s", "x2", "errors"]
+    assert re.fullmatch(r"tiny +a +distribute +\d+ ms +\d+\.\d +\d+ ms +\d+\.\d +-", row.strip()), row
+
+
+def test_a_model_nobody_has_is_a_usage_error(ollama_standin: StandinFactory, tmp_path: Path) -> None:
+    a = ollama_standin({"name": "a"})
+    result = invoke("bench", "nothing", "-f", str(manifest(tmp_path, [a])))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == ["error: no reachable backend has model 'nothing'; see `sollol status`"]
