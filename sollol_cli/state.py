@@ -52,6 +52,7 @@ class NodeState(BaseModel):
     mem_available_bytes: int | None = None
     accelerators: list[Accelerator] = Field(default_factory=list)
     vulkan_loader: str | None = None  # where libvulkan.so.1 is, None if the node has none
+    render_nodes: list[str] = Field(default_factory=list)  # `renderD128 (amdgpu)`
     updated_at: float = 0.0
 
 
