@@ -8,8 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from sollol_cli import events
+from sollol_cli.cli import app
 from sollol_cli.errors import BuildError, UsageError
 from sollol_cli.llamacpp import build as build_module
 from sollol_cli.llamacpp import vulkan_headers
@@ -173,3 +175,25 @@ def test_failed_download_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyP
         events.StepStarted("llama.cpp", "headers", "libvulkan-dev from Debian trixie"),
         events.StepFailed("llama.cpp", "headers", "no Debian mirror is configured"),
     ]
+
+
+def test_cli_path_of_the_vulkan_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOLLOL_CACHE_DIR", str(tmp_path))
+    missing = CliRunner().invoke(app, ["llama-cpp", "path", "--backend", "vulkan"], catch_exceptions=False)
+    assert (missing.exit_code, missing.stdout) == (1, "")
+    assert missing.stderr == (
+        f"error: llama.cpp (vulkan) is not built yet (nothing usable in {install_dir(tmp_path, 'vulkan')}); "
+        "run `sollol llama-cpp build --backend vulkan`\n"
+    )
+    fake_vulkan_install(tmp_path, "vulkan")
+    found = CliRunner().invoke(app, ["llama-cpp", "path", "rpc-server", "--backend", "vulkan"], catch_exceptions=False)
+    assert (found.exit_code, found.stdout) == (0, f"{install_dir(tmp_path, 'vulkan') / 'bin' / 'rpc-server'}\n")
+
+
+def test_cli_path_of_a_backend_sollol_does_not_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOLLOL_CACHE_DIR", str(tmp_path))
+    result = CliRunner().invoke(app, ["llama-cpp", "path", "--backend", "cuda"], catch_exceptions=False)
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "error: sollol cannot build the cuda backend here; choose one of cpu, vulkan\n",
+    )
