@@ -208,6 +208,8 @@ def build(
     """Return the cached build, or build it (minutes) and install it into the cache. `vulkan_include` names
     Vulkan headers to use instead of the system's or the fetched ones (backend vulkan only)."""
     cmake_options(backend)  # an unknown backend is refused before anything is locked or created
+    if vulkan_include is not None and backend != "vulkan":
+        raise UsageError("Vulkan headers are for the Vulkan build", hint="add --backend vulkan or leave them out")
     if not force and (found := find_build(cache_dir, backend)) is not None:
         return _cached(found, reporter)
     root = install_dir(cache_dir, backend)

@@ -197,3 +197,9 @@ def test_cli_path_of_a_backend_sollol_does_not_build(tmp_path: Path, monkeypatch
         2,
         "error: sollol cannot build the cuda backend here; choose one of cpu, vulkan\n",
     )
+
+
+def test_vulkan_headers_without_the_vulkan_backend_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="Vulkan headers are for the Vulkan build"):
+        build(tmp_path, vulkan_include=tmp_path)
+    assert not (tmp_path / "llama.cpp").exists()
