@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from sollol_cli.errors import UsageError
 from sollol_cli.files import write_atomic
@@ -28,6 +28,20 @@ class ServiceState(BaseModel):
     version: str | None = None  # Ollama version, llama.cpp build, or rpc protocol
 
 
+class Accelerator(BaseModel):
+    """A compute device a node reports, as one tool sees it: `kind` names the API (cuda from nvidia-smi, rocm
+    from rocm-smi or /dev/kfd, vulkan from vulkaninfo), so a GPU reachable through two APIs is listed twice."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str  # cuda | rocm | vulkan
+    name: str
+    memory_total: int | None = None  # bytes; vulkaninfo --summary reports none
+    memory_free: int | None = None
+    driver: str = ""
+    device_type: str = "gpu"  # gpu | integrated | virtual | cpu (lavapipe) | other
+
+
 class NodeState(BaseModel):
     address: str
     services: dict[str, ServiceState] = Field(default_factory=dict)
@@ -36,6 +50,9 @@ class NodeState(BaseModel):
     arch: str = ""
     mem_total_bytes: int | None = None
     mem_available_bytes: int | None = None
+    accelerators: list[Accelerator] = Field(default_factory=list)
+    vulkan_loader: str | None = None  # where libvulkan.so.1 is, None if the node has none
+    render_nodes: list[str] = Field(default_factory=list)  # `renderD128 (amdgpu)`
     updated_at: float = 0.0
 
 

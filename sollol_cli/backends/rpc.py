@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import struct
 import time
@@ -115,6 +116,40 @@ def decode_device_memory(index: int, payload: bytes) -> RpcDevice:
         raise ProtocolError(f"GET_DEVICE_MEMORY reply has {len(payload)} bytes, expected {_MEMORY.size}")
     free, total = _MEMORY.unpack(payload)
     return RpcDevice(index, int(free), int(total))
+
+
+@dataclass(frozen=True)
+class BannerDevice:
+    """A device as rpc-server's start banner names it: `Vulkan0: llvmpipe (LLVM 15.0.6, 256 bits) (2048 MiB, ...)`.
+    The protocol reports only memory per index; the banner lists the same devices in the same order."""
+
+    name: str  # CPU, Vulkan0, CUDA0, ...
+    description: str
+    total: int  # bytes
+    free: int  # bytes
+
+
+_BANNER_DEVICE = re.compile(
+    r"^\s+(?P<name>[A-Za-z][\w.-]*): (?P<desc>.*) \((?P<total>\d+) MiB, (?P<free>\d+) MiB free\)$"
+)
+
+
+def parse_banner_devices(text: str) -> tuple[BannerDevice, ...]:
+    """The `Devices:` block of rpc-server's start banner (on stdout, so block-buffered when it goes to a file:
+    it reaches a log only once more output follows or the process exits)."""
+    devices: list[BannerDevice] = []
+    in_block = False
+    for line in text.splitlines():
+        if line.strip() == "Devices:":
+            in_block, devices = True, []  # a restarted server appends a new banner to the log: the last one counts
+        elif in_block:
+            match = _BANNER_DEVICE.match(line.rstrip())
+            if match is None:
+                in_block = False
+                continue
+            total, free = int(match["total"]) * 2**20, int(match["free"]) * 2**20
+            devices.append(BannerDevice(match["name"], match["desc"], total, free))
+    return tuple(devices)
 
 
 def speaks_device_commands(protocol: tuple[int, int, int]) -> bool:

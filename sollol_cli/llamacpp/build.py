@@ -1,8 +1,11 @@
-"""Build `rpc-server` and `llama-server` from the pinned llama.cpp sources: static, stripped, cached by version.
+"""Build `rpc-server` and `llama-server` from the pinned llama.cpp sources, stripped, cached by version + backend.
 
-The binaries are fully static so sollol can copy them to any x86-64 Linux node as they are. A build takes a
-few minutes, so it runs once per machine: the install dir holds a `build.json` with the checksums, and a file
-lock keeps concurrent processes (pytest workers, CI and a user) from building at the same time.
+The CPU binaries are fully static so sollol can copy them to any x86-64 Linux node as they are. The Vulkan
+binaries (`backend="vulkan"`) are the same sources with `-DGGML_VULKAN=ON` and without `-static`: they load the
+node's libvulkan.so.1 and its GPU driver at run time, and they need newer Vulkan headers than Debian 12 has to
+compile (vulkan_headers.py). A build takes minutes (CPU ~4, Vulkan ~13 on 2 cores), so it runs once per
+machine and backend: the install dir holds a `build.json` with the checksums, and a file lock keeps
+concurrent processes (pytest workers, CI and a user) from building at the same time.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from sollol_cli.llamacpp.sdist import (
     VENDOR_PREFIX,
     ensure_sdist,
 )
+from sollol_cli.llamacpp.vulkan_headers import ensure_headers
 from sollol_cli.settings import Settings, env_name
 
 SUBJECT = "llama.cpp"
@@ -40,6 +44,8 @@ TARGETS = {"rpc-server": "ggml-rpc-server", "llama-server": "llama-server"}
 # Parts of the vendored tree no build target reads (vocab files, docs, Python packages): ~120 MB not extracted.
 # `.git` is a dangling gitdir pointer; without it CMake cannot pick up an enclosing repository's commit.
 SKIPPED_TOP_DIRS = frozenset({"models", "docs", "media", "benches", "gguf-py", ".github", ".devops", ".git"})
+# what `sollol llama-cpp build` can make on the controller; CUDA and ROCm need the toolkit where the GPU is
+BACKENDS = ("cpu", "vulkan")
 CMAKE_OPTIONS = (
     "-DCMAKE_BUILD_TYPE=Release",
     "-DGGML_RPC=ON",
@@ -55,6 +61,10 @@ CMAKE_OPTIONS = (
     f"-DLLAMA_BUILD_COMMIT={LLAMA_CPP_COMMIT}",
     "-DLLAMA_BUILD_NUMBER=0",
 )
+STATIC_LINK = "-DCMAKE_EXE_LINKER_FLAGS=-static"
+# Debian packages a Vulkan build needs besides the CPU build's (the headers may still be too old: see
+# vulkan_headers.py); the binaries need only the loader (libvulkan1) and a driver on the node
+VULKAN_PACKAGES = "glslc libvulkan-dev spirv-headers"
 _NINJA_PROGRESS = re.compile(r"^\[(\d+)/(\d+)\]")
 _MAKE_PROGRESS = re.compile(r"^\[\s*(\d+)%\]")
 _LOG_TAIL_LINES = 15
@@ -70,6 +80,7 @@ class LlamaCppBinaries:
     commit: str
     protocol: tuple[int, int, int]
     sha256: dict[str, str]
+    backend: str = "cpu"
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -78,12 +89,43 @@ class LlamaCppBinaries:
         return data
 
 
-def install_dir(cache_dir: Path) -> Path:
-    return cache_dir / "llama.cpp" / LLAMA_CPP_PYTHON_VERSION
+def install_dir(cache_dir: Path, backend: str = "cpu") -> Path:
+    """`<cache>/llama.cpp/<version>` for the CPU build, `<version>-<backend>` for the others."""
+    suffix = "" if backend == "cpu" else f"-{backend}"
+    return cache_dir / "llama.cpp" / f"{LLAMA_CPP_PYTHON_VERSION}{suffix}"
 
 
-def log_path(cache_dir: Path) -> Path:
-    return install_dir(cache_dir) / "build.log"
+def log_path(cache_dir: Path, backend: str = "cpu") -> Path:
+    return install_dir(cache_dir, backend) / "build.log"
+
+
+def cmake_options(backend: str = "cpu", vulkan_include: Path | None = None) -> tuple[str, ...]:
+    """The CMake options of a build: the static CPU set, or for Vulkan the same without `-static` (libvulkan is
+    loaded from the node at run time) plus the Vulkan backend and, where given, the headers to compile with."""
+    if backend == "cpu":
+        return CMAKE_OPTIONS
+    if backend != "vulkan":
+        raise UsageError(f"sollol cannot build the {backend} backend here", hint=f"choose one of {', '.join(BACKENDS)}")
+    options = [option for option in CMAKE_OPTIONS if option != STATIC_LINK]
+    options.append("-DGGML_VULKAN=ON")
+    if vulkan_include is not None:
+        options.append(f"-DVulkan_INCLUDE_DIR={vulkan_include}")
+    return tuple(options)
+
+
+def build_commands(
+    source: Path, build_dir: Path, tools: dict[str, str], jobs: int, options: tuple[str, ...]
+) -> tuple[list[str], list[str]]:
+    """The configure and compile command lines (a plan: nothing runs here)."""
+    generator = ["-G", "Ninja"] if "ninja" in tools else ["-G", "Unix Makefiles"]
+    # map the build path out of __FILE__ strings so the binaries do not depend on where the cache is
+    prefix_map = f"-ffile-prefix-map={source}=llama.cpp"
+    configure = [
+        tools["cmake"], "-S", str(source), "-B", str(build_dir), *generator, *options,
+        f"-DCMAKE_C_FLAGS={prefix_map}", f"-DCMAKE_CXX_FLAGS={prefix_map}",
+    ]  # fmt: skip
+    compile_ = [tools["cmake"], "--build", str(build_dir), "--target", *TARGETS.values(), "-j", str(jobs)]
+    return configure, compile_
 
 
 def sha256_file(path: Path) -> str:
@@ -103,17 +145,18 @@ def parse_progress(line: str) -> tuple[int, int] | None:
     return None
 
 
-def find_build(cache_dir: Path) -> LlamaCppBinaries | None:
+def find_build(cache_dir: Path, backend: str = "cpu") -> LlamaCppBinaries | None:
     """The cached build for the pinned version, or None if it is missing, partial or its checksums differ."""
-    root = install_dir(cache_dir)
+    root = install_dir(cache_dir, backend)
     try:
         meta = json.loads((root / "build.json").read_text())
         recorded = {name: str(meta["sha256"][name]) for name in TARGETS}
         version, commit = str(meta["version"]), str(meta["commit"])
         major, minor, patch = (int(part) for part in meta["protocol"])
-    except (OSError, ValueError, KeyError, TypeError):
+        recorded_backend = str(meta.get("backend", "cpu"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    if (version, commit) != (LLAMA_CPP_PYTHON_VERSION, LLAMA_CPP_COMMIT):
+    if (version, commit, recorded_backend) != (LLAMA_CPP_PYTHON_VERSION, LLAMA_CPP_COMMIT, backend):
         return None
     paths = {name: root / "bin" / name for name in TARGETS}
     try:
@@ -122,7 +165,7 @@ def find_build(cache_dir: Path) -> LlamaCppBinaries | None:
     except OSError:
         return None
     return LlamaCppBinaries(
-        paths["rpc-server"], paths["llama-server"], version, commit, (major, minor, patch), recorded
+        paths["rpc-server"], paths["llama-server"], version, commit, (major, minor, patch), recorded, backend
     )
 
 
@@ -160,18 +203,26 @@ def build(
     reporter: events.Reporter = events.ignore,
     jobs: int | None = None,
     force: bool = False,
+    backend: str = "cpu",
+    vulkan_include: Path | None = None,
 ) -> LlamaCppBinaries:
-    """Return the cached build, or build it (a few minutes) and install it into the cache."""
-    if not force and (found := find_build(cache_dir)) is not None:
+    """Return the cached build, or build it (minutes) and install it into the cache. `vulkan_include` names
+    Vulkan headers to use instead of the system's or the fetched ones (backend vulkan only)."""
+    cmake_options(backend)  # an unknown backend is refused before anything is locked or created
+    if vulkan_include is not None and backend != "vulkan":
+        raise UsageError("Vulkan headers are for the Vulkan build", hint="add --backend vulkan or leave them out")
+    if not force and (found := find_build(cache_dir, backend)) is not None:
         return _cached(found, reporter)
-    root = install_dir(cache_dir)
+    root = install_dir(cache_dir, backend)
     root.mkdir(parents=True, exist_ok=True)
     with _exclusive(root / ".lock", reporter):
         # another process may have finished the same build while we waited for the lock
-        if not force and (found := find_build(cache_dir)) is not None:
+        if not force and (found := find_build(cache_dir, backend)) is not None:
             return _cached(found, reporter)
         try:
-            return _build_locked(cache_dir, reporter, jobs or _cpu_count(), clean=force)
+            return _build_locked(
+                cache_dir, reporter, jobs or _cpu_count(), clean=force, backend=backend, vulkan_include=vulkan_include
+            )
         except BuildError as error:
             reporter(events.StepFailed(SUBJECT, "build", error.message))
             raise
@@ -200,52 +251,64 @@ def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) or 1
 
 
-def _build_locked(cache_dir: Path, reporter: events.Reporter, jobs: int, *, clean: bool) -> LlamaCppBinaries:
-    root = install_dir(cache_dir)
+def _build_locked(
+    cache_dir: Path,
+    reporter: events.Reporter,
+    jobs: int,
+    *,
+    clean: bool,
+    backend: str = "cpu",
+    vulkan_include: Path | None = None,
+) -> LlamaCppBinaries:
+    root = install_dir(cache_dir, backend)
     work = root / "build-tmp"  # kept after a failure, so the next attempt resumes the compile
     if clean and work.exists():
         shutil.rmtree(work)
-    log = log_path(cache_dir)
-    tools = _required_tools()
+    log = log_path(cache_dir, backend)
+    tools = _required_tools(backend)
+    if backend == "vulkan":
+        vulkan_include = ensure_headers(cache_dir, reporter=reporter, given=vulkan_include)
+    options = cmake_options(backend, vulkan_include)
 
     reporter(events.StepStarted(SUBJECT, "source", f"llama-cpp-python {LLAMA_CPP_PYTHON_VERSION}"))
     source = _extract_source(ensure_sdist(cache_dir), work / "src")
     reporter(events.StepDone(SUBJECT, "source", f"commit {LLAMA_CPP_COMMIT}"))
 
     build_dir = work / "build"
-    generator = ["-G", "Ninja"] if "ninja" in tools else ["-G", "Unix Makefiles"]
-    # map the build path out of __FILE__ strings so the binaries do not depend on where the cache is
-    prefix_map = f"-ffile-prefix-map={source}=llama.cpp"
-    configure = [
-        tools["cmake"], "-S", str(source), "-B", str(build_dir), *generator, *CMAKE_OPTIONS,
-        f"-DCMAKE_C_FLAGS={prefix_map}", f"-DCMAKE_CXX_FLAGS={prefix_map}",
-    ]  # fmt: skip
-    compile_ = [tools["cmake"], "--build", str(build_dir), "--target", *TARGETS.values(), "-j", str(jobs)]
+    configure, compile_ = build_commands(source, build_dir, tools, jobs, options)
     with log.open("w") as log_file:
         reporter(events.StepStarted(SUBJECT, "configure", "cmake"))
-        run_logged(configure, log_file, log, reporter, step="configure")
+        try:
+            run_logged(configure, log_file, log, reporter, step="configure")
+        except BuildError as error:
+            if backend == "vulkan" and "SPIRV-Headers" in error.message:  # CMake's package name
+                raise BuildError(error.message, hint=f"apt-get install {VULKAN_PACKAGES}") from error
+            raise
         reporter(events.StepDone(SUBJECT, "configure"))
         reporter(events.StepStarted(SUBJECT, "compile", f"{len(TARGETS)} targets, {jobs} jobs"))
         run_logged(compile_, log_file, log, reporter, step="compile")
         reporter(events.StepDone(SUBJECT, "compile"))
 
     reporter(events.StepStarted(SUBJECT, "install", str(root / "bin")))
-    binaries = _install(build_dir, root, tools["strip"])
+    binaries = _install(build_dir, root, tools["strip"], backend, options)
     shutil.rmtree(work, ignore_errors=True)
     size = sum(path.stat().st_size for path in (binaries.rpc_server, binaries.llama_server))
     reporter(events.StepDone(SUBJECT, "install", f"{size / 2**20:.1f} MiB in {root / 'bin'}"))
     return binaries
 
 
-def _required_tools() -> dict[str, str]:
-    found = {name: shutil.which(name) for name in ("cmake", "ninja", "make", "strip", "c++", "cc")}
-    missing = [name for name in ("cmake", "strip", "c++", "cc") if not found[name]]
+def _required_tools(backend: str = "cpu") -> dict[str, str]:
+    needed = ("cmake", "strip", "c++", "cc", *(("glslc",) if backend == "vulkan" else ()))
+    found = {name: shutil.which(name) for name in (*needed, "ninja", "make")}
+    missing = [name for name in needed if not found[name]]
     if not found["ninja"] and not found["make"]:
         missing.append("ninja or make")
     if missing:
+        packages = "build-essential cmake ninja-build" + (f" {VULKAN_PACKAGES}" if backend == "vulkan" else "")
         raise BuildError(
-            f"building llama.cpp needs {', '.join(missing)} (not found on PATH)",
-            hint="install a C/C++ toolchain and CMake (Debian: apt-get install build-essential cmake ninja-build)",
+            f"building llama.cpp{'' if backend == 'cpu' else f' ({backend})'} needs {', '.join(missing)} "
+            "(not found on PATH)",
+            hint=f"install a C/C++ toolchain and CMake (Debian: apt-get install {packages})",
         )
     return {name: path for name, path in found.items() if path}
 
@@ -312,7 +375,7 @@ def run_logged(cmd: list[str], log_file: TextIO, log: Path, reporter: events.Rep
         raise BuildError(f"llama.cpp {step} failed (exit {process.returncode}); log: {log}; last lines:\n{lines}")
 
 
-def _install(build_dir: Path, root: Path, strip: str) -> LlamaCppBinaries:
+def _install(build_dir: Path, root: Path, strip: str, backend: str, options: tuple[str, ...]) -> LlamaCppBinaries:
     """Copy and strip the binaries into a fresh bin dir, then swap it in and write build.json last."""
     staging = root / "bin.new"
     if staging.exists():
@@ -337,10 +400,11 @@ def _install(build_dir: Path, root: Path, strip: str) -> LlamaCppBinaries:
         "commit": LLAMA_CPP_COMMIT,
         "protocol": list(RPC_PROTOCOL_VERSION),
         "sha256": sha256,
-        "cmake_options": list(CMAKE_OPTIONS),
+        "backend": backend,
+        "cmake_options": list(options),
     }
     write_atomic(root / "build.json", json.dumps(record, indent=2) + "\n")
     return LlamaCppBinaries(
         final / "rpc-server", final / "llama-server", LLAMA_CPP_PYTHON_VERSION, LLAMA_CPP_COMMIT,
-        RPC_PROTOCOL_VERSION, sha256,
+        RPC_PROTOCOL_VERSION, sha256, backend,
     )  # fmt: skip

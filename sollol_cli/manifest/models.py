@@ -201,6 +201,29 @@ def _role_shorthand(value: Any) -> Any:
     return value
 
 
+class LlamaCppBackend(StrEnum):
+    """Which llama.cpp build serves a node's rpc-server and llama-server."""
+
+    auto = "auto"
+    cpu = "cpu"
+    vulkan = "vulkan"
+    cuda = "cuda"
+    rocm = "rocm"
+
+
+BACKEND_DESCRIPTION = (
+    "auto: vulkan where the node has a Vulkan GPU and loader, cuda/rocm where binaries for them exist, else cpu; "
+    "cpu: the static build; vulkan: `sollol llama-cpp build --backend vulkan`; cuda/rocm: your own binaries. "
+    "Not acted on by `up` yet: it still uploads one build to every node."
+)
+
+
+class NodeLlamaCpp(Strict):
+    """This node's llama.cpp build, where it differs from the cluster's `llama_cpp`."""
+
+    backend: LlamaCppBackend | None = Field(None, description=f"Default: the cluster's. {BACKEND_DESCRIPTION}")
+
+
 class Node(Strict):
     """A machine sollol manages over SSH (or `address: local` for the controller itself)."""
 
@@ -215,6 +238,7 @@ class Node(Strict):
     ollama: OllamaRole | None = None
     rpc: RpcRole | None = None
     llamacpp: LlamacppRole | None = None
+    llama_cpp: NodeLlamaCpp | None = Field(None, description="This node's llama.cpp build (default: the cluster's).")
 
     _name = field_validator("name")(classmethod(lambda cls, v: check_name(v)))
 
@@ -245,6 +269,11 @@ class Node(Strict):
     @property
     def roles(self) -> list[str]:
         return [r for r in ("ollama", "rpc", "llamacpp") if getattr(self, r) is not None]
+
+    def llama_cpp_backend(self, cluster_default: LlamaCppBackend) -> LlamaCppBackend:
+        """The backend asked for this node: its own `llama_cpp.backend`, else the cluster's."""
+        own = self.llama_cpp.backend if self.llama_cpp is not None else None
+        return own or cluster_default
 
 
 class BackendKind(StrEnum):
@@ -295,6 +324,7 @@ class LlamaCpp(Strict):
         pattern=r"^\d+\.\d+\.\d+$",
         description="Expected RPC protocol version, e.g. 7.0.0 (default: the build's).",
     )
+    backend: LlamaCppBackend = Field(LlamaCppBackend.auto, description=BACKEND_DESCRIPTION)
 
 
 class ModelMode(StrEnum):

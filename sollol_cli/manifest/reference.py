@@ -21,6 +21,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("nodes[].ollama", models.OllamaRole),
     ("nodes[].rpc", models.RpcRole),
     ("nodes[].llamacpp", models.LlamacppRole),
+    ("nodes[].llama_cpp", models.NodeLlamaCpp),
     ("backends[]", models.Backend),
     ("llama_cpp", models.LlamaCpp),
     ("models[]", models.Model),

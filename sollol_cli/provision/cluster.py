@@ -136,6 +136,8 @@ def record(loaded: LoadedManifest, outcomes: list[NodeOutcome], settings: Settin
         facts = outcome.facts
         entry.os, entry.arch = facts.os, facts.arch
         entry.mem_total_bytes, entry.mem_available_bytes = facts.mem_total_bytes, facts.mem_available_bytes
+        entry.accelerators, entry.vulkan_loader = list(facts.accelerators), facts.vulkan_loader
+        entry.render_nodes = list(facts.render_nodes)
         entry.services = (
             {}
             if action == "down"

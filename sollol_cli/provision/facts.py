@@ -10,7 +10,15 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
+from sollol_cli.provision.accelerators import (
+    NVIDIA_QUERY,
+    kfd_only,
+    parse_nvidia_smi,
+    parse_rocm_smi,
+    parse_vulkaninfo_summary,
+)
 from sollol_cli.ssh.nodeproc import parse_pidfile, run_dir, scan_text, shell_word
+from sollol_cli.state import Accelerator
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,9 @@ class NodeFacts:
     cpus: int | None = None
     mem_total_bytes: int | None = None
     mem_available_bytes: int | None = None
-    gpus: tuple[tuple[int, int], ...] = ()  # (free, total) bytes per GPU from nvidia-smi
+    accelerators: tuple[Accelerator, ...] = ()
+    render_nodes: tuple[str, ...] = ()  # `renderD128 (amdgpu)`: /dev/dri render nodes and their kernel drivers
+    vulkan_loader: str | None = None  # the path of libvulkan.so.1, None without a Vulkan loader
     binaries: dict[str, str] = field(default_factory=dict)  # remote path -> sha256 (absent: missing)
     files: frozenset[str] = frozenset()  # asked-for files (model GGUFs) that exist, as asked
     ollama_path: str | None = None
@@ -61,6 +71,23 @@ class NodeFacts:
             if listener.port == port and listener.host in (host, "0.0.0.0", "::", "*"):
                 return listener
         return None
+
+
+# Each probe prints nothing when its tool or device is missing; `timeout` keeps a wedged driver from holding
+# the whole facts round trip.
+ACCELERATOR_PROBES = (
+    "command -v nvidia-smi >/dev/null 2>&1 && timeout 10 nvidia-smi "
+    f"--query-gpu={NVIDIA_QUERY} --format=csv,noheader,nounits 2>/dev/null | sed 's/^/nvidia=/'",
+    "command -v rocm-smi >/dev/null 2>&1 && timeout 10 rocm-smi --showproductname --showmeminfo vram --json "
+    "2>/dev/null | tr -d '\\n' | sed 's/^/rocm=/'; echo",
+    "[ -e /dev/kfd ] && echo kfd=1",
+    'for d in /dev/dri/renderD*; do [ -e "$d" ] || continue; n=${d##*/}; '
+    'echo "dri=$n $(basename "$(readlink -f /sys/class/drm/$n/device/driver 2>/dev/null)" 2>/dev/null)"; done',
+    "command -v vulkaninfo >/dev/null 2>&1 && timeout 10 vulkaninfo --summary 2>/dev/null "
+    "| sed -n '/^Devices:/,$s/^/vk=/p'",
+    "{ ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null; } "
+    "| awk '/libvulkan\\.so\\.1 /{print \"vulkan_loader=\" $NF; exit}'",
+)
 
 
 def facts_script(
@@ -78,8 +105,7 @@ def facts_script(
         'if [ -d /run/systemd/system ]; then if [ "$(id -u)" = 0 ]; then echo systemd=system; '
         'elif loginctl show-user "$(id -un)" -p Linger 2>/dev/null | grep -q yes; then echo systemd=user; fi; fi',
         'awk \'/^MemTotal:/{print "mem_total_kb=" $2} /^MemAvailable:/{print "mem_available_kb=" $2}\' /proc/meminfo',
-        "command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=memory.free,memory.total "
-        "--format=csv,noheader,nounits 2>/dev/null | sed 's/ //g; s/^/gpu=/'",
+        *ACCELERATOR_PROBES,
     ]
     for path in binary_paths:
         word = shell_word(path)
@@ -108,7 +134,8 @@ def facts_script(
 def parse_facts(text: str, home_alias: str = "$HOME") -> NodeFacts:
     """Parse the script's output. `bin=` paths keep the form they were asked with ($HOME/...)."""
     values: dict[str, str] = {}
-    gpus: list[tuple[int, int]] = []
+    probes: dict[str, list[str]] = {"nvidia": [], "vk": [], "dri": []}
+    rocm = ""
     binaries: dict[str, str] = {}
     services: dict[str, RunningService] = {}
     listeners: list[Listener] = []
@@ -117,10 +144,10 @@ def parse_facts(text: str, home_alias: str = "$HOME") -> NodeFacts:
         key, sep, value = raw.partition("=")
         if not sep:
             continue
-        if key == "gpu":
-            free, _, total = value.partition(",")
-            if free.isdigit() and total.isdigit():
-                gpus.append((int(free) * 2**20, int(total) * 2**20))
+        if key in ("nvidia", "vk", "dri"):
+            probes[key].append(value)
+        elif key == "rocm":
+            rocm += value
         elif key == "bin":
             path, _, sha = value.rpartition(" ")
             binaries[path] = sha
@@ -150,7 +177,9 @@ def parse_facts(text: str, home_alias: str = "$HOME") -> NodeFacts:
         cpus=int(values["cpus"]) if values.get("cpus", "").isdigit() else None,
         mem_total_bytes=_kib(values.get("mem_total_kb")),
         mem_available_bytes=_kib(values.get("mem_available_kb")),
-        gpus=tuple(gpus),
+        accelerators=_accelerators(probes["nvidia"], rocm, values.get("kfd") == "1", probes["vk"]),
+        render_nodes=tuple(_render_node(line) for line in probes["dri"] if line.strip()),
+        vulkan_loader=values.get("vulkan_loader") or None,
         binaries=binaries,
         files=frozenset(files),
         ollama_path=values.get("ollama_path") or None,
@@ -158,6 +187,19 @@ def parse_facts(text: str, home_alias: str = "$HOME") -> NodeFacts:
         services=services,
         listeners=tuple(listeners),
     )
+
+
+def _accelerators(nvidia: list[str], rocm: str, kfd: bool, vulkan: list[str]) -> tuple[Accelerator, ...]:
+    amd = parse_rocm_smi(rocm) if rocm.strip() else []
+    if not amd and kfd:
+        amd = [kfd_only()]
+    return (*parse_nvidia_smi(nvidia), *amd, *parse_vulkaninfo_summary(vulkan))
+
+
+def _render_node(line: str) -> str:
+    """`renderD128 amdgpu` -> `renderD128 (amdgpu)`; the driver is empty where /sys does not say."""
+    node, _, driver = line.strip().partition(" ")
+    return f"{node} ({driver.strip()})" if driver.strip() else node
 
 
 def _kib(value: str | None) -> int | None:

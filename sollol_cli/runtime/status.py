@@ -40,6 +40,9 @@ def _row(view: BackendView, state: ClusterState) -> dict[str, Any]:
         "in_flight": None,
         "free_bytes": None,
         "total_bytes": None,
+        "rpc_devices": [],
+        "accelerators": [a.model_dump() for a in node_state.accelerators] if node_state else [],
+        "vulkan_loader": node_state.vulkan_loader if node_state else None,
         "error": view.last_error,
     }
     if ref.kind == "rpc":
@@ -49,6 +52,7 @@ def _row(view: BackendView, state: ClusterState) -> dict[str, Any]:
             if probe.protocol:
                 row["version"] = "rpc " + ".".join(map(str, probe.protocol))
             if probe.devices:
+                row["rpc_devices"] = [{"free_bytes": d.free, "total_bytes": d.total} for d in probe.devices]
                 row["free_bytes"] = sum(d.free for d in probe.devices)
                 row["total_bytes"] = sum(d.total for d in probe.devices)
             if probe.state == "busy":

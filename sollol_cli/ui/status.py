@@ -18,11 +18,28 @@ STATE_STYLE = {"yes": "green", "busy": "yellow", "loading": "yellow", "no": "red
 STATE_WORD = {"yes": "up", "busy": "busy", "loading": "loading", "no": "down"}
 
 
-def _memory(row: dict[str, Any]) -> str:
-    free, total = row["free_bytes"], row["total_bytes"]
+def _gib(free: int | None, total: int | None) -> str | None:
+    """`free/total GiB`, or whichever of the two is known; None for neither."""
     if free is None:
-        return "-"
+        return f"{total / 1024**3:.1f} GiB" if total else None
     return f"{free / 1024**3:.1f}/{total / 1024**3:.1f} GiB" if total else f"{free / 1024**3:.1f} GiB"
+
+
+def _memory(row: dict[str, Any]) -> str:
+    return "-" if row["free_bytes"] is None else _gib(row["free_bytes"], row["total_bytes"]) or "-"
+
+
+def _accelerators(row: dict[str, Any]) -> str:
+    """`cuda NVIDIA GeForce RTX 3090 23.3/24.0 GiB`, one line per device of the node."""
+    shown = []
+    for device in row.get("accelerators", []):
+        text = f"{device['kind']} {device['name']}"
+        if memory := _gib(device.get("memory_free"), device.get("memory_total")):
+            text += f" {memory}"
+        if device.get("device_type", "gpu") != "gpu":
+            text += f" [{device['device_type']}]"
+        shown.append(text)
+    return "\n".join(shown) or "-"
 
 
 def _models(row: dict[str, Any]) -> str:
@@ -44,15 +61,21 @@ def render(data: dict[str, Any]) -> Group:
         ("busy", {}),
     ):
         table.add_column(column, **kwargs)
+    # The column is there when a node has a GPU: a CPU-type Vulkan device (Mesa's lavapipe, installed on many
+    # machines without a GPU) alone does not make one; --json lists every device either way.
+    devices = any(a["device_type"] != "cpu" for row in data["backends"] for a in row.get("accelerators", []))
+    if devices:
+        table.add_column("node devices", overflow="fold")
     problems = []
     for row in data["backends"]:
         state = row["reachable"]
         busy = "-" if row["in_flight"] is None else f"{row['in_flight']}/{row['slots'] or '?'}"
         shown = f"[{STATE_STYLE.get(state, '')}]{STATE_WORD.get(state, state)}[/]"
-        table.add_row(
+        cells = [
             escape(row["name"]), row["kind"], row["address"], shown,
             escape(row["version"] or "-"), escape(_models(row)), _memory(row), busy,
-        )  # fmt: skip
+        ]  # fmt: skip
+        table.add_row(*cells, *([escape(_accelerators(row))] if devices else []))
         if row["error"]:
             error = row["error"]  # a client's error names its backend already ("n1 (host:port): ...")
             said = error if error.startswith(f"{row['name']} (") else f"{row['name']}: {error}"

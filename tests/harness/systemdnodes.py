@@ -42,6 +42,7 @@ from typing import IO, Any, ClassVar
 
 import pytest
 
+from sollol_cli.llamacpp import apt
 from sollol_cli.settings import Settings
 from tests.harness.sshhosts import (
     HostsError,
@@ -71,39 +72,18 @@ _POWEROFF_TIMEOUT = 30.0
 
 def host_suite() -> str:
     """The Debian release of this machine (the containers run the same one)."""
-    for line in Path("/etc/os-release").read_text().splitlines():
-        key, _, value = line.partition("=")
-        if key == "VERSION_CODENAME" and value.strip('"'):
-            return value.strip('"')
-    raise HostsError("cannot tell the Debian release from /etc/os-release (VERSION_CODENAME)")
+    suite = apt.host_suite()
+    if suite is None:
+        raise HostsError("cannot tell the Debian release from /etc/os-release (VERSION_CODENAME)")
+    return suite
 
 
-def apt_mirror(suite: str, etc_apt: Path = Path("/etc/apt")) -> str:
-    """The mirror apt already uses for `suite` (sources.list or sources.list.d, one-line or deb822)."""
-    files = [etc_apt / "sources.list", *sorted((etc_apt / "sources.list.d").glob("*.list"))]
-    for path in files:
-        for line in _read(path).splitlines():
-            words = re.sub(r"\[[^]]*\]", " ", line.split("#", 1)[0]).split()
-            if len(words) >= 3 and words[0] == "deb" and words[2] == suite:
-                return words[1]
-    for path in sorted((etc_apt / "sources.list.d").glob("*.sources")):
-        for stanza in re.split(r"\n\s*\n", _read(path)):
-            fields: dict[str, str] = {}
-            for line in stanza.splitlines():
-                key, sep, value = line.partition(":")
-                if sep and not line.startswith(("#", " ")):
-                    fields[key.strip().lower()] = value.strip()
-            wanted = "deb" in fields.get("types", "").split() and suite in fields.get("suites", "").split()
-            if wanted and fields.get("enabled", "yes").lower() != "no" and fields.get("uris"):
-                return fields["uris"].split()[0]
-    raise HostsError(f"no apt source for '{suite}' in {etc_apt}: cannot tell which mirror debootstrap should use")
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""
+def apt_mirror(suite: str, etc_apt: Path = apt.ETC_APT) -> str:
+    """The mirror apt already uses for `suite`."""
+    mirror = apt.apt_mirror(suite, etc_apt)
+    if mirror is None:
+        raise HostsError(f"no apt source for '{suite}' in {etc_apt}: cannot tell which mirror debootstrap should use")
+    return mirror
 
 
 def rootfs_dir(suite: str | None = None) -> Path:

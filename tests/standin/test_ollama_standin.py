@@ -1,6 +1,6 @@
 """The Ollama stand-in against the official `ollama` and `openai` clients, raw HTTP where the wire matters
 (NDJSON framing, status codes, headers), and its `ollama` executable. Subprocess tests are marked real;
-all are marked standin, so they run in the README's test command (`-m "real or not real"`) but not in a
+all are marked standin, so they run in the README's test command (`-m "not vulkan"`) but not in a
 plain `pytest` (select them alone with `-m standin`)."""
 
 from __future__ import annotations

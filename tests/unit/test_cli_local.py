@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from sollol_cli.settings import Settings
+from sollol_cli.state import Accelerator, load_state, save_state
 from tests.harness.ollama import write_standin_script
 from tests.standin.llama_standins import write_bin_dir
 from tests.standin.ollama_standin import ModelSpec, StandinConfig, answer_tokens
@@ -218,3 +219,43 @@ def test_logs_show_what_each_service_printed(local: Local) -> None:
     assert unknown.stderr == "error: no node named 'nosuch' in the manifest; nodes: shard, whole, ol\n"
     wrong_role = invoke("logs", "whole", "rpc", "-f", local.manifest)
     assert (wrong_role.exit_code, wrong_role.stderr) == (2, "error: node 'whole' has no 'rpc' role; it has: llamacpp\n")
+
+
+def test_status_shows_each_nodes_accelerators(local: Local) -> None:
+    """The devices `up` recorded per node (here written into the state file, as a GPU node's facts would be):
+    a `node devices` column once a node has a GPU, and every device in --json."""
+    assert invoke("up", local.manifest, "-q").exit_code == 0
+    settings = Settings()
+    state = load_state(settings.state_dir, "lab")
+    # no free memory: a `x/y GiB` cell would be taken for the machine's memory by without_machine_memory
+    rtx = Accelerator(kind="cuda", name="NVIDIA GeForce RTX 3090", memory_total=24 * 2**30, driver="550.54.14")
+    lavapipe = Accelerator(kind="vulkan", name="llvmpipe (LLVM 15.0.6, 256 bits)", driver="llvmpipe", device_type="cpu")
+    state.nodes["shard"].accelerators = [rtx, lavapipe]
+    state.nodes["shard"].vulkan_loader = "/lib/x86_64-linux-gnu/libvulkan.so.1"
+    state.nodes["whole"].accelerators, state.nodes["whole"].vulkan_loader = [lavapipe], None
+    state.nodes["ol"].accelerators, state.nodes["ol"].vulkan_loader = [], None
+    save_state(settings.state_dir, state)
+    status = invoke("status", "-f", local.manifest)
+    assert (status.exit_code, status.stderr) == (0, "")
+    # a second device goes on a line of its own, indented as far as the machine-wide `free` column makes it
+    assert [line.lstrip() for line in without_machine_memory(status.stdout)] == [
+        "cluster 'lab': 3/3 backends reachable",
+        "backend  kind      address          state  version     models (*loaded)           free busy  node devices",
+        f"shard    rpc       127.0.0.1:{local.rpc}  up     rpc 7.0.0   -                          3.0/4.0 GiB -     "
+        "cuda NVIDIA GeForce RTX 3090 24.0 GiB",
+        "vulkan llvmpipe (LLVM 15.0.6, 256 bits) [cpu]",
+        f"whole    llamacpp  127.0.0.1:{local.llama}  up     b0-standin  tiny*                      <memory> 0/1   "
+        "vulkan llvmpipe (LLVM 15.0.6, 256 bits) [cpu]",
+        f"ol       ollama    127.0.0.1:{local.ollama}  up     0.12.6      other:latest, tiny:latest  <memory> -     -",
+    ]
+    rows = json.loads(invoke("status", "--json", "-f", local.manifest).stdout)["backends"]
+    assert [(r["name"], r["accelerators"], r["vulkan_loader"]) for r in rows] == [
+        ("shard", [rtx.model_dump(), lavapipe.model_dump()], "/lib/x86_64-linux-gnu/libvulkan.so.1"),
+        ("whole", [lavapipe.model_dump()], None),
+        ("ol", [], None),
+    ]
+    assert rows[0]["accelerators"][0] == {
+        "kind": "cuda", "name": "NVIDIA GeForce RTX 3090", "memory_total": 24 * 2**30, "memory_free": None,
+        "driver": "550.54.14", "device_type": "gpu",
+    }  # fmt: skip
+    assert rows[0]["rpc_devices"] == [{"free_bytes": 3 * 2**30, "total_bytes": 4 * 2**30}]  # what the rpc-server said

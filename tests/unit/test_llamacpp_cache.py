@@ -91,7 +91,9 @@ def test_concurrent_builders_build_once(tmp_path: Path, monkeypatch: pytest.Monk
     calls: list[int] = []
     building, second_waits = threading.Event(), threading.Event()
 
-    def slow_build(cache_dir: Path, reporter: events.Reporter, jobs: int, *, clean: bool) -> LlamaCppBinaries:
+    def slow_build(
+        cache_dir: Path, reporter: events.Reporter, jobs: int, *, clean: bool, **_: object
+    ) -> LlamaCppBinaries:
         calls.append(jobs)
         building.set()
         assert second_waits.wait(10), "the second builder never waited for the first"  # holds the lock till then
@@ -126,7 +128,7 @@ def test_concurrent_builders_build_once(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_failed_build_reports_step_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def failing(cache_dir: Path, reporter: events.Reporter, jobs: int, *, clean: bool) -> LlamaCppBinaries:
+    def failing(cache_dir: Path, reporter: events.Reporter, jobs: int, *, clean: bool, **_: object) -> LlamaCppBinaries:
         raise BuildError("llama.cpp compile failed (exit 1); log: x")
 
     monkeypatch.setattr(build_module, "_build_locked", failing)

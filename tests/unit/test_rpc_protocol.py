@@ -12,6 +12,7 @@ import pytest
 
 from sollol_cli.backends.rpc import (
     HELLO_REPLY_SIZE,
+    BannerDevice,
     ProtocolError,
     RpcDevice,
     decode_device_count,
@@ -22,6 +23,7 @@ from sollol_cli.backends.rpc import (
     encode_get_device_memory,
     encode_hello,
     encode_request,
+    parse_banner_devices,
     probe_rpc,
     speaks_device_commands,
 )
@@ -258,3 +260,40 @@ async def test_closed_port_is_down() -> None:
     probe = await probe_rpc("127.0.0.1", port)
     assert probe.state == "down"
     assert probe.error == f"connect to 127.0.0.1:{port} failed: Connection refused"
+
+
+CPU_BANNER = """Starting RPC server v7.0.0
+  endpoint       : 127.0.0.1:50999
+  local cache    : n/a
+Devices:
+  CPU: AMD EPYC (24105 MiB, 24105 MiB free)
+  transport      : TCP
+"""
+# measured: shared/reference/gpu-builds.md (the Vulkan build on lavapipe)
+VULKAN_BANNER = """Starting RPC server v7.0.0
+  endpoint       : 10.0.0.1:50052
+  local cache    : /root/.cache/llama.cpp/rpc/
+Devices:
+  Vulkan0: llvmpipe (LLVM 15.0.6, 256 bits) (2048 MiB, 2048 MiB free)
+  Vulkan1: NVIDIA GeForce RTX 3090 (24576 MiB, 23000 MiB free)
+"""
+
+
+VULKAN_DEVICES = [
+    BannerDevice("Vulkan0", "llvmpipe (LLVM 15.0.6, 256 bits)", 2048 << 20, 2048 << 20),
+    BannerDevice("Vulkan1", "NVIDIA GeForce RTX 3090", 24576 << 20, 23000 << 20),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(CPU_BANNER, [BannerDevice("CPU", "AMD EPYC", 24105 << 20, 24105 << 20)], id="cpu"),
+        pytest.param(VULKAN_BANNER, VULKAN_DEVICES, id="vulkan-two-devices"),
+        pytest.param(CPU_BANNER + "accepted client\n" + VULKAN_BANNER, VULKAN_DEVICES, id="restarted-last-one-counts"),
+        pytest.param("Starting RPC server v7.0.0\n", [], id="still-buffered"),
+        pytest.param("", [], id="empty"),
+    ],
+)
+def test_banner_devices(text: str, expected: list[BannerDevice]) -> None:
+    assert list(parse_banner_devices(text)) == expected

@@ -169,7 +169,7 @@ def test_detached_start_and_stop_really_work(tmp_path: Path) -> None:
 def test_parse_facts() -> None:
     text = "\n".join([
         "os=Linux", "arch=x86_64", "hostname=node1", "user=root", "home=/root", "systemd=system",
-        "mem_total_kb=16384", "mem_available_kb=8192", "gpu=20000,24576",
+        "mem_total_kb=16384", "mem_available_kb=8192", "nvidia=NVIDIA GeForce RTX 4090, 24576, 20000, 550.54",
         f"bin=$HOME/.sollol/bin/rpc-server {SHA}",
         "ollama_path=/usr/local/bin/ollama", "ollama_version=ollama version is 0.5.7",
         "svc=sollol-lab-rpc-50052 123 456 abcd rpc 10.0.0.1 50052 alive",
@@ -182,7 +182,7 @@ def test_parse_facts() -> None:
     facts = parse_facts(text)
     assert (facts.os, facts.arch, facts.hostname, facts.systemd) == ("Linux", "x86_64", "node1", "system")
     assert facts.mem_total_bytes == 16384 * 1024
-    assert facts.gpus == ((20000 * 2**20, 24576 * 2**20),)
+    assert [(a.memory_free, a.memory_total) for a in facts.accelerators] == [(20000 * 2**20, 24576 * 2**20)]
     assert facts.binaries == {"$HOME/.sollol/bin/rpc-server": SHA}
     assert facts.ollama_version == "0.5.7"
     assert set(facts.services) == {"sollol-lab-rpc-50052", "sollol-lab-ollama-11434"}
