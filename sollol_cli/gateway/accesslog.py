@@ -25,6 +25,9 @@ class Exchange:
     model: str | None = None
     backend: str | None = None
     mode: str | None = None
+    reason: str | None = None  # why that mode (the dashboard's recent requests)
+    attempts: tuple[str, ...] = ()  # failed attempts elsewhere before the one that answered
+    tokens_per_s: float | None = None
     upstream_s: float = 0.0  # time spent waiting on backends (the part the gateway did not add)
     queued_s: float = 0.0
     ttft_s: float | None = None

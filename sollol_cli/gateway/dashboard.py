@@ -1,0 +1,192 @@
+"""The live dashboard at /ui/: one page (plain HTML, CSS and JavaScript shipped in the package, no build step),
+its JSON under /ui/api/ and one server-sent event stream per open tab. Everything it shows comes from the
+runtime's own state (`runtime.status.dashboard_status`) and the gateway's finished requests (`feed.Feed`).
+
+With an API key, the page and its data need the key: the API's own `Authorization` header, or the cookie the
+login form sets (a value derived from the key, HttpOnly, SameSite=Strict). The page, its two assets and the
+login form are public; the page answers 401 without the key and asks for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from sollol_cli.gateway.auth import UI_COOKIE, ui_authorized, ui_token
+from sollol_cli.gateway.state import GatewayState, exchange, gateway
+from sollol_cli.gateway.streaming import json_response
+
+# Served without the key: the page (it shows the login form when its data answers 401), its assets, login.
+UI_PUBLIC = frozenset({"/ui", "/ui/", "/ui/app.js", "/ui/style.css", "/ui/login", "/ui/logout"})
+_ASSETS = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+}
+STATUS_MIN_GAP_S = 0.25  # status snapshots to one tab at most this often (a burst of requests is one push)
+KEEPALIVE_S = 15.0  # a comment line on an idle stream, so proxies do not close it
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/ui", _to_page)
+    app.router.add_get("/ui/", _page)
+    app.router.add_get("/ui/{asset:app\\.js|style\\.css}", _asset)
+    app.router.add_post("/ui/login", _login)
+    app.router.add_post("/ui/logout", _logout)
+    app.router.add_get("/ui/api/status", _status)
+    app.router.add_get("/ui/api/requests", _requests)
+    app.router.add_get("/ui/api/traffic", _traffic)
+    app.router.add_get("/ui/api/events", _events)
+
+
+def asset(name: str) -> bytes:
+    return resources.files("sollol_cli.gateway").joinpath("ui_assets", name).read_bytes()
+
+
+def allowed(request: web.Request, key: bytes | None) -> bool:
+    """The dashboard's data: open without a key, else the `Authorization` header or the login cookie."""
+    return key is None or ui_authorized(request.headers.get("Authorization"), request.cookies.get(UI_COOKIE), key)
+
+
+async def _to_page(request: web.Request) -> web.Response:
+    return web.Response(status=302, headers={"Location": "/ui/"})
+
+
+async def _page(request: web.Request) -> web.Response:
+    status = 200 if allowed(request, gateway(request).api_key) else 401
+    return _asset_response("index.html", status)
+
+
+async def _asset(request: web.Request) -> web.Response:
+    return _asset_response(request.match_info["asset"])
+
+
+def _asset_response(name: str, status: int = 200) -> web.Response:
+    response = web.Response(body=asset(name), status=status)
+    response.headers["Content-Type"] = _ASSETS[name]
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if name == "index.html":
+        # everything the page needs is its own: no script, style or connection elsewhere
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"
+        )
+    return response
+
+
+async def _login(request: web.Request) -> web.Response:
+    """The key from the form (`key=`), or as JSON `{"key": ...}` from the page (a key in the URL fragment).
+    A form gets a redirect to the page, JSON an empty answer; both set the cookie. The key is never logged."""
+    key = gateway(request).api_key
+    is_json = request.content_type == "application/json"
+    if is_json:
+        try:
+            body = json.loads(await request.read() or b"{}")
+        except ValueError:
+            body = {}
+        given = str(body.get("key", "")) if isinstance(body, dict) else ""
+    else:
+        given = str((await request.post()).get("key", ""))
+    if key is not None and not ui_authorized(f"Bearer {given.strip()}", None, key):
+        if is_json:
+            return json_response({"error": "wrong key"}, status=401)
+        return _asset_response("index.html", 401)
+    response = web.Response(status=204) if is_json else _see_page()
+    if key is not None:
+        response.set_cookie(UI_COOKIE, ui_token(key), path="/ui", httponly=True, samesite="Strict")
+    return response
+
+
+async def _logout(request: web.Request) -> web.Response:
+    response = _see_page()
+    response.del_cookie(UI_COOKIE, path="/ui")
+    return response
+
+
+def _see_page() -> web.Response:
+    return web.Response(status=303, headers={"Location": "/ui/"})
+
+
+def status_snapshot(state: GatewayState) -> dict[str, Any]:
+    from sollol_cli.runtime.status import dashboard_status
+
+    return dashboard_status(state.runtime) | {"serving": state.serving, "key_required": state.api_key is not None}
+
+
+async def _status(request: web.Request) -> web.Response:
+    return json_response(status_snapshot(gateway(request)))
+
+
+async def _requests(request: web.Request) -> web.Response:
+    """Newest first; `?model=`, `?backend=` and `?limit=` narrow it."""
+    query = request.query
+    try:
+        limit = int(query["limit"]) if "limit" in query else None
+    except ValueError:
+        raise web.HTTPBadRequest(reason="limit must be a number") from None
+    seen = gateway(request).feed.recent.newest(model=query.get("model"), backend=query.get("backend"), limit=limit)
+    return json_response({"requests": [s.as_json() for s in seen]})
+
+
+async def _traffic(request: web.Request) -> web.Response:
+    return json_response(gateway(request).feed.traffic.snapshot())
+
+
+def _event(name: str, data: Any) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def _events(request: web.Request) -> web.StreamResponse:
+    """One stream per tab: `status` after every probe round and finished request (at most every
+    STATUS_MIN_GAP_S), `request` for each finished request, `traffic` once per traffic bucket. Event-driven:
+    an idle cluster costs one status push per probe interval and a keep-alive comment."""
+    state = gateway(request)
+    monitor, feed, gate = state.runtime.monitor, state.feed, state.gate
+    response = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    response.content_type = "text/event-stream"
+    exchange(request).streaming = True
+    await response.prepare(request)
+    loop = asyncio.get_running_loop()
+    changed, added = monitor.changed, feed.changed  # taken before each send: a change meanwhile is not missed
+    cursor = feed.recent.last_seq
+    await response.write(_event("status", status_snapshot(state)) + _event("traffic", feed.traffic.snapshot()))
+    last_status = last_write = loop.time()
+    next_traffic = last_status + feed.traffic.bucket_s
+    status_due = False
+    while not gate.closing:
+        now = loop.time()
+        deadline = min(next_traffic, last_write + KEEPALIVE_S)
+        if status_due:
+            deadline = min(deadline, last_status + STATUS_MIN_GAP_S)
+        waits = [asyncio.ensure_future(e.wait()) for e in (changed, added, gate.stopping)]
+        try:
+            done, _ = await asyncio.wait(waits, timeout=max(0.0, deadline - now), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        if waits[0] in done:
+            status_due, changed = True, monitor.changed
+        if waits[1] in done:
+            added = feed.changed
+        out = b""
+        for seen in feed.recent.after(cursor):
+            out += _event("request", seen.as_json())
+            cursor = seen.seq
+        now = loop.time()
+        if status_due and now - last_status >= STATUS_MIN_GAP_S:
+            out += _event("status", status_snapshot(state))
+            status_due, last_status = False, now
+        if now >= next_traffic:
+            out += _event("traffic", feed.traffic.snapshot())
+            next_traffic = now + feed.traffic.bucket_s
+        if not out and now - last_write >= KEEPALIVE_S:
+            out = b": keep-alive\n\n"
+        if out:
+            await response.write(out)
+            last_write = now
+    await response.write_eof()
+    return response
