@@ -14,6 +14,7 @@ import typer
 from sollol_cli.cli._run import EXIT_INTERRUPTED
 from sollol_cli.cli.commands import (
     completion,
+    dashboard,
     demo,
     discover,
     init,
@@ -63,6 +64,7 @@ app.command("logs")(logs.logs)
 app.command("run")(run.run)
 app.command("status")(status.status)
 app.command("serve")(serve.serve)
+app.command("dashboard")(dashboard.dashboard)
 app.command("discover")(discover.discover)
 app.command("demo")(demo.demo)
 app.command("schema")(schema.schema)
