@@ -7,6 +7,7 @@ Waits are for states of the page (Playwright's `expect`, with a generous bound),
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ import pytest
 from sollol_cli.manifest.models import Cluster
 from sollol_cli.settings import Settings
 from tests.harness._gateway import serving
+from tests.harness.llama import ServerGroup
 from tests.harness.ollama import StandinHandle, SubprocessStandin
+from tests.real.test_gateway_sharded import sharded_cluster
 from tests.standin.ollama_standin import StandinConfig, StandinServer
 
 pytestmark = pytest.mark.real
@@ -148,3 +151,33 @@ async def test_with_a_key_the_page_asks_for_it(ollama_standin, tab: Page, tmp_pa
             assert errors == [], errors
         finally:
             await context.close()
+
+
+@pytest.mark.slow
+async def test_a_sharded_model_shows_its_layer_placement(
+    llama_servers: ServerGroup, tiny_gguf: Path, tab: Page, tmp_path: Path
+) -> None:
+    expect = playwright_api.expect
+    rpcs = [llama_servers.rpc_server(), llama_servers.rpc_server()]
+    settings = Settings(state_dir=tmp_path / "state", llama_server_path=llama_servers.bins.llama_server)
+    async with serving(sharded_cluster(rpcs, tiny_gguf), settings) as url:
+        await tab.page.goto(url + "/ui/")
+        await expect(tab.page.locator("#models tr[data-model='tiny']")).to_contain_text("shard", timeout=WAIT_MS)
+        for i in range(2):
+            await expect(tab.row(f"rpc{i}")).to_have_attribute("data-state", "up", timeout=WAIT_MS)
+        async with aiohttp.ClientSession() as session:
+            body = {"model": "tiny", "prompt": "The sea", "stream": False, "options": {"num_predict": 4}}
+            async with session.post(url + "/api/generate", json=body, timeout=aiohttp.ClientTimeout(300)) as resp:
+                assert resp.status == 200, await resp.text()
+        bars = tab.page.locator(".model-placement[data-model='tiny']")
+        await expect(bars).to_be_visible(timeout=WAIT_MS)
+        first, second = (f"{r.host}:{r.port}" for r in rpcs)
+        # tiny has 8 blocks plus the output layer (0-8), split over the two rpc-servers by their free memory
+        one, two = bars.locator(f".part[data-device='{first}']"), bars.locator(f".part[data-device='{second}']")
+        await expect(one).to_contain_text(re.compile(r"layers 0–\d, model \d+\.\d MiB, KV \d+\.\d MiB"))
+        await expect(two).to_contain_text(re.compile(r"layers \d–8, model \d+\.\d MiB, KV \d+\.\d MiB"))
+        await expect(bars.locator(".part.coordinator")).to_contain_text("coordinator: model")
+        await expect(one.locator(".span")).to_be_visible()
+        await expect(tab.page.locator("#models tr[data-model='tiny']")).to_contain_text("ready on this machine")
+        for i in range(2):  # held by the coordinator now
+            await expect(tab.row(f"rpc{i}")).to_have_attribute("data-state", "busy", timeout=WAIT_MS)

@@ -214,6 +214,13 @@
     return chart;
   }
 
+  // the current bucket until a request has ended in it, else the one before (a fresh bucket is not a drop to 0)
+  function lastValue(columns, name) {
+    const series = columns[name];
+    const current = columns.requests_per_s[series.length - 1];
+    return series[series.length - (current > 0 || series.length < 2 ? 1 : 2)];
+  }
+
   function renderTraffic() {
     const traffic = view.traffic;
     if (!traffic) return;
@@ -232,7 +239,7 @@
     if (!columns) return;
     for (const [title, names, digits] of CHARTS) {
       if (names[0] === "queue_depth" && kind !== "cluster") continue;
-      const latest = names.map((n) => num(columns[n][columns[n].length - 1], digits)).join(" / ");
+      const latest = names.map((n) => num(lastValue(columns, n), digits)).join(" / ");
       const chart = sparkline(columns, names);
       chart.setAttribute("aria-label", `${title}, now ${latest}`);
       charts.append(el("div", { class: "chart" }, el("h3", {}, title, el("span", { class: "now", text: latest })), chart));
@@ -252,6 +259,11 @@
     select.value = values.has(chosen) ? chosen : "";
   }
 
+  // "distribute: the cluster has no rpc backends" under "distribute" says it twice
+  function withoutMode(reason, mode) {
+    return mode && reason.startsWith(`${mode}: `) ? reason.slice(mode.length + 2) : reason;
+  }
+
   function renderRequests() {
     const models = new Set(view.requests.map((r) => r.model).filter(Boolean));
     const backends = new Set(view.requests.map((r) => r.backend).filter(Boolean));
@@ -264,7 +276,7 @@
     const shown = view.requests.filter((r) => (!model || r.model === model) && (!backend || r.backend === backend));
     for (const r of shown) {
       const why = el("td", {}, el("span", { text: r.mode || "–" }));
-      if (r.reason) why.append(el("span", { class: "reason", text: r.reason }));
+      if (r.reason) why.append(el("span", { class: "reason", text: withoutMode(r.reason, r.mode) }));
       for (const attempt of r.attempts || []) why.append(el("span", { class: "reason failed", text: `retried after: ${attempt}` }));
       if (r.error) why.append(el("span", { class: "reason failed", text: r.error }));
       const failed = r.status >= 400 || r.error;
