@@ -41,6 +41,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/ui/api/requests", _requests)
     app.router.add_get("/ui/api/traffic", _traffic)
     app.router.add_get("/ui/api/events", _events)
+    app.router.add_get("/ui/api/logs", _log_sources)
+    app.router.add_get("/ui/api/logs/follow", _follow_log)
 
 
 def asset(name: str) -> bytes:
@@ -188,5 +190,48 @@ async def _events(request: web.Request) -> web.StreamResponse:
         if out:
             await response.write(out)
             last_write = now
+    await response.write_eof()
+    return response
+
+
+async def _log_sources(request: web.Request) -> web.Response:
+    """The logs that can be followed: `node` (empty: this machine) and `role` of each."""
+    from sollol_cli.runtime import logs
+
+    return json_response({"logs": [source.as_json() for source in logs.sources(gateway(request).runtime)]})
+
+
+async def _follow_log(request: web.Request) -> web.StreamResponse:
+    """`?node=&role=&lines=`: one log as a stream of `log` events (`{"text": ...}`, chunks as written), or one
+    `failed` event (`{"message": ...}`) when it cannot be read. Opened by the page only while a log is shown."""
+    from sollol_cli.errors import SollolError
+    from sollol_cli.runtime import logs
+
+    state, query = gateway(request), request.query
+    try:
+        lines = min(max(int(query.get("lines", "200")), 0), 5000)
+    except ValueError:
+        raise web.HTTPBadRequest(reason="lines must be a number") from None
+    response = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    response.content_type = "text/event-stream"
+    exchange(request).streaming = True
+    await response.prepare(request)
+
+    async def pump() -> None:
+        async for text in logs.follow(state.runtime, query.get("node", ""), query.get("role", ""), lines=lines):
+            await response.write(_event("log", {"text": text}))
+
+    task = asyncio.ensure_future(pump())
+    stopping = asyncio.ensure_future(state.gate.stopping.wait())
+    try:
+        await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in (task, stopping):
+            waiting.cancel()
+        await asyncio.wait([task])  # its `tail` is stopped before the answer ends
+    if not task.cancelled() and not task.cancelled() and (error := task.exception()) is not None:
+        if not isinstance(error, SollolError):
+            raise error
+        await response.write(_event("failed", {"message": error.message}))
     await response.write_eof()
     return response

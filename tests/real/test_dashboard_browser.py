@@ -1,6 +1,7 @@
 """The dashboard in a real browser: Debian's headless Chromium driven by Playwright (the `ui-tests` extra;
 `apt-get install chromium`; no browser is ever downloaded). The gateway runs in this test's event loop in
-front of Ollama stand-ins. Every test fails when the page logs a JavaScript error.
+front of Ollama stand-ins or of a sharded model over real rpc-servers. Every test fails when the page logs
+a JavaScript error.
 
 Waits are for states of the page (Playwright's `expect`, with a generous bound), never for the clock."""
 
@@ -153,6 +154,15 @@ async def test_with_a_key_the_page_asks_for_it(ollama_standin, tab: Page, tmp_pa
             await context.close()
 
 
+async def generate(url: str, body: dict[str, Any]) -> None:
+    timeout = aiohttp.ClientTimeout(300)  # the first request starts the coordinator
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.post(url + "/api/generate", json=body) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+
+
 @pytest.mark.slow
 async def test_a_sharded_model_shows_its_layer_placement(
     llama_servers: ServerGroup, tiny_gguf: Path, tab: Page, tmp_path: Path
@@ -165,10 +175,8 @@ async def test_a_sharded_model_shows_its_layer_placement(
         await expect(tab.page.locator("#models tr[data-model='tiny']")).to_contain_text("shard", timeout=WAIT_MS)
         for i in range(2):
             await expect(tab.row(f"rpc{i}")).to_have_attribute("data-state", "up", timeout=WAIT_MS)
-        async with aiohttp.ClientSession() as session:
-            body = {"model": "tiny", "prompt": "The sea", "stream": False, "options": {"num_predict": 4}}
-            async with session.post(url + "/api/generate", json=body, timeout=aiohttp.ClientTimeout(300)) as resp:
-                assert resp.status == 200, await resp.text()
+        body = {"model": "tiny", "prompt": "The sea", "stream": False, "options": {"num_predict": 4}}
+        await generate(url, body)
         bars = tab.page.locator(".model-placement[data-model='tiny']")
         await expect(bars).to_be_visible(timeout=WAIT_MS)
         first, second = (f"{r.host}:{r.port}" for r in rpcs)
@@ -181,3 +189,17 @@ async def test_a_sharded_model_shows_its_layer_placement(
         await expect(tab.page.locator("#models tr[data-model='tiny']")).to_contain_text("ready on this machine")
         for i in range(2):  # held by the coordinator now
             await expect(tab.row(f"rpc{i}")).to_have_attribute("data-state", "busy", timeout=WAIT_MS)
+
+        # the coordinator's log, live: the request made above is in it, and the next one arrives
+        log = tab.page.locator("#log")
+        source = tab.page.locator("#log-source option", has_text="this machine · coordinator:tiny")
+        await expect(source).to_have_count(1, timeout=WAIT_MS)
+        await tab.page.select_option("#log-source", label="this machine · coordinator:tiny")
+        await expect(log).to_contain_text("stop processing", timeout=WAIT_MS)
+        served = await log.evaluate("pre => pre.textContent.split('stop processing').length - 1")
+        await generate(url, body)
+        await tab.page.wait_for_function(
+            "n => document.querySelector('#log').textContent.split('stop processing').length - 1 > n",
+            arg=served,
+            timeout=WAIT_MS,
+        )

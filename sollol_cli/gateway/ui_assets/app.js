@@ -307,6 +307,61 @@
     renderRequests();
   }
 
+  // --- logs: one stream, open only while a log is chosen ---
+
+  const MAX_LOG_CHARS = 200_000;
+  let logStream = null;
+  let logSourcesKey = null;
+
+  async function loadLogSources() {
+    const response = await fetch("/ui/api/logs", { credentials: "same-origin" });
+    if (!response.ok) return;
+    const { logs } = await response.json();
+    const select = $("#log-source");
+    const chosen = select.value;
+    const options = [el("option", { value: "", text: "nothing" })];
+    for (const source of logs) {
+      const value = JSON.stringify([source.node, source.role]);
+      options.push(el("option", { value, text: `${source.node || "this machine"} · ${source.role}` }));
+    }
+    select.replaceChildren(...options);
+    select.value = options.some((o) => o.value === chosen) ? chosen : "";
+    if (select.value !== chosen) followLog();
+  }
+
+  function followLog() {
+    if (logStream) logStream.close();
+    logStream = null;
+    const pre = $("#log");
+    pre.textContent = "";
+    $("#log-note").textContent = "";
+    const value = $("#log-source").value;
+    pre.hidden = !value;
+    if (!value) return;
+    const [node, role] = JSON.parse(value);
+    const query = new URLSearchParams({ node, role, lines: "200" });
+    const stream = new EventSource(`/ui/api/logs/follow?${query}`);
+    logStream = stream;
+    stream.addEventListener("open", () => {
+      pre.textContent = ""; // a reconnect sends the last lines again
+      $("#log-note").textContent = "following";
+    });
+    stream.addEventListener("log", (event) => {
+      const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+      pre.textContent = (pre.textContent + JSON.parse(event.data).text).slice(-MAX_LOG_CHARS);
+      if (atBottom) pre.scrollTop = pre.scrollHeight;
+    });
+    stream.addEventListener("failed", (event) => {
+      stream.close();
+      $("#log-note").textContent = JSON.parse(event.data).message;
+    });
+    stream.addEventListener("error", () => {
+      if (stream.readyState === EventSource.CLOSED) $("#log-note").textContent = "the log stream closed";
+    });
+  }
+
+  $("#log-source").addEventListener("change", followLog);
+
   // --- status ---
 
   function renderStatus(status) {
@@ -320,6 +375,12 @@
     renderBackends(status);
     renderModels(status);
     renderPlacement(status);
+    // coordinators come and go: their logs with them
+    const key = status.models.map((m) => (m.coordinator ? `${m.name}@${m.coordinator.node}` : "")).join(",");
+    if (key !== logSourcesKey) {
+      logSourcesKey = key;
+      loadLogSources().catch(() => {});
+    }
   }
 
   // --- start ---

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,9 @@ import aiohttp
 from sollol_cli.gateway.auth import UI_COOKIE, ui_token
 from sollol_cli.gateway.dashboard import asset
 from sollol_cli.gateway.state import GATEWAY
+from sollol_cli.sharding import coordinator as coord
+from sollol_cli.sharding.lifecycle import coordinator_home
+from sollol_cli.ssh.nodeproc import process_start_time
 from tests.unit.gateway.conftest import Gateway, MakeGateway, MakeStandin
 
 ASSETS = ("index.html", "app.js", "style.css")
@@ -213,3 +218,51 @@ def test_the_wheel_ships_the_assets(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in ASSETS:
         assert f"sollol_cli/gateway/ui_assets/{name}" in names
+
+
+async def test_the_logs_are_the_services_and_the_coordinators_here(gateway: MakeGateway, standin: MakeStandin) -> None:
+    gw = await gateway(standin("a"))
+    data = await (await gw.get("/ui/api/logs")).json()
+    assert data == {"logs": [{"node": "a", "role": "ollama"}]}
+    record = running_coordinator(gw, "big", "loading...\nload_tensors: done\n")
+    data = await (await gw.get("/ui/api/logs")).json()
+    assert data["logs"][-1] == {"node": "", "role": "coordinator:big"}
+
+    resp = await gw.get("/ui/api/logs/follow?node=&role=coordinator:big&lines=1")
+    stream = Stream(resp)
+    assert (await stream.next("log"))["text"] == "load_tensors: done\n"
+    await asyncio.to_thread(append, Path(record.log), "slot print_timing: id 0 | task 1\n")
+    assert (await stream.next("log"))["text"] == "slot print_timing: id 0 | task 1\n"  # as it is written
+    resp.close()
+
+
+async def test_a_log_that_cannot_be_followed_says_why(gateway: MakeGateway, standin: MakeStandin) -> None:
+    gw = await gateway(standin("a"))
+    for query, why in [
+        ("node=nowhere&role=rpc", "no node named 'nowhere'"),
+        ("node=&role=coordinator:big", "no coordinator for 'big' runs on this machine"),
+        ("node=a&role=rpc", "node 'a' has no 'rpc' role"),
+    ]:
+        resp = await gw.get(f"/ui/api/logs/follow?{query}")
+        assert resp.status == 200
+        assert why in (await Stream(resp).next("failed"))["message"], query
+    assert (await gw.get("/ui/api/logs/follow?lines=x")).status == 400
+
+
+def append(path: Path, text: str) -> None:
+    with path.open("a") as log:
+        log.write(text)
+
+
+def running_coordinator(gw: Gateway, model: str, log_text: str) -> coord.CoordinatorRecord:
+    """A record of a coordinator on this machine that counts as alive (it names this test's own process)."""
+    settings = gw.runtime.settings
+    home = coordinator_home(settings, gw.runtime.cluster.name)
+    log = settings.state_dir / f"{model}.log"
+    log.write_text(log_text)
+    pid = os.getpid()
+    record = coord.CoordinatorRecord(
+        model, "d", pid, process_start_time(pid) or 0, "127.0.0.1", 1, str(log), [], 0.0, 0.0, 60.0
+    )
+    coord.save_record(home, record)
+    return record
