@@ -165,16 +165,32 @@ async def generate(url: str, body: dict[str, Any]) -> None:
 
 @pytest.mark.slow
 async def test_a_sharded_model_shows_its_layer_placement(
-    llama_servers: ServerGroup, tiny_gguf: Path, tab: Page, tmp_path: Path
-) -> None:
+    llama_servers: ServerGroup, tiny_gguf: Path, ollama_standin, tab: Page, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A cluster of two real rpc-servers (the sharded model), a real llama-server and an Ollama stand-in."""
     expect = playwright_api.expect
     rpcs = [llama_servers.rpc_server(), llama_servers.rpc_server()]
+    solo = llama_servers.llama_server(tiny_gguf, context=1024)
+    standin = ollama_standin({"name": "ollama1"})
+    cluster = sharded_cluster(rpcs, tiny_gguf)
+    cluster.backends += Cluster.model_validate(
+        {
+            "name": "extra",
+            "backends": [
+                {"name": "solo", "kind": "llamacpp", "address": solo.host, "port": solo.port},
+                {"name": "ollama1", "kind": "ollama", "address": "127.0.0.1", "port": standin.port},
+            ],
+        }
+    ).backends
     settings = Settings(state_dir=tmp_path / "state", llama_server_path=llama_servers.bins.llama_server)
-    async with serving(sharded_cluster(rpcs, tiny_gguf), settings) as url:
+    async with serving(cluster, settings) as url:
         await tab.page.goto(url + "/ui/")
         await expect(tab.page.locator("#models tr[data-model='tiny']")).to_contain_text("shard", timeout=WAIT_MS)
-        for i in range(2):
-            await expect(tab.row(f"rpc{i}")).to_have_attribute("data-state", "up", timeout=WAIT_MS)
+        for name in ("rpc0", "rpc1", "solo", "ollama1"):
+            await expect(tab.row(name)).to_have_attribute("data-state", "up", timeout=WAIT_MS)
+        await expect(tab.row("rpc0").locator("td").nth(1)).to_have_text(re.compile(r"^rpc \d+\.\d+\.\d+$"))
+        await expect(tab.row("solo").locator("td").nth(1)).not_to_have_text("–")  # llama.cpp's build
+        await expect(tab.row("solo")).to_contain_text("tiny")
         body = {"model": "tiny", "prompt": "The sea", "stream": False, "options": {"num_predict": 4}}
         await generate(url, body)
         bars = tab.page.locator(".model-placement[data-model='tiny']")

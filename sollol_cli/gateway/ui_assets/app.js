@@ -92,7 +92,7 @@
         models.append(el("span", { class: loaded.has(name) ? "loaded" : "", text: name }));
       });
       const state = el("td", { class: "state" }, el("span", { class: `badge state-${row.state}`, text: row.state }));
-      if (row.error && row.state !== "up") state.append(el("span", { class: "reason", text: row.error }));
+      if (row.error) state.append(el("span", { class: "reason", text: row.state === "up" ? `last error: ${row.error}` : row.error }));
       const slots = row.slots ? `${row.in_use ?? 0} / ${row.slots}` : "–";
       const memory = row.total_bytes ? `${bytes(row.free_bytes)} / ${bytes(row.total_bytes)}` : "–";
       const probed = row.probed_s_ago === null || row.probed_s_ago === undefined ? "never" : `${num(row.probed_s_ago, 1)} s ago`;
