@@ -189,6 +189,8 @@ _STATE = {"yes": "up", "busy": "busy", "loading": "loading"}
 
 def _unlisted_models(monitor: Monitor, listed: set[str]) -> list[dict[str, Any]]:
     """Models the backends have that the manifest's `models` does not name: routed to whichever has them."""
+    from sollol_cli.sharding.decision import NOT_IN_MANIFEST
+
     seen: set[str] = set()
     for view in monitor.views.values():
         seen.update(view.models)
@@ -196,7 +198,7 @@ def _unlisted_models(monitor: Monitor, listed: set[str]) -> list[dict[str, Any]]
         {
             "name": name,
             "mode": "distribute",
-            "reason": "not in the manifest's models: sent to the backends that have it",
+            "reason": NOT_IN_MANIFEST,
             "coordinator": None,
             "placement": [],
         }

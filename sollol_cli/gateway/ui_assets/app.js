@@ -131,7 +131,7 @@
         el("tr", { "data-model": model.name },
           el("th", { scope: "row", text: model.name }),
           el("td", { text: model.mode }),
-          el("td", { class: "reason-cell", text: model.reason }),
+          el("td", { class: "reason-cell", text: withoutMode(model.reason, model.mode) }),
           el("td", { text: coordinatorText(model.coordinator) }),
         ),
       );
