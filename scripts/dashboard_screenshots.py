@@ -22,11 +22,12 @@ sys.path.insert(0, str(ROOT))
 
 from playwright.async_api import async_playwright  # noqa: E402
 
+from sollol_cli.llamacpp.build import build  # noqa: E402
 from sollol_cli.llamacpp.tinymodel import ensure_tiny_model  # noqa: E402
 from sollol_cli.manifest.models import Cluster  # noqa: E402
 from sollol_cli.settings import Settings  # noqa: E402
 from tests.harness._gateway import serving  # noqa: E402
-from tests.harness.llama import ServerGroup, build  # noqa: E402
+from tests.harness.llama import ServerGroup  # noqa: E402
 from tests.standin.ollama_standin import StandinConfig, StandinServer  # noqa: E402
 
 
