@@ -27,7 +27,7 @@ _ASSETS = {
     "app.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
-STATUS_MIN_GAP_S = 0.25  # status snapshots to one tab at most this often (a burst of requests is one push)
+PUSH_GAP_S = 0.5  # what changed goes to a tab at most this often (a burst of requests is one push)
 KEEPALIVE_S = 15.0  # a comment line on an idle stream, so proxies do not close it
 
 
@@ -143,9 +143,9 @@ def _event(name: str, data: Any) -> bytes:
 
 
 async def _events(request: web.Request) -> web.StreamResponse:
-    """One stream per tab: `status` after every probe round and finished request (at most every
-    STATUS_MIN_GAP_S), `request` for each finished request, `traffic` once per traffic bucket. Event-driven:
-    an idle cluster costs one status push per probe interval and a keep-alive comment."""
+    """One stream per tab: `status` after probe rounds and finished requests, `request` for each finished
+    request, `traffic` once per traffic bucket. Event-driven and debounced: a burst of requests costs one push
+    per PUSH_GAP_S (the new requests and one status), an idle cluster one status per probe round."""
     state = gateway(request)
     monitor, feed, gate = state.runtime.monitor, state.feed, state.gate
     response = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -153,35 +153,38 @@ async def _events(request: web.Request) -> web.StreamResponse:
     exchange(request).streaming = True
     await response.prepare(request)
     loop = asyncio.get_running_loop()
-    changed, added = monitor.changed, feed.changed  # taken before each send: a change meanwhile is not missed
+    # Taken before each read of what they guard: a change while the data is built sets the next one.
+    changed, added = monitor.changed, feed.changed
     cursor = feed.recent.last_seq
     await response.write(_event("status", status_snapshot(state)) + _event("traffic", feed.traffic.snapshot()))
-    last_status = last_write = loop.time()
-    next_traffic = last_status + feed.traffic.bucket_s
-    status_due = False
+    last_push = last_write = loop.time()
+    next_traffic = last_push + feed.traffic.bucket_s
     while not gate.closing:
-        now = loop.time()
-        deadline = min(next_traffic, last_write + KEEPALIVE_S)
-        if status_due:
-            deadline = min(deadline, last_status + STATUS_MIN_GAP_S)
-        waits = [asyncio.ensure_future(e.wait()) for e in (changed, added, gate.stopping)]
-        try:
-            done, _ = await asyncio.wait(waits, timeout=max(0.0, deadline - now), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits:
-                wait.cancel()
-        if waits[0] in done:
-            status_due, changed = True, monitor.changed
-        if waits[1] in done:
-            added = feed.changed
+        if not (changed.is_set() or added.is_set()):
+            timeout = max(0.0, min(next_traffic, last_write + KEEPALIVE_S) - loop.time())
+            waits = [asyncio.ensure_future(e.wait()) for e in (changed, added, gate.stopping)]
+            try:
+                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+            if gate.closing:
+                break
+        pending = changed.is_set() or added.is_set()
+        if pending and (rest := last_push + PUSH_GAP_S - loop.time()) > 0:
+            await asyncio.sleep(rest)  # let the burst go on: its requests go out together
         out = b""
-        for seen in feed.recent.after(cursor):
-            out += _event("request", seen.as_json())
-            cursor = seen.seq
-        now = loop.time()
-        if status_due and now - last_status >= STATUS_MIN_GAP_S:
+        if added.is_set():
+            added = feed.changed
+            for seen in feed.recent.after(cursor):
+                out += _event("request", seen.as_json())
+                cursor = seen.seq
+        if changed.is_set():
+            changed = monitor.changed
             out += _event("status", status_snapshot(state))
-            status_due, last_status = False, now
+        now = loop.time()
+        if pending:
+            last_push = now
         if now >= next_traffic:
             out += _event("traffic", feed.traffic.snapshot())
             next_traffic = now + feed.traffic.bucket_s

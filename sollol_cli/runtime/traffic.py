@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 # Latency samples kept per bucket for its percentiles; beyond it, new samples overwrite old ones in turn.
@@ -42,6 +42,9 @@ class Finished:
         return self.status >= 500 or self.error is not None
 
 
+_FINISHED_FIELDS = tuple(f.name for f in fields(Finished))
+
+
 @dataclass(frozen=True, slots=True)
 class Seen:
     """A finished request with its place in the ring (`seq` grows by one per request, from 1)."""
@@ -50,9 +53,10 @@ class Seen:
     request: Finished
 
     def as_json(self) -> dict[str, Any]:
-        data = asdict(self.request)
-        data["attempts"] = list(self.request.attempts)
-        return {"seq": self.seq, **data}
+        request = self.request
+        data = {"seq": self.seq} | {name: getattr(request, name) for name in _FINISHED_FIELDS}
+        data["attempts"] = list(request.attempts)
+        return data
 
 
 class RecentRequests:
@@ -132,6 +136,7 @@ class TrafficSeries:
         self.buckets = max(1, math.ceil(window_s / bucket_s))
         self.clock = clock
         self._scopes: dict[Scope, dict[int, _Bucket]] = {}
+        self._pruned_for = -1  # the current bucket when old ones were last dropped (once per bucket)
 
     def _index(self, at: float) -> int:
         return math.floor(at / self.bucket_s)
@@ -156,7 +161,11 @@ class TrafficSeries:
         bucket.queue_depth = max(bucket.queue_depth, depth)
 
     def _prune(self) -> None:
-        oldest = self._index(self.clock()) - self.buckets + 1
+        current = self._index(self.clock())
+        if current == self._pruned_for:
+            return
+        self._pruned_for = current
+        oldest = current - self.buckets + 1
         for scope in list(self._scopes):
             buckets = self._scopes[scope]
             for index in [i for i in buckets if i < oldest]:
