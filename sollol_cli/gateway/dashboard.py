@@ -138,6 +138,15 @@ async def _traffic(request: web.Request) -> web.Response:
     return json_response(gateway(request).feed.traffic.snapshot())
 
 
+async def _event_stream(request: web.Request) -> web.StreamResponse:
+    """A server-sent event stream, its headers sent (no proxy buffering, no cache)."""
+    response = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    response.content_type = "text/event-stream"
+    exchange(request).streaming = True
+    await response.prepare(request)
+    return response
+
+
 def _event(name: str, data: Any) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
@@ -148,10 +157,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
     per PUSH_GAP_S (the new requests and one status), an idle cluster one status per probe round."""
     state = gateway(request)
     monitor, feed, gate = state.runtime.monitor, state.feed, state.gate
-    response = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    response.content_type = "text/event-stream"
-    exchange(request).streaming = True
-    await response.prepare(request)
+    response = await _event_stream(request)
     loop = asyncio.get_running_loop()
     # Taken before each read of what they guard: a change while the data is built sets the next one.
     changed, added = monitor.changed, feed.changed
@@ -215,10 +221,7 @@ async def _follow_log(request: web.Request) -> web.StreamResponse:
         lines = min(max(int(query.get("lines", "200")), 0), 5000)
     except ValueError:
         raise web.HTTPBadRequest(reason="lines must be a number") from None
-    response = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    response.content_type = "text/event-stream"
-    exchange(request).streaming = True
-    await response.prepare(request)
+    response = await _event_stream(request)
 
     async def pump() -> None:
         async for text in logs.follow(state.runtime, query.get("node", ""), query.get("role", ""), lines=lines):
