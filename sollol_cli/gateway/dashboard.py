@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from sollol_cli.gateway.auth import UI_COOKIE, ui_authorized, ui_token
+from sollol_cli.gateway.feed import with_failures
 from sollol_cli.gateway.state import GatewayState, exchange, gateway
 from sollol_cli.gateway.streaming import json_response
 
@@ -116,7 +117,9 @@ def _see_page() -> web.Response:
 def status_snapshot(state: GatewayState) -> dict[str, Any]:
     from sollol_cli.runtime.status import dashboard_status
 
-    return dashboard_status(state.runtime) | {"serving": state.serving, "key_required": state.api_key is not None}
+    data = dashboard_status(state.runtime)
+    data["models"] = with_failures(data["models"], state.feed.coordinator_failures)
+    return data | {"serving": state.serving, "key_required": state.api_key is not None}
 
 
 async def _status(request: web.Request) -> web.Response:

@@ -80,6 +80,7 @@ def absorb(exchange: Exchange, trace: Trace | None, waited_s: float) -> None:
     exchange.reason = trace.reason
     exchange.attempts = tuple(trace.attempts)
     exchange.tokens_per_s = trace.tokens_per_s
+    exchange.events = tuple(trace.events)
     exchange.queued_s = trace.queued_s
     exchange.ttft_s = trace.ttft_s
     exchange.upstream_s = max(0.0, waited_s - trace.queued_s)

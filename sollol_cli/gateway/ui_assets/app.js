@@ -123,6 +123,13 @@
     return text;
   }
 
+  function coordinatorCell(model) {
+    const cell = el("td", { text: coordinatorText(model.coordinator) });
+    const failure = model.last_failure;
+    if (failure) cell.append(el("span", { class: "reason failed", text: `failed at ${clock(failure.at)}: ${failure.message}` }));
+    return cell;
+  }
+
   function renderModels(status) {
     const body = $("#models tbody");
     body.replaceChildren();
@@ -132,7 +139,7 @@
           el("th", { scope: "row", text: model.name }),
           el("td", { text: model.mode }),
           el("td", { class: "reason-cell", text: withoutMode(model.reason, model.mode) }),
-          el("td", { text: coordinatorText(model.coordinator) }),
+          coordinatorCell(model),
         ),
       );
     }
