@@ -16,6 +16,10 @@ API, pacing every stream at `--rate` tokens/s), then the real `sollol serve` com
 
 Targets: at most 0.5 ms p50 added for one request; for the streams at most 2 ms p50 added (time to first
 token and latency) and at least 0.95x throughput.
+
+`--dashboard N` keeps N dashboard tabs open through all of it (each one event stream, /ui/api/events, read
+as a browser reads it), so a run with and one without show what an open dashboard costs; `--idle S` then
+measures the gateway process's CPU over S idle seconds (the probe loop and the open tabs only).
 """
 
 from __future__ import annotations
@@ -252,6 +256,27 @@ async def measure(args: argparse.Namespace, direct_urls: list[str], gateway: str
     return rows
 
 
+async def dashboard_tab(session: aiohttp.ClientSession, gateway: str, received: list[int]) -> None:
+    """One open dashboard tab: its event stream, read to the end (the gateway's work is the same whether
+    a browser renders the events or not)."""
+    async with session.get(gateway + "/ui/api/events", timeout=aiohttp.ClientTimeout(None)) as resp:
+        async for chunk in resp.content.iter_any():
+            received[0] += len(chunk)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def idle_cpu(pid: int, seconds: float) -> float:
+    """The share of one CPU the process used over `seconds` (wall clock) of idleness."""
+    before, started = cpu_seconds(pid), time.monotonic()
+    await asyncio.sleep(seconds)
+    return (cpu_seconds(pid) - before) / (time.monotonic() - started)
+
+
 def spawn(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
@@ -267,6 +292,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=200, help="tokens per streamed answer")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each streaming round")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--dashboard", type=int, default=0, help="dashboard tabs open throughout")
+    parser.add_argument("--idle", type=float, default=0.0, help="then seconds of idleness to measure CPU over")
     parser.add_argument("--standin", help=argparse.SUPPRESS)  # internal: run the stand-ins on these ports
     args = parser.parse_args()
     if args.standin:
@@ -299,7 +326,27 @@ def main() -> None:
                 for url in direct_urls:
                     await wait_ready(url, standins)
                 await wait_ready(gateway_url, gateway)
-                return await measure(args, direct_urls, gateway_url)
+                received = [0]
+                async with aiohttp.ClientSession() as session:
+                    tabs = [
+                        asyncio.create_task(dashboard_tab(session, gateway_url, received))
+                        for _ in range(args.dashboard)
+                    ]
+                    try:
+                        rows = await measure(args, direct_urls, gateway_url) if args.requests else []
+                        if args.idle:
+                            share = await idle_cpu(gateway.pid, args.idle)
+                            rows.append(
+                                f"\ngateway CPU while idle for {args.idle:g} s, {args.dashboard} dashboard tabs "
+                                f"open: {share * 100:.2f} % of one CPU"
+                            )
+                    finally:
+                        for tab in tabs:
+                            tab.cancel()
+                        await asyncio.gather(*tabs, return_exceptions=True)
+                if args.dashboard:
+                    rows.append(f"(the dashboard tabs received {received[0]:,} bytes of events)")
+                return rows
 
             rows = asyncio.run(run())
         finally:

@@ -15,6 +15,7 @@ from sollol_cli.cli._run import EXIT_INTERRUPTED
 from sollol_cli.cli.commands import (
     bench,
     completion,
+    dashboard,
     demo,
     discover,
     init,
@@ -65,6 +66,7 @@ app.command("run")(run.run)
 app.command("status")(status.status)
 app.command("bench")(bench.bench)
 app.command("serve")(serve.serve)
+app.command("dashboard")(dashboard.dashboard)
 app.command("discover")(discover.discover)
 app.command("demo")(demo.demo)
 app.command("schema")(schema.schema)

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from sollol_cli.events import Event
+
 LogFormat = Literal["json", "text"]
 LineWriter = Callable[[str], None]
 
@@ -25,6 +27,10 @@ class Exchange:
     model: str | None = None
     backend: str | None = None
     mode: str | None = None
+    reason: str | None = None  # why that mode (the dashboard's recent requests)
+    attempts: tuple[str, ...] = ()  # failed attempts elsewhere before the one that answered
+    tokens_per_s: float | None = None
+    events: tuple[Event, ...] = ()  # what a sharded model's coordinator did for it (trace.events)
     upstream_s: float = 0.0  # time spent waiting on backends (the part the gateway did not add)
     queued_s: float = 0.0
     ttft_s: float | None = None

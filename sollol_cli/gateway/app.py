@@ -9,9 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
-from sollol_cli.gateway import routes_anthropic, routes_ollama, routes_openai
+from sollol_cli.gateway import dashboard, routes_anthropic, routes_ollama, routes_openai
 from sollol_cli.gateway.accesslog import Exchange, LineWriter, LogFormat, format_line, record
-from sollol_cli.gateway.auth import PUBLIC_PATHS, authorized
+from sollol_cli.gateway.auth import PUBLIC_PATHS, UI_COOKIE, authorized, ui_authorized
 from sollol_cli.gateway.metrics import GatewayMetrics
 from sollol_cli.gateway.problems import error_response, problem_for
 from sollol_cli.gateway.state import GATEWAY, GatewayState, attach_exchange, gateway
@@ -33,15 +33,19 @@ def create_app(
     log_format: LogFormat = "text",
     health_loop: bool = True,
     max_body_bytes: int = MAX_BODY_BYTES,
+    api: bool = True,
 ) -> web.Application:
-    """`health_loop` runs the monitor's periodic probes while the app runs (off in tests that drive probes)."""
+    """`health_loop` runs the monitor's periodic probes while the app runs (off in tests that drive probes).
+    `api=False` serves only the dashboard and /sollol/status (`sollol dashboard`)."""
     metrics = GatewayMetrics(runtime.monitor, lambda: float(runtime.dispatcher.waiting))
-    state = GatewayState(runtime, metrics, api_key, log, log_format)
+    state = GatewayState(runtime, metrics, api_key, log, log_format, serving=api)
     app = web.Application(middlewares=[_middleware(state)], client_max_size=max_body_bytes)
     app[GATEWAY] = state
-    routes_ollama.add_routes(app)
-    routes_openai.add_routes(app)
-    routes_anthropic.add_routes(app)
+    if api:
+        routes_ollama.add_routes(app)
+        routes_openai.add_routes(app)
+        routes_anthropic.add_routes(app)
+    dashboard.add_routes(app)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/sollol/status", _status)
     if health_loop:
@@ -88,11 +92,7 @@ def _middleware(state: GatewayState) -> Any:
             if gate.closing:
                 response = _refuse(ex, 503, "the server is shutting down; retry on another gateway or later")
                 response.force_close()
-            elif (
-                key is not None
-                and path not in PUBLIC_PATHS
-                and not authorized(request.headers.get("Authorization"), key, request.headers.get("x-api-key"))
-            ):
+            elif key is not None and path not in PUBLIC_PATHS and not _allowed(request, path, key):
                 response = _refuse(ex, 401, "unauthorized: send the API key as 'Authorization: Bearer <key>'")
                 response.headers["WWW-Authenticate"] = "Bearer"
             else:
@@ -128,6 +128,14 @@ def _middleware(state: GatewayState) -> Any:
     return middleware
 
 
+def _allowed(request: web.Request, path: str, key: bytes) -> bool:
+    """The API's key; the dashboard (/ui/) also takes its login cookie and serves its page and login form."""
+    header = request.headers.get("Authorization")
+    if path == "/ui" or path.startswith("/ui/"):
+        return path in dashboard.UI_PUBLIC or ui_authorized(header, request.cookies.get(UI_COOKIE), key)
+    return authorized(header, key, request.headers.get("x-api-key"))
+
+
 def _http_message(request: web.Request, exc: web.HTTPException) -> str:
     if isinstance(exc, web.HTTPMethodNotAllowed):
         allowed = ", ".join(sorted(exc.allowed_methods))
@@ -161,5 +169,7 @@ def _account(state: GatewayState, request: web.Request, ex: Exchange) -> None:
             metrics.ttft.labels(ex.backend).observe(ex.ttft_s)
         if ex.tokens:
             metrics.tokens.labels(ex.backend).inc(ex.tokens)
+    duration_s = ex.elapsed()
+    state.feed.add(ex, duration_s, state.runtime.dispatcher.waiting)
     if state.log is not None:
-        state.log(format_line(record(ex, ex.elapsed()), state.log_format))
+        state.log(format_line(record(ex, duration_s), state.log_format))

@@ -37,3 +37,19 @@ def authorized(header: str | None, key: bytes, x_api_key: str | None = None) -> 
     if scheme.lower() != "bearer":
         return False
     return hmac.compare_digest(token.strip().encode(), key)
+
+
+# The dashboard's cookie holds a value derived from the key, not the key: it opens only the dashboard, and a
+# browser's cookie store never holds the API key itself.
+UI_COOKIE = "sollol_ui"
+
+
+def ui_token(key: bytes) -> str:
+    return hmac.new(key, b"sollol dashboard", "sha256").hexdigest()
+
+
+def ui_authorized(header: str | None, cookie: str | None, key: bytes) -> bool:
+    """The dashboard's pages and data: the API's own header, or the cookie its login form set."""
+    if authorized(header, key):
+        return True
+    return cookie is not None and hmac.compare_digest(cookie.encode(), ui_token(key).encode())

@@ -29,6 +29,7 @@ class ServeOptions:
     log_format: LogFormat = "text"
     grace_s: float = 30.0
     reporter: events.Reporter = events.ignore  # what the runtime reports besides requests (warnings)
+    api: bool = True  # False: only the dashboard and /sollol/status (`sollol dashboard`)
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,9 @@ async def serve(
 ) -> None:
     """Serve until `stop` is set. `on_stopping` gets the number of requests still in flight."""
     async with open_cluster(cluster, settings, reporter=options.reporter, stop_on_close=True) as runtime:
-        app = create_app(runtime, api_key=options.api_key, log=options.log, log_format=options.log_format)
+        app = create_app(
+            runtime, api_key=options.api_key, log=options.log, log_format=options.log_format, api=options.api
+        )
         # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream
         # request (the backend stops generating) and frees the backend slot at once.
         # shutdown_timeout is short: by the time aiohttp shuts down, `drain` below has let the in-flight
@@ -65,7 +68,7 @@ async def serve(
             except OSError as exc:
                 raise UsageError(
                     f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc}",
-                    hint="choose another --port (or gateway.port), or stop what is using it",
+                    hint="choose another --port, or stop what is using it",
                 ) from None
             if on_listening is not None:
                 host, port = runner.addresses[0][:2]

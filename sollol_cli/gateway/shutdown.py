@@ -16,6 +16,7 @@ class ShutdownGate:
         self._idle = asyncio.Event()
         self._idle.set()
         self.closing = False  # new requests are refused with 503
+        self.stopping = asyncio.Event()  # set with `closing`: endless answers (the dashboard's stream) end then
         self.cut_reason: str | None = None  # set when the grace period ran out
 
     def enter(self) -> None:
@@ -47,6 +48,7 @@ class ShutdownGate:
     async def drain(self, grace_s: float) -> int:
         """Wait up to `grace_s` for the requests in flight; cut those still running. Returns how many were cut."""
         self.closing = True
+        self.stopping.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout=grace_s)
         if not self._tasks:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from sollol_cli.gateway.accesslog import Exchange, LineWriter, LogFormat
+from sollol_cli.gateway.feed import Feed
 from sollol_cli.gateway.metrics import GatewayMetrics
 from sollol_cli.gateway.shutdown import ShutdownGate
 from sollol_cli.runtime.session import ClusterRuntime
@@ -25,6 +26,8 @@ class GatewayState:
     log: LineWriter | None
     log_format: LogFormat
     gate: ShutdownGate = field(default_factory=ShutdownGate)
+    feed: Feed = field(default_factory=Feed)  # finished requests, for the dashboard
+    serving: bool = True  # False: `sollol dashboard`, the dashboard without the API
 
 
 GATEWAY = web.AppKey("sollol_gateway", GatewayState)

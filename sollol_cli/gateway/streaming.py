@@ -77,6 +77,10 @@ def absorb(exchange: Exchange, trace: Trace | None, waited_s: float) -> None:
         return
     exchange.backend = trace.backend
     exchange.mode = trace.mode
+    exchange.reason = trace.reason
+    exchange.attempts = tuple(trace.attempts)
+    exchange.tokens_per_s = trace.tokens_per_s
+    exchange.events = tuple(trace.events)
     exchange.queued_s = trace.queued_s
     exchange.ttft_s = trace.ttft_s
     exchange.upstream_s = max(0.0, waited_s - trace.queued_s)
@@ -142,6 +146,8 @@ async def stream(
         return response
     finally:
         exchange.upstream_s = max(0.0, time.perf_counter() - begun - exchange.queued_s)
+        if trace is not None:
+            exchange.tokens_per_s = trace.tokens_per_s  # known only at the last chunk
         await _close(iterator)
 
 

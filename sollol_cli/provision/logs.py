@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from sollol_cli.errors import UsageError
 from sollol_cli.manifest.models import Cluster, Node
@@ -72,3 +73,31 @@ async def read_log(
         if result.exit_status != 0:
             raise UsageError(f"no log at {path} on {node_name}", hint="has sollol started this service yet?")
         yield result.stdout
+
+
+@dataclass(frozen=True)
+class LogSource:
+    """A log `sollol logs` (or the dashboard) can show: a node's service or a sharded model's coordinator."""
+
+    node: str
+    role: str  # rpc, ollama, llamacpp or coordinator:MODEL
+
+    def as_json(self) -> dict[str, str]:
+        return {"node": self.node, "role": self.role}
+
+
+def log_sources(cluster: Cluster) -> list[LogSource]:
+    """Every service `up` starts on the nodes, and every coordinator the manifest puts on a node."""
+    out = []
+    for node in cluster.nodes:
+        out += [LogSource(node.name, role) for role in node.roles]
+        out += [LogSource(node.name, f"coordinator:{m.name}") for m in cluster.models if m.coordinator == node.name]
+    return out
+
+
+async def follow_local_log(path: str, *, lines: int) -> AsyncIterator[str]:
+    """A log on this machine (a coordinator the controller runs), as `tail -F` follows it."""
+    from sollol_cli.ssh.runner import LocalRunner
+
+    async for chunk in LocalRunner().stream(f"tail -n {lines} -F {shell_word(path)} 2>/dev/null"):
+        yield chunk

@@ -45,6 +45,7 @@ class BackendView:
     models: frozenset[str] = frozenset()
     loaded: frozenset[str] = frozenset()
     busy_timeouts: int = 0  # consecutive connect timeouts since the rpc-server was last seen busy
+    probed_at: float | None = None  # the monitor's clock when its last probe ended
 
     @property
     def name(self) -> str:
@@ -95,6 +96,7 @@ class Monitor:
                     view.probe = self.schedule.after_probe(
                         view.probe, ok=True, now=self.clock(), random=random.random()
                     )
+                    view.probed_at = self.clock()
                     return
                 before = view.rpc
                 seen = await probe_rpc(
@@ -126,6 +128,7 @@ class Monitor:
                     view.loaded = frozenset(view.status.loaded)
         except Exception as exc:  # a probe must never take the monitor down
             view.last_error = f"probe failed: {exc}"
+        view.probed_at = self.clock()
         was_failing = view.probe.consecutive_failures > 0 or not view.probe.healthy
         view.probe = self.schedule.after_probe(view.probe, ok=ok, now=self.clock(), random=random.random())
         if ok and not view.probe.healthy:

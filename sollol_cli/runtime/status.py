@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from sollol_cli.errors import PartialFailure, SollolError, UnreachableError
+from sollol_cli.names import same_model
 from sollol_cli.runtime.monitor import BackendView, Monitor
 from sollol_cli.state import ClusterState
 
@@ -127,3 +128,84 @@ def model_rows(
             }
         )
     return rows
+
+
+def dashboard_status(runtime: ClusterRuntime) -> dict[str, Any]:
+    """What the dashboard shows after each probe round and finished request: the rows of `status_data` with
+    the monitor's own view of each backend (state, breaker, slots in use, last probe), the load, and the
+    models with their coordinators and layer placement. Cheap enough for that: it reads the monitor, the state
+    file and the coordinator records, and asks no backend anything."""
+    import time
+
+    from sollol_cli.sharding import coordinator as coord
+    from sollol_cli.sharding.lifecycle import coordinator_home, parse_placement_lines
+    from sollol_cli.state import load_state
+
+    cluster, monitor = runtime.cluster, runtime.monitor
+    data = status_data(monitor, load_state(runtime.settings.state_dir, cluster.name), cluster.name)
+    now = monitor.clock()
+    for row, view in zip(data["backends"], monitor.views.values(), strict=True):
+        row["state"] = _STATE.get(row["reachable"], "down")
+        row["breaker"] = monitor.breaker.phase(view.breaker, now).value
+        row["served"] = view.served
+        if view.client is not None:
+            row["slots"] = view.slots
+            row["in_use"] = view.in_flight + view.others_in_flight
+        row["probed_s_ago"] = None if view.probed_at is None else round(max(0.0, now - view.probed_at), 3)
+    home = coordinator_home(runtime.settings, cluster.name)
+    running = {record.model: record for record in coord.all_records(home) if coord.alive(record)}
+    models = model_rows(cluster, runtime.shards, running)
+    models += _unlisted_models(monitor, {row["name"] for row in models})
+    for row in models:
+        row["backends"] = sorted(
+            v.name for v in monitor.views.values() if any(same_model(m, row["name"]) for m in v.models)
+        )
+        row["loaded_on"] = sorted(
+            v.name for v in monitor.views.values() if any(same_model(m, row["name"]) for m in v.loaded)
+        )
+        record = running.get(row["name"])
+        parts = parse_placement_lines(record.placement) if record is not None else []
+        row["placement_text"] = row["placement"]
+        row["placement"] = [part.as_json() for part in parts]
+        if record is not None:
+            expires = coord.expires_at(record)
+            row["coordinator"] |= {
+                "state": "loading" if record.ready_after_s is None else "ready",
+                "rpc": list(record.rpc),
+                "n_layer": record.n_layer,
+                "last_used": record.last_used,
+                "unloads_at": expires,
+            }
+    data |= {
+        "time": time.time(),
+        "probe_interval_s": cluster.routing.probe_interval,
+        "models": models,
+        "gateway": {
+            "in_flight": sum(v.in_flight for v in monitor.views.values()),
+            "queue_depth": runtime.dispatcher.waiting,
+        },
+    }
+    return data
+
+
+_STATE = {"yes": "up", "busy": "busy", "loading": "loading"}
+
+
+def _unlisted_models(monitor: Monitor, listed: set[str]) -> list[dict[str, Any]]:
+    """Models the backends have that the manifest's `models` does not name: routed to whichever has them."""
+    from sollol_cli.sharding.decision import NOT_IN_MANIFEST
+
+    seen: set[str] = set()
+    for view in monitor.views.values():
+        seen.update(view.models)
+    return [
+        {
+            "name": name,
+            "mode": "distribute",
+            "reason": NOT_IN_MANIFEST,
+            "coordinator": None,
+            "placement": [],
+        }
+        for name in sorted(seen)
+        if not any(same_model(name, other) for other in listed)
+    ]

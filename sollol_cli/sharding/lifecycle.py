@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from sollol_cli import events
@@ -121,21 +123,82 @@ class Coordinators:
             await host.close()
 
 
-def placement_lines(record: coord.CoordinatorRecord, log: str) -> list[str]:
-    """`host:port: layers 0-4, model 9.4 MiB, KV 1.2 MiB` per rpc backend (what `-v` and status show)."""
+@dataclass(frozen=True)
+class Placed:
+    """One part of a sharded model: an rpc-server's layers (`first`..`last`, None when it got none) and the
+    MiB of weights and KV cache it holds, or (`endpoint` None) what stays on the coordinator."""
+
+    endpoint: str | None
+    first: int | None
+    last: int | None
+    model_mib: float
+    kv_mib: float = 0.0
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "device": self.endpoint or "coordinator",
+            "coordinator": self.endpoint is None,
+            "first_layer": self.first,
+            "last_layer": self.last,
+            "model_mib": self.model_mib,
+            "kv_mib": self.kv_mib,
+        }
+
+
+def placement_of(record: coord.CoordinatorRecord, log: str) -> list[Placed]:
+    """Per rpc backend its layers (llama.cpp's split rule) and MiB (its log), then the coordinator's part."""
     mib = parse_placement(log)
     layers = layers_by_device(record.n_layer, record.rpc, record.split) if record.n_layer and record.split else {}
-    lines = []
+    out = []
     for endpoint in record.rpc:
         entry = mib.get(endpoint)
         assigned = layers.get(endpoint, [])
-        span = f"{assigned[0]}-{assigned[-1]}" if assigned else "-"
         model_mib, kv_mib = (entry.model_mib, entry.kv_mib) if entry else (0.0, 0.0)
-        lines.append(f"placement {endpoint}: layers {span}, model {model_mib:.1f} MiB, KV {kv_mib:.1f} MiB")
+        first, last = (assigned[0], assigned[-1]) if assigned else (None, None)
+        out.append(Placed(endpoint, first, last, round(model_mib, 1), round(kv_mib, 1)))
     local = mib.get("CPU_Mapped") or mib.get("CPU")
     if local is not None and local.model_mib:
-        lines.append(f"placement coordinator ({record.where}): token embeddings, model {local.model_mib:.1f} MiB")
-    return lines
+        out.append(Placed(None, None, None, round(local.model_mib, 1)))
+    return out
+
+
+def placement_lines(record: coord.CoordinatorRecord, log: str) -> list[str]:
+    """`host:port: layers 0-4, model 9.4 MiB, KV 1.2 MiB` per rpc backend (what `-v` and status show)."""
+    return [placement_line(part, record.where) for part in placement_of(record, log)]
+
+
+def placement_line(part: Placed, where: str) -> str:
+    if part.endpoint is None:
+        return f"placement coordinator ({where}): token embeddings, model {part.model_mib:.1f} MiB"
+    span = f"{part.first}-{part.last}" if part.first is not None else "-"
+    return f"placement {part.endpoint}: layers {span}, model {part.model_mib:.1f} MiB, KV {part.kv_mib:.1f} MiB"
+
+
+_PLACEMENT_LINE = re.compile(
+    r"placement (?:coordinator \(.*\): token embeddings|(?P<ep>\S+): layers (?:(?P<first>\d+)-(?P<last>\d+)|-))"
+    r", model (?P<model>[\d.]+) MiB(?:, KV (?P<kv>[\d.]+) MiB)?$"
+)
+
+
+def parse_placement_lines(lines: list[str]) -> list[Placed]:
+    """The parts back from a record's `placement` lines (what it stores), for the dashboard; lines that are not
+    placement lines are skipped."""
+    out = []
+    for line in lines:
+        match = _PLACEMENT_LINE.match(line)
+        if match is None:
+            continue
+        first, last = match["first"], match["last"]
+        out.append(
+            Placed(
+                match["ep"],
+                None if first is None else int(first),
+                None if last is None else int(last),
+                float(match["model"]),
+                float(match["kv"] or 0.0),
+            )
+        )
+    return out
 
 
 def stop_all(settings: Settings, cluster: str, report: events.Reporter = events.ignore) -> list[str]:

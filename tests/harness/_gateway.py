@@ -13,12 +13,18 @@ from sollol_cli.settings import Settings
 
 
 @contextlib.asynccontextmanager
-async def serving(cluster: Cluster, settings: Settings) -> AsyncIterator[str]:
+async def serving(cluster: Cluster, settings: Settings, *, api_key: bytes | None = None) -> AsyncIterator[str]:
     """The gateway's URL while the block runs."""
     stop = asyncio.Event()
     listening: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
-        serve(cluster, settings, ServeOptions("127.0.0.1", 0, grace_s=5), stop, on_listening=listening.set_result)
+        serve(
+            cluster,
+            settings,
+            ServeOptions("127.0.0.1", 0, api_key=api_key, grace_s=5),
+            stop,
+            on_listening=listening.set_result,
+        )
     )
     try:
         yield (await asyncio.wait_for(listening, 60)).url
