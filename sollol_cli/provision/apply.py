@@ -107,8 +107,7 @@ class NodeJob:
     ) -> None:
         self.cluster, self.node, self.builds = cluster, node, builds
         self.report, self.prober, self.options = reporter, prober, options
-        self.sources: dict[str, svc.BinarySource] = {}
-        self.desired = svc.node_services(cluster.name, node, self.sources)
+        self.desired = svc.node_services(cluster.name, node, {})  # until the facts are in (see `up`)
 
     def _step(self, step: str, detail: str = "") -> None:
         self.report(events.StepStarted(self.node.name, step, detail))
@@ -127,9 +126,9 @@ class NodeJob:
     async def up(self, runner: CommandRunner) -> NodeOutcome:
         facts = await self.gather(runner)
         want = desired_on(self.cluster, self.node, self.builds, facts)
-        self.sources, self.desired, choice = want.sources, want.services, want.choice
+        self.desired, choice = want.services, want.choice
         plan = plan_up(
-            self.node.name, self.desired, self.sources, facts,
+            self.node.name, self.desired, want.sources, facts,
             manager=self.options.manager, backend=choice, build=want.build,
         )  # fmt: skip
         outcome = NodeOutcome(self.node.name, "planned", plan, facts=facts)
