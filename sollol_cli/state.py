@@ -53,6 +53,8 @@ class NodeState(BaseModel):
     accelerators: list[Accelerator] = Field(default_factory=list)
     vulkan_loader: str | None = None  # where libvulkan.so.1 is, None if the node has none
     render_nodes: list[str] = Field(default_factory=list)  # `renderD128 (amdgpu)`
+    llama_backend: str | None = None  # the llama.cpp build `up` put there: cpu | vulkan | cuda | rocm
+    llama_build: str | None = None  # what it is: `vulkan 0.3.36`, `bin_dir`, `node_bin_dir`
     updated_at: float = 0.0
 
 

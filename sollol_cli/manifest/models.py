@@ -105,12 +105,14 @@ class OllamaRole(Strict):
 
     _bind = field_validator("bind")(classmethod(lambda cls, v: check_bind(v)))
 
-    @field_validator("environment", mode="before")
-    @classmethod
-    def _stringify(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
-        return value
+    _environment = field_validator("environment", mode="before")(classmethod(lambda cls, v: _stringify_env(v)))
+
+
+def _stringify_env(value: Any) -> Any:
+    """YAML `4` or `true` in an environment mapping -> "4", "true" (processes see strings)."""
+    if isinstance(value, dict):
+        return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+    return value
 
 
 class RpcRole(Strict):
@@ -126,8 +128,14 @@ class RpcRole(Strict):
     )
     cache: bool = Field(True, description="Tensor cache (-c): much faster reloads of the same model.")
     device: str | None = Field(None, description="Device to serve (-d), e.g. CUDA0.")
+    environment: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment, e.g. GGML_VK_VISIBLE_DEVICES: '0' (a Vulkan build on a CPU-type Vulkan "
+        "device such as Mesa's lavapipe, which ggml skips unless told).",
+    )
 
     _bind = field_validator("bind")(classmethod(lambda cls, v: check_bind(v)))
+    _environment = field_validator("environment", mode="before")(classmethod(lambda cls, v: _stringify_env(v)))
 
 
 class Pooling(StrEnum):
@@ -213,8 +221,9 @@ class LlamaCppBackend(StrEnum):
 
 BACKEND_DESCRIPTION = (
     "auto: vulkan where the node has a Vulkan GPU and loader, cuda/rocm where binaries for them exist, else cpu; "
-    "cpu: the static build; vulkan: `sollol llama-cpp build --backend vulkan`; cuda/rocm: your own binaries. "
-    "Not acted on by `up` yet: it still uploads one build to every node."
+    "cpu: the static build; vulkan: `sollol llama-cpp build --backend vulkan`; cuda/rocm: your own binaries "
+    "(bin_dir/node_bin_dir, which then serve every node). `up` chooses per node from its facts and puts that "
+    "build there; a node that cannot run an explicit choice fails with the reason, the others come up."
 )
 
 

@@ -30,6 +30,7 @@ from sollol_cli.provision.plan import (
     Upload,
     command,
     describe,
+    desired_on,
     plan_down,
     plan_up,
 )
@@ -70,6 +71,8 @@ class NodeOutcome:
     services: list[ServiceOutcome] = field(default_factory=list)
     facts: NodeFacts | None = None
     changed: list[str] = field(default_factory=list)  # human lines of what was done
+    backend: str | None = None  # the llama.cpp build's backend (None: no llama.cpp service on the node)
+    build: str | None = None  # what that build is: `vulkan 0.3.36`, `node_bin_dir`, ...
 
     @property
     def error(self) -> str | None:
@@ -97,14 +100,14 @@ class NodeJob:
         self,
         cluster: Cluster,
         node: Node,
-        sources: dict[str, svc.BinarySource],
+        builds: svc.Builds,
         reporter: events.Reporter,
         prober: Prober,
         options: Options,
     ) -> None:
-        self.cluster, self.node, self.sources = cluster, node, sources
+        self.cluster, self.node, self.builds = cluster, node, builds
         self.report, self.prober, self.options = reporter, prober, options
-        self.desired = svc.node_services(cluster.name, node, sources)
+        self.desired = svc.node_services(cluster.name, node, {})  # until the facts are in (see `up`)
 
     def _step(self, step: str, detail: str = "") -> None:
         self.report(events.StepStarted(self.node.name, step, detail))
@@ -112,7 +115,8 @@ class NodeJob:
     async def gather(self, runner: CommandRunner) -> NodeFacts:
         self._step("facts")
         ollama = self.node.ollama.binary if self.node.ollama else None
-        paths = [source.remote_path for source in self.sources.values()]
+        # every build's paths: which one the node gets is chosen from these facts
+        paths = sorted({source.remote_path for build in self.builds.values() for source in build.values()})
         models = [self.node.llamacpp.model] if self.node.llamacpp else []
         result = await runner.run(facts_script(self.cluster.name, self.node.name, paths, ollama, models), timeout=30)
         if result.exit_status != 0:
@@ -121,12 +125,15 @@ class NodeJob:
 
     async def up(self, runner: CommandRunner) -> NodeOutcome:
         facts = await self.gather(runner)
-        sharing = svc.rpc_servers_on_machine(self.cluster, self.node)
-        self.desired = svc.node_services(
-            self.cluster.name, self.node, self.sources, cpus=facts.cpus, rpc_sharing=sharing
-        )
-        plan = plan_up(self.node.name, self.desired, self.sources, facts, manager=self.options.manager)
+        want = desired_on(self.cluster, self.node, self.builds, facts)
+        self.desired, choice = want.services, want.choice
+        plan = plan_up(
+            self.node.name, self.desired, want.sources, facts,
+            manager=self.options.manager, backend=choice, build=want.build,
+        )  # fmt: skip
         outcome = NodeOutcome(self.node.name, "planned", plan, facts=facts)
+        if choice is not None:
+            outcome.backend, outcome.build = choice.backend, want.build or None
         if self.options.dry_run:
             return outcome
         failed = {step.service for step in plan.failures}
@@ -331,7 +338,7 @@ async def run_nodes(
     action: Literal["up", "down"],
     *,
     connect: RunnerFactory,
-    sources: dict[str, svc.BinarySource],
+    builds: svc.Builds,
     reporter: events.Reporter = events.ignore,
     prober: Prober = probe_service,
     options: Options = DEFAULT_OPTIONS,
@@ -341,7 +348,7 @@ async def run_nodes(
     nodes = [n for n in cluster.nodes if only is None or n.name in only]
 
     async def one(node: Node) -> NodeOutcome:
-        job = NodeJob(cluster, node, sources, reporter, prober, options)
+        job = NodeJob(cluster, node, builds, reporter, prober, options)
         reporter(events.StepStarted(node.name, "connect", node.host))
         try:
             runner = await connect(node)

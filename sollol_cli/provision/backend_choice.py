@@ -6,13 +6,15 @@ the node reported (its accelerators and Vulkan loader) and which builds exist. P
 has a Vulkan GPU and the loader (libvulkan.so.1) to reach it, else the static CPU build. A CPU-type Vulkan
 device (Mesa's lavapipe) is no reason for Vulkan: it runs on the same cores as the CPU build, slower.
 An explicit choice is taken as asked, unless the node cannot run it at all; then `problem` says why.
+`choose_build` adds the binaries: a choice with no build for it is a problem too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from sollol_cli.provision.services import BinarySource
 from sollol_cli.state import Accelerator
 
 VULKAN_LOADER = "libvulkan.so.1"
@@ -45,7 +47,7 @@ def choose_backend(
         for kind in ("cuda", "rocm"):
             if kind in kinds and kind in builds:
                 return BackendChoice(kind, f"auto: {_named(accelerators, kind)} and {kind} binaries")
-        if gpu_evidence and vulkan_loader:
+        if gpu_evidence and vulkan_loader and "vulkan" in builds:
             return BackendChoice("vulkan", f"auto: Vulkan GPU {', '.join(gpu_evidence)}")
         return BackendChoice("cpu", f"auto: {_why_cpu(kinds, builds, gpu_evidence, vulkan_loader)}")
     if requested == "cpu":
@@ -86,4 +88,28 @@ def _why_cpu(kinds: set[str], builds: Collection[str], gpu_evidence: list[str], 
         return f"no {'/'.join(unbuilt)} binaries for the node's GPU (and no usable Vulkan GPU)"
     if gpu_evidence and not loader:
         return f"GPU {', '.join(gpu_evidence)} but no Vulkan loader ({VULKAN_LOADER})"
+    if gpu_evidence and "vulkan" not in builds:
+        return f"Vulkan GPU {', '.join(gpu_evidence)} but no Vulkan build (sollol llama-cpp build --backend vulkan)"
     return "no GPU"
+
+
+def choose_build(
+    requested: str,
+    accelerators: Sequence[Accelerator],
+    vulkan_loader: str | None,
+    render_nodes: Sequence[str],
+    builds: Mapping[str, Mapping[str, BinarySource]],
+) -> tuple[BackendChoice, str]:
+    """The backend for one node and the label of the build it gets (`cpu 0.3.36`, `node_bin_dir`, ...; empty
+    with a problem); `builds` maps each backend with binaries to them. A choice without a build has a
+    `problem`."""
+    choice = choose_backend(requested, accelerators, vulkan_loader, render_nodes, builds=list(builds))
+    if choice.problem is not None:
+        return choice, ""
+    found = builds.get(choice.backend) or {}
+    if not found:
+        flag = "" if choice.backend == "cpu" else f" --backend {choice.backend}"
+        problem = f"no {choice.backend} build of llama.cpp on the controller: run `sollol llama-cpp build{flag}`"
+        return BackendChoice(choice.backend, choice.reason, problem), ""
+    labels = sorted({source.build for source in found.values()})
+    return choice, ", ".join(labels)

@@ -15,7 +15,7 @@ from sollol_cli.manifest.loader import LoadedManifest
 from sollol_cli.manifest.models import Cluster
 from sollol_cli.provision.apply import DEFAULT_OPTIONS, NodeOutcome, Options, check_protocols, run_nodes
 from sollol_cli.provision.connect import runner_factory
-from sollol_cli.provision.services import BinarySource, binary_sources
+from sollol_cli.provision.services import ALL_BACKENDS, Builds, LocalBuild, build_sources
 from sollol_cli.settings import Settings
 from sollol_cli.state import NodeState, ServiceState, check_state_path, load_state, save_state
 
@@ -50,8 +50,9 @@ def needs_llama_binaries(cluster: Cluster) -> bool:
     return any(node.rpc is not None or node.llamacpp is not None for node in cluster.nodes)
 
 
-def controller_binaries(cluster: Cluster, settings: Settings) -> dict[str, tuple[str, str]]:
-    """Binaries to upload: `llama_cpp.bin_dir`, else settings overrides / sollol's cached build."""
+def controller_builds(cluster: Cluster, settings: Settings) -> dict[str, LocalBuild]:
+    """Builds to upload, per backend: `llama_cpp.bin_dir` (for every backend), else settings overrides /
+    sollol's cached CPU build and its cached Vulkan build, whichever exist."""
     if cluster.llama_cpp.node_bin_dir or not needs_llama_binaries(cluster):
         return {}
     if cluster.llama_cpp.bin_dir:
@@ -65,19 +66,25 @@ def controller_binaries(cluster: Cluster, settings: Settings) -> dict[str, tuple
                     hint="point it at a directory with rpc-server and llama-server",
                 )
             found[name] = (str(path.resolve()), sha256_file(path))  # resolved: upload the file, not a symlink
-        return found
-    from sollol_cli.llamacpp.build import resolve_binaries
+        user = LocalBuild(found, "bin_dir", user=True)
+        return dict.fromkeys(ALL_BACKENDS, user)
+    from sollol_cli.llamacpp.build import find_build, resolve_binaries
 
-    binaries = resolve_binaries(settings)
-    if binaries is None:
+    builds: dict[str, LocalBuild] = {}
+    cached = {"cpu": resolve_binaries(settings), "vulkan": find_build(settings.cache_dir, "vulkan")}
+    for backend, binaries in cached.items():
+        if binaries is not None:
+            files = {
+                "rpc-server": (str(binaries.rpc_server.resolve()), binaries.sha256["rpc-server"]),
+                "llama-server": (str(binaries.llama_server.resolve()), binaries.sha256["llama-server"]),
+            }
+            builds[backend] = LocalBuild(files, f"{backend} {binaries.version}")
+    if not builds:
         raise UsageError(
             "no llama.cpp binaries to put on the nodes",
             hint="run `sollol llama-cpp build` once, or set llama_cpp.bin_dir or llama_cpp.node_bin_dir",
         )
-    return {
-        "rpc-server": (str(binaries.rpc_server.resolve()), binaries.sha256["rpc-server"]),
-        "llama-server": (str(binaries.llama_server.resolve()), binaries.sha256["llama-server"]),
-    }
+    return builds
 
 
 def expected_protocol(cluster: Cluster) -> str:
@@ -94,18 +101,18 @@ async def provision(
     reporter: events.Reporter = events.ignore,
     options: Options = DEFAULT_OPTIONS,
     only: list[str] | None = None,
-    sources: dict[str, BinarySource] | None = None,
+    builds: Builds | None = None,
     stop_coordinators: StopCoordinators | None = None,
 ) -> ClusterOutcome:
     """`up` or `down` every node (or `only` these); a whole-cluster `down` also calls `stop_coordinators`."""
     cluster = loaded.cluster
     if not options.dry_run:
         check_state_path(settings.state_dir, cluster.name)  # before any work: `record` writes it at the end
-    if sources is None:
-        sources = binary_sources(cluster, controller_binaries(cluster, settings) if action == "up" else {})
+    if builds is None:
+        builds = build_sources(cluster, controller_builds(cluster, settings) if action == "up" else {})
     try:
         outcomes = await run_nodes(
-            cluster, action, connect=runner_factory(cluster, settings), sources=sources,
+            cluster, action, connect=runner_factory(cluster, settings), builds=builds,
             reporter=reporter, options=options, only=only,
         )  # fmt: skip
     finally:
@@ -138,6 +145,7 @@ def record(loaded: LoadedManifest, outcomes: list[NodeOutcome], settings: Settin
         entry.mem_total_bytes, entry.mem_available_bytes = facts.mem_total_bytes, facts.mem_available_bytes
         entry.accelerators, entry.vulkan_loader = list(facts.accelerators), facts.vulkan_loader
         entry.render_nodes = list(facts.render_nodes)
+        entry.llama_backend, entry.llama_build = (outcome.backend, outcome.build) if action == "up" else (None, None)
         entry.services = (
             {}
             if action == "down"

@@ -8,10 +8,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sollol_cli.manifest.models import Cluster, Node
 from sollol_cli.provision import services as svc
+from sollol_cli.provision.backend_choice import BackendChoice, choose_build
 from sollol_cli.provision.facts import NodeFacts, RunningService
 from sollol_cli.provision.services import BinarySource, ServiceSpec
 from sollol_cli.ssh.nodeproc import run_dir, shell_word, stop_text
+
+
+@dataclass(frozen=True)
+class UseBackend:
+    """The llama.cpp build this node's rpc-server and llama-server run (no change by itself: a switch shows as
+    the upload and restart it causes)."""
+
+    backend: str
+    build: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -59,7 +71,7 @@ class Fail:
     reason: str
 
 
-Step = Upload | Stop | Forget | Start | Keep | EnsureModels | Fail
+Step = UseBackend | Upload | Stop | Forget | Start | Keep | EnsureModels | Fail
 CHANGES = (Upload, Stop, Start)
 
 OLLAMA_INSTALL_HINT = "install it on the node: curl -fsSL https://ollama.com/install.sh | sh"
@@ -79,6 +91,35 @@ class NodePlan:
         return [step for step in self.steps if isinstance(step, Fail)]
 
 
+@dataclass(frozen=True)
+class Desired:
+    """What `up` wants on a node once its facts are in: the llama.cpp build chosen for it (None: it runs no
+    llama.cpp service), that build's binaries and the services."""
+
+    choice: BackendChoice | None
+    build: str
+    sources: dict[str, BinarySource]
+    services: list[ServiceSpec]
+
+
+def desired_on(cluster: Cluster, node: Node, builds: svc.Builds, facts: NodeFacts) -> Desired:
+    """Choose the node's llama.cpp backend from its facts and the builds there are, then its services."""
+    choice, build, sources = None, "", {}
+    if node.rpc is not None or node.llamacpp is not None:
+        requested = node.llama_cpp_backend(cluster.llama_cpp.backend).value
+        choice, build = choose_build(requested, facts.accelerators, facts.vulkan_loader, facts.render_nodes, builds)
+        sources = dict(builds.get(choice.backend, {})) if choice.problem is None else {}
+    services = svc.node_services(
+        cluster.name,
+        node,
+        sources,
+        cpus=facts.cpus,
+        rpc_sharing=svc.rpc_servers_on_machine(cluster, node),
+        backend=choice.backend if choice is not None else "cpu",
+    )
+    return Desired(choice, build, sources, services)
+
+
 def manager_for(facts: NodeFacts, preferred: str = "auto") -> str:
     if preferred == "process":
         return "process"
@@ -94,10 +135,20 @@ def plan_up(
     facts: NodeFacts,
     *,
     manager: str = "auto",
+    backend: BackendChoice | None = None,
+    build: str = "",
 ) -> NodePlan:
+    """`backend`: the llama.cpp build chosen for the node (None: it runs no llama.cpp service) and `build`, what
+    `sources` are. A backend with a problem fails the node's llama.cpp services with it; the rest goes on."""
     steps: list[Step] = []
     wanted = {spec.name: spec for spec in desired}
     running = facts.services
+    if backend is not None:
+        steps.append(UseBackend(backend.backend, build, backend.reason))
+        if backend.problem is not None:
+            llama = [spec for spec in desired if spec.kind in ("rpc", "llamacpp")]
+            steps.extend(Fail(spec.name, backend.problem) for spec in llama)
+            desired = [spec for spec in desired if spec not in llama]
 
     for name, service in sorted(running.items()):
         if service.kind == "coordinator" and service.alive:
@@ -168,6 +219,8 @@ def _binary_name(spec: ServiceSpec) -> str:
 def describe(step: Step) -> str:
     """One human line per step (used by `up --dry-run`)."""
     match step:
+        case UseBackend(backend, build, reason):
+            return f"llama.cpp {backend}" + (f" ({build})" if build else "") + f": {reason}"
         case Upload(binary):
             return f"upload {binary.name} -> {binary.remote_path} (sha256 {str(binary.sha256)[:12]})"
         case Stop(service, reason):

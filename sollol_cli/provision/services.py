@@ -35,6 +35,7 @@ class ServiceSpec:
     port: int
     ready: ReadyCheck
     binary_sha256: str | None = None  # uploaded binaries: a new build means a restart
+    backend: str = "cpu"  # the llama.cpp build's backend (cpu | vulkan | cuda | rocm)
     models: tuple[str, ...] = field(default=(), compare=False)  # ollama models to have (pulled, not a restart)
     model_file: str | None = field(default=None, compare=False)  # llama-server's GGUF on the node
 
@@ -44,7 +45,12 @@ class ServiceSpec:
 
     @property
     def digest(self) -> str:
-        payload = json.dumps([self.argv, self.env, self.binary_sha256], separators=(",", ":"))
+        # a backend other than cpu is part of it (a switch restarts even with the user's same binaries); cpu is
+        # left out so services started before backends existed keep their digests and are not restarted
+        parts: list[object] = [self.argv, self.env, self.binary_sha256]
+        if self.backend != "cpu":
+            parts.append(self.backend)
+        payload = json.dumps(parts, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     @property
@@ -64,18 +70,52 @@ class BinarySource:
     remote_path: str
     local_path: str | None = None  # None: use remote_path as it is on the node
     sha256: str | None = None
+    build: str = ""  # what it is, for the plan and `status`: `cpu 0.3.36`, `vulkan 0.3.36`, `bin_dir`, ...
 
 
-def binary_sources(cluster: Cluster, local_bins: dict[str, tuple[str, str]]) -> dict[str, BinarySource]:
-    """`local_bins` maps binary name -> (controller path, sha256) of sollol's build or the configured dir."""
+@dataclass(frozen=True)
+class LocalBuild:
+    """A pair of llama.cpp binaries on the controller: binary name -> (path, sha256), and what it is."""
+
+    files: dict[str, tuple[str, str]]
+    label: str  # `cpu 0.3.36`, `vulkan 0.3.36`, `bin_dir`
+    user: bool = False  # the user's own (llama_cpp.bin_dir): the same binaries whatever the backend
+
+
+# backend -> binary name -> where it comes from: the builds `up` can put on a node
+Builds = dict[str, dict[str, BinarySource]]
+ALL_BACKENDS = ("cpu", "vulkan", "cuda", "rocm")
+
+
+def binary_sources(
+    cluster: Cluster, local_bins: dict[str, tuple[str, str]], *, remote_dir: str = "bin", build: str = ""
+) -> dict[str, BinarySource]:
+    """`local_bins` maps binary name -> (controller path, sha256) of sollol's build or the configured dir;
+    uploads go to `$HOME/.sollol/<remote_dir>/`."""
     sources: dict[str, BinarySource] = {}
     for name in ("rpc-server", "llama-server"):
         if cluster.llama_cpp.node_bin_dir:
-            sources[name] = BinarySource(name, f"{cluster.llama_cpp.node_bin_dir.rstrip('/')}/{name}")
+            path = f"{cluster.llama_cpp.node_bin_dir.rstrip('/')}/{name}"
+            sources[name] = BinarySource(name, path, build=build or "node_bin_dir")
         elif name in local_bins:
             path, sha = local_bins[name]
-            sources[name] = BinarySource(name, f"{REMOTE_HOME}/bin/{name}", local_path=path, sha256=sha)
+            remote = f"{REMOTE_HOME}/{remote_dir}/{name}"
+            sources[name] = BinarySource(name, remote, local_path=path, sha256=sha, build=build)
     return sources
+
+
+def build_sources(cluster: Cluster, local: dict[str, LocalBuild]) -> Builds:
+    """Per backend, the binaries a node choosing it gets. The user's binaries (`node_bin_dir` on the nodes,
+    `bin_dir` on the controller) serve every backend: sollol cannot tell what they were built for. sollol's
+    own builds each have their directory on the node (`bin/` for cpu, `bin/vulkan/`), so switching a node
+    back and forth uploads nothing twice."""
+    if cluster.llama_cpp.node_bin_dir:
+        return {backend: binary_sources(cluster, {}) for backend in ALL_BACKENDS}
+    builds: Builds = {}
+    for backend, found in local.items():
+        remote_dir = "bin" if backend == "cpu" or found.user else f"bin/{backend}"
+        builds[backend] = binary_sources(cluster, found.files, remote_dir=remote_dir, build=found.label)
+    return builds
 
 
 def rpc_servers_on_machine(cluster: Cluster, node: Node) -> int:
@@ -84,10 +124,17 @@ def rpc_servers_on_machine(cluster: Cluster, node: Node) -> int:
 
 
 def node_services(
-    cluster: str, node: Node, sources: dict[str, BinarySource], *, cpus: int | None = None, rpc_sharing: int = 1
+    cluster: str,
+    node: Node,
+    sources: dict[str, BinarySource],
+    *,
+    cpus: int | None = None,
+    rpc_sharing: int = 1,
+    backend: str = "cpu",
 ) -> list[ServiceSpec]:
     """The services the manifest asks for on `node`, in start order (`cpus`: the node's core count;
-    `rpc_sharing`: how many of the manifest's rpc-servers run on the node's machine)."""
+    `rpc_sharing`: how many of the manifest's rpc-servers run on the node's machine; `backend`: the llama.cpp
+    build `sources` are)."""
     specs: list[ServiceSpec] = []
     address = node.host
     if node.rpc is not None:
@@ -105,7 +152,10 @@ def node_services(
         if rpc.device:
             argv += ["-d", rpc.device]
         sha = source.sha256 if source else None
-        specs.append(ServiceSpec(cluster, node.name, "rpc", tuple(argv), (), bind, rpc.port, "rpc-hello", sha))
+        env = tuple(sorted(rpc.environment.items()))
+        specs.append(
+            ServiceSpec(cluster, node.name, "rpc", tuple(argv), env, bind, rpc.port, "rpc-hello", sha, backend)
+        )
     if node.ollama is not None:
         ollama = node.ollama
         bind = ollama.bind or address
@@ -146,6 +196,7 @@ def node_services(
                 llama.port,
                 "llama-health",
                 sha,
+                backend,
                 model_file=llama.model,
             )  # fmt: skip
         )

@@ -44,6 +44,9 @@ def _row(view: BackendView, state: ClusterState) -> dict[str, Any]:
         "rpc_devices": [],
         "accelerators": [a.model_dump() for a in node_state.accelerators] if node_state else [],
         "vulkan_loader": node_state.vulkan_loader if node_state else None,
+        # the llama.cpp build `up` put on the node (its rpc-server and llama-server run it)
+        "llama_backend": node_state.llama_backend if node_state and ref.kind != "ollama" else None,
+        "llama_build": node_state.llama_build if node_state and ref.kind != "ollama" else None,
         "error": view.last_error,
     }
     if ref.kind == "rpc":

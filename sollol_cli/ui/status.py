@@ -42,6 +42,16 @@ def _accelerators(row: dict[str, Any]) -> str:
     return "\n".join(shown) or "-"
 
 
+def _build(row: dict[str, Any]) -> str:
+    """`vulkan 0.3.36` (sollol's builds name their backend), `cuda (node_bin_dir)`, or `-`."""
+    backend, build = row.get("llama_backend"), row.get("llama_build")
+    if not backend:
+        return "-"
+    if not build:
+        return str(backend)
+    return str(build) if str(build).startswith(f"{backend} ") else f"{backend} ({build})"
+
+
 def _models(row: dict[str, Any]) -> str:
     loaded = set(row["loaded"])
     return ", ".join(f"{m}*" if m in loaded else m for m in row["models"]) or "-"
@@ -50,12 +60,15 @@ def _models(row: dict[str, Any]) -> str:
 def render(data: dict[str, Any]) -> Group:
     title = f"cluster '{escape(data['cluster'])}': {data['reachable']}/{data['total']} backends reachable"
     table = Table(title=title, title_justify="left", box=None, pad_edge=False, title_style="bold")
+    # The llama.cpp build is shown once a node runs one other than the static CPU build (--json always says)
+    builds = any(row.get("llama_backend") not in (None, "cpu") for row in data["backends"])
     for column, kwargs in (
         ("backend", {"no_wrap": True}),
         ("kind", {}),
         ("address", {"no_wrap": True}),
         ("state", {}),
         ("version", {}),
+        *((("build", {"no_wrap": True}),) if builds else ()),
         ("models (*loaded)", {"overflow": "fold"}),
         ("free", {"no_wrap": True}),
         ("busy", {}),
@@ -72,8 +85,8 @@ def render(data: dict[str, Any]) -> Group:
         busy = "-" if row["in_flight"] is None else f"{row['in_flight']}/{row['slots'] or '?'}"
         shown = f"[{STATE_STYLE.get(state, '')}]{STATE_WORD.get(state, state)}[/]"
         cells = [
-            escape(row["name"]), row["kind"], row["address"], shown,
-            escape(row["version"] or "-"), escape(_models(row)), _memory(row), busy,
+            escape(row["name"]), row["kind"], row["address"], shown, escape(row["version"] or "-"),
+            *([escape(_build(row))] if builds else []), escape(_models(row)), _memory(row), busy,
         ]  # fmt: skip
         table.add_row(*cells, *([escape(_accelerators(row))] if devices else []))
         if row["error"]:

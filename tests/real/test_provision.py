@@ -182,10 +182,13 @@ def test_dry_run_changes_nothing(lab: Lab) -> None:
     assert result.exit_code == 0, result.stderr
     n1, n2, n3 = (lab.node(f"node{i}").address for i in (1, 2, 3))
     # the binaries stay on the nodes after `down`, so only starts are planned
+    # the llama.cpp build each node gets (the lab's bin_dir; the test hosts have only lavapipe: no GPU)
     assert result.stdout == (
         "node1: 1 change\n"
+        "  llama.cpp cpu (bin_dir): auto: no GPU\n"
         f"  start sollol-lab-rpc-50052 on {n1}:50052 [process]: not running\n"
         "node2: 2 changes\n"
+        "  llama.cpp cpu (bin_dir): auto: no GPU\n"
         f"  start sollol-lab-rpc-50052 on {n2}:50052 [process]: not running\n"
         f"  start sollol-lab-llamacpp-8080 on {n2}:8080 [process]: not running\n"
         "node3: 1 change\n"
@@ -204,7 +207,10 @@ def test_dry_run_json(lab: Lab) -> None:
     assert data["nodes"][0] == {
         "node": "node1",
         "status": "planned",
-        "plan": [f"start sollol-lab-rpc-50052 on {n1}:50052 [process]: not running"],
+        "plan": [
+            "llama.cpp cpu (bin_dir): auto: no GPU",
+            f"start sollol-lab-rpc-50052 on {n1}:50052 [process]: not running",
+        ],
         "changes": [],
         "failures": [],
         "services": [],

@@ -259,3 +259,10 @@ def test_status_shows_each_nodes_accelerators(local: Local) -> None:
         "driver": "550.54.14", "device_type": "gpu",
     }  # fmt: skip
     assert rows[0]["rpc_devices"] == [{"free_bytes": 3 * 2**30, "total_bytes": 4 * 2**30}]  # what the rpc-server said
+    # the build `up` chose and put there (the stand-ins' llama_cpp.bin_dir; a node without a GPU: cpu), none
+    # for Ollama
+    assert [(r["name"], r["llama_backend"], r["llama_build"]) for r in rows] == [
+        ("shard", "cpu", "bin_dir"),
+        ("whole", "cpu", "bin_dir"),
+        ("ol", None, None),
+    ]

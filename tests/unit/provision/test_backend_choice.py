@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sollol_cli.provision.backend_choice import BackendChoice, choose_backend
+from sollol_cli.provision.backend_choice import BackendChoice, choose_backend, choose_build
+from sollol_cli.provision.services import BinarySource
 from sollol_cli.state import Accelerator
 
 LOADER = "/lib/x86_64-linux-gnu/libvulkan.so.1"
@@ -52,6 +53,9 @@ CASES = [
     ("rocm-without-a-rocm-device", "rocm", [], None, [], ("rocm",),
      BackendChoice("rocm", "rocm (set in the manifest)", "the node reports no rocm device (rocm-smi or /dev/kfd)")),
     ("cuda-with-binaries", "cuda", [RTX], None, [], ("cuda",), BackendChoice("cuda", "cuda (set in the manifest)")),
+    ("auto-vulkan-gpu-without-a-vulkan-build", "auto", [RADV], LOADER, [], ("cpu",),
+     BackendChoice("cpu", "auto: Vulkan GPU AMD Radeon RX 7900 XTX (RADV NAVI31) but no Vulkan build "
+                   "(sollol llama-cpp build --backend vulkan)")),
 ]  # fmt: skip
 
 
@@ -68,3 +72,38 @@ def test_choose_backend(
     expected: BackendChoice,
 ) -> None:
     assert choose_backend(requested, accelerators, loader, render_nodes, builds=builds) == expected
+
+
+def _builds(*backends: str) -> dict[str, dict[str, BinarySource]]:
+    return {b: {"rpc-server": BinarySource("rpc-server", f"/x/{b}/rpc-server", build=f"{b} 0.3.36")} for b in backends}
+
+
+BUILD_CASES = [
+    # (id, requested, accelerators, loader, builds, expected choice, expected build label)
+    ("cpu-build", "auto", [], None, _builds("cpu", "vulkan"), BackendChoice("cpu", "auto: no GPU"), "cpu 0.3.36"),
+    ("vulkan-build", "vulkan", [LAVAPIPE], LOADER, _builds("cpu", "vulkan"),
+     BackendChoice("vulkan", "vulkan (set in the manifest)"), "vulkan 0.3.36"),
+    ("vulkan-not-built", "vulkan", [LAVAPIPE], LOADER, _builds("cpu"),
+     BackendChoice("vulkan", "vulkan (set in the manifest)", "no vulkan build of llama.cpp on the controller: "
+                   "run `sollol llama-cpp build --backend vulkan`"), ""),
+    ("cpu-not-built", "auto", [], None, _builds("vulkan"),
+     BackendChoice("cpu", "auto: no GPU", "no cpu build of llama.cpp on the controller: run `sollol llama-cpp build`"),
+     ""),
+    ("no-loader-wins-over-no-build", "vulkan", [], None, _builds("cpu"),
+     BackendChoice("vulkan", "vulkan (set in the manifest)", NO_LOADER), ""),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("requested", "accelerators", "loader", "builds", "expected", "label"),
+    [pytest.param(*case[1:], id=case[0]) for case in BUILD_CASES],
+)
+def test_choose_build(
+    requested: str,
+    accelerators: list[Accelerator],
+    loader: str | None,
+    builds: dict[str, dict[str, BinarySource]],
+    expected: BackendChoice,
+    label: str,
+) -> None:
+    assert choose_build(requested, accelerators, loader, [], builds) == (expected, label)

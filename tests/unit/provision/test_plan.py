@@ -6,9 +6,10 @@ import pytest
 
 from sollol_cli.manifest.models import Cluster
 from sollol_cli.provision.facts import Listener, NodeFacts, RunningService
-from sollol_cli.provision.plan import command, describe, plan_down, plan_up
-from sollol_cli.provision.services import binary_sources, node_services
+from sollol_cli.provision.plan import command, describe, desired_on, plan_down, plan_up
+from sollol_cli.provision.services import LocalBuild, binary_sources, build_sources, node_services
 from sollol_cli.ssh.nodeproc import SHELL_FUNCTIONS, stop_text
+from sollol_cli.state import Accelerator
 
 SHA = "a" * 64
 OLD = "b" * 64
@@ -227,4 +228,123 @@ def test_down_commands() -> None:
         f"{RUN}/sollol-lab-ollama-11434.pid {RUN}/sollol-lab-ollama-11434.unit {RUN}/sollol-lab-ollama-11434.key; "
         "systemctl --user daemon-reload",
         stop_text(100, 5, remove=rpc),
+    ]
+
+
+# --- the llama.cpp build per node: desired_on (choice from the facts) and the plan it gives ---
+
+VSHA = "c" * 64
+VBIN = "$HOME/.sollol/bin/vulkan/rpc-server"
+LOADER = "/usr/lib/x86_64-linux-gnu/libvulkan.so.1"
+LAVAPIPE = Accelerator(kind="vulkan", name="llvmpipe (LLVM 15.0.6, 256 bits)", driver="llvmpipe", device_type="cpu")
+RADV = Accelerator(kind="vulkan", name="AMD Radeon RX 7900 XTX (RADV NAVI31)", driver="radv")
+LOCAL = {
+    "cpu": LocalBuild({"rpc-server": ("/cache/rpc-server", SHA), "llama-server": ("/cache/llama-server", SHA)}, "cpu 0.3.36"),
+    "vulkan": LocalBuild({"rpc-server": ("/vk/rpc-server", VSHA), "llama-server": ("/vk/llama-server", VSHA)}, "vulkan 0.3.36"),
+}  # fmt: skip
+NO_LOADER = (
+    "the node has no Vulkan loader (libvulkan.so.1): install it and a Vulkan driver "
+    "(Debian: libvulkan1 mesa-vulkan-drivers), or choose another backend"
+)
+
+
+def backend_case(node_yaml, facts_kw, expected, *, local=LOCAL, running_as=None, **top):  # type: ignore[no-untyped-def]
+    return (node_yaml, facts_kw, expected, local, running_as, top)
+
+
+def _vulkan(node_yaml: dict) -> dict:
+    return {**node_yaml, "llama_cpp": {"backend": "vulkan"}}
+
+
+BACKEND_CASES = {
+    "auto on a node without a GPU: the cpu build": backend_case(RPC, {}, [
+        "llama.cpp cpu (cpu 0.3.36): auto: no GPU",
+        f"upload rpc-server -> {BIN} (sha256 aaaaaaaaaaaa)",
+        "start sollol-lab-rpc-50052 on 10.0.0.1:50052 [process]: not running",
+    ]),
+    "auto on a Vulkan GPU: the vulkan build in its own directory": backend_case(
+        RPC, {"accelerators": (RADV,), "vulkan_loader": LOADER}, [
+        "llama.cpp vulkan (vulkan 0.3.36): auto: Vulkan GPU AMD Radeon RX 7900 XTX (RADV NAVI31)",
+        f"upload rpc-server -> {VBIN} (sha256 cccccccccccc)",
+        "start sollol-lab-rpc-50052 on 10.0.0.1:50052 [process]: not running",
+    ]),
+    "vulkan asked on lavapipe (the test machine)": backend_case(
+        _vulkan(RPC), {"accelerators": (LAVAPIPE,), "vulkan_loader": LOADER, "binaries": {VBIN: VSHA}}, [
+        "llama.cpp vulkan (vulkan 0.3.36): vulkan (set in the manifest)",
+        "start sollol-lab-rpc-50052 on 10.0.0.1:50052 [process]: not running",
+    ]),
+    "vulkan asked by the cluster, cpu by the node": backend_case(
+        {**RPC, "llama_cpp": {"backend": "cpu"}}, {"vulkan_loader": LOADER, "binaries": {BIN: SHA}}, [
+        "llama.cpp cpu (cpu 0.3.36): cpu (set in the manifest)",
+        "start sollol-lab-rpc-50052 on 10.0.0.1:50052 [process]: not running",
+    ], llama_cpp={"backend": "vulkan"}),
+    "switch cpu -> vulkan: upload and restart": backend_case(
+        _vulkan(RPC), {"vulkan_loader": LOADER, "binaries": {BIN: SHA}}, [
+        "llama.cpp vulkan (vulkan 0.3.36): vulkan (set in the manifest)",
+        f"upload rpc-server -> {VBIN} (sha256 cccccccccccc)",
+        "stop sollol-lab-rpc-50052 (pid 100): settings changed",
+        "start sollol-lab-rpc-50052 on 10.0.0.1:50052 [process]: settings changed",
+    ], running_as=RPC),
+    "vulkan without a loader: the llama.cpp services fail, ollama still starts": backend_case(
+        _vulkan({**RPC, "ollama": {}}), {"ollama_path": "/usr/bin/ollama"}, [
+        "llama.cpp vulkan: vulkan (set in the manifest)",
+        f"fail sollol-lab-rpc-50052: {NO_LOADER}",
+        "start sollol-lab-ollama-11434 on 10.0.0.1:11434 [process]: not running",
+    ]),
+    "vulkan not built on the controller": backend_case(_vulkan(RPC), {"vulkan_loader": LOADER}, [
+        "llama.cpp vulkan: vulkan (set in the manifest)",
+        "fail sollol-lab-rpc-50052: no vulkan build of llama.cpp on the controller: "
+        "run `sollol llama-cpp build --backend vulkan`",
+    ], local={"cpu": LOCAL["cpu"]}),
+    "cuda from the user's binaries on the nodes": backend_case(
+        {**RPC, "llama_cpp": {"backend": "cuda"}},
+        {"accelerators": (Accelerator(kind="cuda", name="RTX 3090"),), "binaries": {"/opt/llama/rpc-server": SHA}}, [
+        "llama.cpp cuda (node_bin_dir): cuda (set in the manifest)",
+        "start sollol-lab-rpc-50052 on 10.0.0.1:50052 [process]: not running",
+    ], local={}, llama_cpp={"node_bin_dir": "/opt/llama"}),
+    "cuda without binaries for it": backend_case({**RPC, "llama_cpp": {"backend": "cuda"}}, {}, [
+        "llama.cpp cuda: cuda (set in the manifest)",
+        "fail sollol-lab-rpc-50052: no cuda binaries for this node: sollol builds only cpu and vulkan on the "
+        "controller; point llama_cpp.node_bin_dir at a cuda build on the node",
+    ]),
+    "ollama only: no llama.cpp build": backend_case(OLLAMA, {"ollama_path": "/usr/bin/ollama"}, [
+        "start sollol-lab-ollama-11434 on 10.0.0.1:11434 [process]: not running",
+        "ensure models on sollol-lab-ollama-11434: tiny",
+    ]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("node_yaml", "facts_kw", "expected", "local", "running_as", "top"),
+    BACKEND_CASES.values(),
+    ids=BACKEND_CASES.keys(),
+)
+def test_plan_up_with_backend(
+    node_yaml: dict, facts_kw: dict, expected: list[str], local: dict, running_as: dict | None, top: dict
+) -> None:
+    c = cluster(node_yaml, **top)
+    services = {}
+    if running_as is not None:  # the same service as `up` started it from the manifest `running_as`
+        service = running(cluster(running_as), "rpc")
+        services[service.name] = service
+    facts = NodeFacts(services=services, **facts_kw)
+    want = desired_on(c, c.nodes[0], build_sources(c, local), facts)
+    plan = plan_up("n1", want.services, want.sources, facts, backend=want.choice, build=want.build)
+    assert [describe(step) for step in plan.steps] == expected
+
+
+def test_backend_switch_back_to_cpu_restarts_and_uploads_nothing() -> None:
+    """Both builds stay on the node in their own directories: switching back only restarts."""
+    c = cluster(RPC)
+    was_vulkan = cluster(_vulkan(RPC))
+    before = desired_on(was_vulkan, was_vulkan.nodes[0], build_sources(c, LOCAL), NodeFacts(vulkan_loader=LOADER))
+    (vk,) = before.services
+    was = RunningService(vk.name, 100, 5, vk.digest, "rpc", vk.host, vk.port, True)
+    facts = NodeFacts(services={was.name: was}, binaries={BIN: SHA, VBIN: VSHA}, vulkan_loader=LOADER)
+    want = desired_on(c, c.nodes[0], build_sources(c, LOCAL), facts)
+    plan = plan_up("n1", want.services, want.sources, facts, backend=want.choice, build=want.build)
+    assert [describe(step) for step in plan.steps] == [
+        "llama.cpp cpu (cpu 0.3.36): auto: no GPU",
+        "stop sollol-lab-rpc-50052 (pid 100): settings changed",
+        "start sollol-lab-rpc-50052 on 10.0.0.1:50052 [process]: settings changed",
     ]

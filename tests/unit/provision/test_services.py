@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
 import time
@@ -12,7 +14,10 @@ import pytest
 from sollol_cli.manifest.models import Cluster
 from sollol_cli.provision.facts import facts_script, parse_facts
 from sollol_cli.provision.services import (
+    BinarySource,
+    LocalBuild,
     binary_sources,
+    build_sources,
     detached_start,
     node_services,
     rpc_servers_on_machine,
@@ -74,6 +79,50 @@ def test_ollama_env_and_models() -> None:
     assert ollama.argv == ("ollama", "serve")
     assert ollama.env == (("OLLAMA_HOST", "10.0.0.1:11500"), ("OLLAMA_NUM_PARALLEL", "2"))
     assert ollama.models == ("tiny",)
+
+
+def test_rpc_environment() -> None:
+    (rpc,) = specs({"rpc": {"environment": {"GGML_VK_VISIBLE_DEVICES": 0, "B": "x y"}}})
+    assert rpc.env == (("B", "x y"), ("GGML_VK_VISIBLE_DEVICES", "0"))
+    assert detached_start(rpc).count("env B='x y' GGML_VK_VISIBLE_DEVICES=0 ") == 1
+    (plain,) = specs({"rpc": {}})
+    assert plain.env == ()
+    assert plain.digest != rpc.digest
+
+
+def test_backend_changes_the_digest_but_cpu_keeps_the_old_one() -> None:
+    """A switch of build restarts the service even where the binaries' path and checksum stay the same (the
+    user's own binaries); cpu adds nothing, so services started before backends existed are not restarted."""
+    c = Cluster.model_validate({"name": "lab", "nodes": [{"name": "n1", "address": "10.0.0.1", "rpc": {}}]})
+    sources = binary_sources(c, {"rpc-server": ("/c/rpc-server", SHA)})
+    (cpu,) = node_services("lab", c.nodes[0], sources)
+    (vulkan,) = node_services("lab", c.nodes[0], sources, backend="vulkan")
+    (cuda,) = node_services("lab", c.nodes[0], sources, backend="cuda")
+    assert len({cpu.digest, vulkan.digest, cuda.digest}) == 3
+    before = json.dumps([cpu.argv, cpu.env, cpu.binary_sha256], separators=(",", ":"))
+    assert cpu.digest == hashlib.sha256(before.encode()).hexdigest()[:16]
+
+
+def test_build_sources_per_backend() -> None:
+    nodes = [{"name": "n1", "address": "10.0.0.1", "rpc": {}}]
+    c = Cluster.model_validate({"name": "lab", "nodes": nodes})
+    cpu = LocalBuild({"rpc-server": ("/c/rpc-server", SHA)}, "cpu 0.3.36")
+    vulkan = LocalBuild({"rpc-server": ("/c/vk/rpc-server", "e" * 64)}, "vulkan 0.3.36")
+    builds = build_sources(c, {"cpu": cpu, "vulkan": vulkan})
+    assert builds == {
+        "cpu": {"rpc-server": BinarySource("rpc-server", "$HOME/.sollol/bin/rpc-server", "/c/rpc-server", SHA, "cpu 0.3.36")},
+        "vulkan": {"rpc-server": BinarySource(
+            "rpc-server", "$HOME/.sollol/bin/vulkan/rpc-server", "/c/vk/rpc-server", "e" * 64, "vulkan 0.3.36"
+        )},
+    }  # fmt: skip
+    user = LocalBuild({"rpc-server": ("/mine/rpc-server", SHA)}, "bin_dir", user=True)
+    mine = build_sources(c, dict.fromkeys(("cpu", "cuda"), user))
+    expected = BinarySource("rpc-server", "$HOME/.sollol/bin/rpc-server", "/mine/rpc-server", SHA, "bin_dir")
+    assert mine["cuda"] == mine["cpu"] == {"rpc-server": expected}
+    on_node = Cluster.model_validate({"name": "lab", "nodes": nodes, "llama_cpp": {"node_bin_dir": "/opt/llama/"}})
+    given = build_sources(on_node, {})
+    assert sorted(given) == ["cpu", "cuda", "rocm", "vulkan"]
+    assert given["rocm"]["rpc-server"] == BinarySource("rpc-server", "/opt/llama/rpc-server", build="node_bin_dir")
 
 
 def test_llamacpp_argv() -> None:
