@@ -4,8 +4,8 @@ rpc-server serves the llvmpipe device (banner and the protocol's device memory a
 llama-server drives it over RPC 7.0.0 with every layer on it and generates tokens.
 
 Marked `vulkan` as well as `real`: the first run builds the Vulkan binaries (~13 min on 2 cores) and needs
-glslc, libvulkan-dev, spirv-headers and mesa-vulkan-drivers, so the README's test command leaves these out
-for now; run them with `pytest -m vulkan`.
+glslc, libvulkan-dev, spirv-headers and mesa-vulkan-drivers, which `.ci/run` installs and builds; the
+README's test command runs them, the default `pytest` run leaves them out.
 """
 
 from __future__ import annotations
