@@ -95,6 +95,7 @@ def lab(
 def scan(hosts: TestHosts) -> dict:  # type: ignore[type-arg]
     subnet = str(hosts.config.subnet)
     result = invoke("discover", subnet, "--ports", "11434,8080,50052", "--json", "-q")
+    print(result.stdout, result.stderr)  # shown when a test fails: what the scan saw
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
