@@ -8,6 +8,7 @@ import asyncio
 import inspect
 import random
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
@@ -87,6 +88,7 @@ class Dispatcher:
         self.sharded = sharded
         self.rng = rng or random.Random()  # decides among equally good backends (see router.choose)
         self.waiting = 0
+        self.waiting_by_model: Counter[str] = Counter()  # the same, per model as requested (the dashboard)
 
     def stream(self, op: Operation, body: dict[str, Any], trace: Trace) -> AsyncIterator[Chunk]:
         unload = _unload_reply(op, body)
@@ -259,12 +261,16 @@ class Dispatcher:
                     raise attempts.last_error  # still busy after the whole wait: its own 503 ("Loading model")
                 raise QueueFull(verdict.message)
             self.waiting += 1
+            self.waiting_by_model[trace.model] += 1
             try:
                 await asyncio.wait_for(self.monitor.changed.wait(), timeout=min(verdict.remaining_s, 1.0))
             except TimeoutError:
                 pass
             finally:
                 self.waiting -= 1
+                self.waiting_by_model[trace.model] -= 1
+                if not self.waiting_by_model[trace.model]:
+                    del self.waiting_by_model[trace.model]
             attempts.tried.difference_update(attempts.busy)  # the busy ones get another chance after a wait
             attempts.busy.clear()
             ahead = 0  # once queued, it competes on equal terms with the others already waiting

@@ -166,6 +166,7 @@ def dashboard_status(runtime: ClusterRuntime) -> dict[str, Any]:
         row["loaded_on"] = sorted(
             v.name for v in monitor.views.values() if any(same_model(m, row["name"]) for m in v.loaded)
         )
+        row["queued"] = sum(n for m, n in runtime.dispatcher.waiting_by_model.items() if same_model(m, row["name"]))
         record = running.get(row["name"])
         parts = parse_placement_lines(record.placement) if record is not None else []
         row["placement_text"] = row["placement"]
@@ -179,6 +180,10 @@ def dashboard_status(runtime: ClusterRuntime) -> dict[str, Any]:
                 "last_used": record.last_used,
                 "unloads_at": expires,
             }
+            if record.ready_after_s is None:  # loading (in this process or another): for how long, and the limit
+                limit = runtime.shards.ready_timeout if runtime.shards is not None else None
+                row["coordinator"] |= {"loading_s": round(max(0.0, time.time() - record.started_at), 1),
+                                       "load_limit_s": limit}  # fmt: skip
     data |= {
         "time": time.time(),
         "probe_interval_s": cluster.routing.probe_interval,

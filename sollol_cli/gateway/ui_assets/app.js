@@ -118,6 +118,10 @@
     if (!coordinator) return "–";
     const where = coordinator.node ? `node ${coordinator.node}` : "this machine";
     let text = `${coordinator.state || "running"} on ${where}, ${coordinator.host}:${coordinator.port}`;
+    if (coordinator.state === "loading" && coordinator.loading_s != null) {
+      text += `; loading for ${num(coordinator.loading_s, 0)} s`;
+      if (coordinator.load_limit_s) text += ` (gives up after ${num(coordinator.load_limit_s, 0)} s)`;
+    }
     if (coordinator.unloads_at) text += `; unloads at ${clock(coordinator.unloads_at)} if idle`;
     else if (coordinator.state === "ready") text += "; kept loaded";
     return text;
@@ -137,7 +141,7 @@
       body.append(
         el("tr", { "data-model": model.name },
           el("th", { scope: "row", text: model.name }),
-          el("td", { text: model.mode }),
+          el("td", { text: model.queued ? `${model.mode} · ${model.queued} queued` : model.mode }),
           el("td", { class: "reason-cell", text: withoutMode(model.reason, model.mode) }),
           coordinatorCell(model),
         ),

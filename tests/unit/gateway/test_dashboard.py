@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from sollol_cli.gateway.state import GATEWAY
 from sollol_cli.sharding import coordinator as coord
 from sollol_cli.sharding.lifecycle import coordinator_home
 from sollol_cli.ssh.nodeproc import process_start_time
-from tests.unit.gateway.conftest import Gateway, MakeGateway, MakeStandin
+from tests.unit.gateway.conftest import Gateway, MakeGateway, MakeStandin, until
 
 ASSETS = ("index.html", "app.js", "style.css")
 
@@ -266,3 +267,33 @@ def running_coordinator(gw: Gateway, model: str, log_text: str) -> coord.Coordin
     )
     coord.save_record(home, record)
     return record
+
+
+async def test_a_loading_coordinator_says_for_how_long_and_queued_requests_count_per_model(
+    gateway: MakeGateway, standin: MakeStandin
+) -> None:
+    a = standin("a")
+    gw = await gateway(
+        a,
+        slots=1,
+        backends=[{"name": "r1", "kind": "rpc", "address": "127.0.0.1", "port": 1}],
+        models=[{"name": "big", "mode": "shard", "gguf": "/nowhere.gguf"}],
+        routing={"queue_wait": 30},
+    )
+    record = running_coordinator(gw, "big", "loading...\n")  # saved before it is ready, as the manager does
+    record.started_at = time.time() - 12
+    coord.save_record(coordinator_home(gw.runtime.settings, "test"), record)
+    a.set_faults(hold_after_tokens=1)  # the one slot stays taken: the next request waits in the queue
+    first = asyncio.create_task(gw.post("/api/generate", json={"model": "tiny", "prompt": "x"}))
+    await asyncio.to_thread(a.wait_until, lambda s: s["requests"].get("POST /api/generate", 0) == 1)
+    second = asyncio.create_task(gw.post("/api/generate", json={"model": "tiny", "prompt": "y"}))
+    await until(lambda: gw.runtime.dispatcher.waiting == 1, "a request in the queue")
+    data = await (await gw.get("/ui/api/status")).json()
+    models = {m["name"]: m for m in data["models"]}
+    assert (models["tiny:latest"]["queued"], models["big"]["queued"]) == (1, 0)
+    coordinator = models["big"]["coordinator"]
+    assert coordinator["state"] == "loading" and coordinator["load_limit_s"] == 600.0
+    assert 12 <= coordinator["loading_s"] < 600  # counted from its start, whichever process started it
+    a.release()
+    for task in (first, second):
+        (await task).close()
