@@ -170,6 +170,7 @@ def _account(state: GatewayState, request: web.Request, ex: Exchange) -> None:
         if ex.tokens:
             metrics.tokens.labels(ex.backend).inc(ex.tokens)
     duration_s = ex.elapsed()
-    state.feed.add(ex, duration_s, state.runtime.dispatcher.waiting)
+    dispatcher = state.runtime.dispatcher
+    state.feed.add(ex, duration_s, dispatcher.waiting, dispatcher.waiting_by_model)
     if state.log is not None:
         state.log(format_line(record(ex, duration_s), state.log_format))

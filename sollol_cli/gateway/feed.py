@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sollol_cli.events import CoordinatorExited, CoordinatorFailed
@@ -22,9 +22,11 @@ class Feed:
         # per sharded model, its coordinator's last failure as the requests met it: {"at", "message"}
         self.coordinator_failures: dict[str, dict[str, Any]] = {}
 
-    def add(self, exchange: Exchange, duration_s: float, queue_depth: int) -> None:
+    def add(
+        self, exchange: Exchange, duration_s: float, queue_depth: int, queued_by_model: Mapping[str, int] | None = None
+    ) -> None:
         """A finished request that named a model (the routed ones; /api/tags and the dashboard's own are not)."""
-        self.traffic.queue_depth(queue_depth)
+        self.traffic.queue_depth(queue_depth, queued_by_model)
         if exchange.model is None:
             return
         request = finished(exchange, duration_s, self.clock())

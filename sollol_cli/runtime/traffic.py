@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -92,7 +92,9 @@ class _Bucket:
     tokens: int = 0
     latencies: list[float] = field(default_factory=list)
     ttfts: list[float] = field(default_factory=list)
-    queue_depth: int = 0  # the deepest seen in the bucket (the cluster's series only)
+    # the deepest seen in the bucket: the cluster's and each model's (a waiting request has no backend yet:
+    # it takes whichever frees a slot first, so there is no queue per backend)
+    queue_depth: int = 0
 
     def add(self, request: Finished) -> None:
         self.requests += 1
@@ -155,10 +157,12 @@ class TrafficSeries:
             self._bucket(scope, index).add(request)
         self._prune()
 
-    def queue_depth(self, depth: int) -> None:
-        """The number of requests waiting now (kept as the bucket's maximum)."""
-        bucket = self._bucket(CLUSTER, self._index(self.clock()))
-        bucket.queue_depth = max(bucket.queue_depth, depth)
+    def queue_depth(self, depth: int, by_model: Mapping[str, int] | None = None) -> None:
+        """The number of requests waiting now, in all and per model (kept as the bucket's maximum)."""
+        index = self._index(self.clock())
+        for scope, waiting in [(CLUSTER, depth), *((("model", m), n) for m, n in (by_model or {}).items())]:
+            bucket = self._bucket(scope, index)
+            bucket.queue_depth = max(bucket.queue_depth, waiting)
 
     def _prune(self) -> None:
         current = self._index(self.clock())

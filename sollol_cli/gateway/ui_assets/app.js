@@ -249,7 +249,8 @@
     charts.replaceChildren();
     if (!columns) return;
     for (const [title, names, digits] of CHARTS) {
-      if (names[0] === "queue_depth" && kind !== "cluster") continue;
+      // a waiting request has no backend until one frees a slot: queue depth is the cluster's and each model's
+      if (names[0] === "queue_depth" && kind === "backend") continue;
       const latest = names.map((n) => num(lastValue(columns, n), digits)).join(" / ");
       const chart = sparkline(columns, names);
       chart.setAttribute("aria-label", `${title}, now ${latest}`);

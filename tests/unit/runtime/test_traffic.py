@@ -128,11 +128,13 @@ def test_old_buckets_leave_the_window() -> None:
 def test_queue_depth_keeps_the_deepest_of_the_bucket() -> None:
     clock = Clock(1000.0)
     series = TrafficSeries(window_s=20, bucket_s=10, clock=clock)
-    for depth in (2, 5, 1):
-        series.queue_depth(depth)
+    for depth, by_model in ((2, {"a": 2}), (5, {"a": 1, "b": 4}), (1, {"b": 1})):
+        series.queue_depth(depth, by_model)
     clock.now = 1010.0
     series.queue_depth(0)
-    assert series.snapshot()["cluster"]["queue_depth"] == [5, 0]
+    snap = series.snapshot()
+    assert snap["cluster"]["queue_depth"] == [5, 0]
+    assert (snap["models"]["a"]["queue_depth"], snap["models"]["b"]["queue_depth"]) == ([2, 0], [4, 0])
 
 
 def test_latency_samples_per_bucket_are_bounded() -> None:
