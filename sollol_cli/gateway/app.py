@@ -118,10 +118,18 @@ def _middleware(state: GatewayState) -> Any:
         finally:
             gate.leave()
             metrics.in_flight.dec()
-            if response is not None:
-                ex.status = response.status
-                if not response.prepared:
-                    identify(response, ex)
+            if response is None:  # leaving by an exception: nothing more will be sent
+                _account(state, request, ex)
+        ex.status = response.status
+        try:
+            if not response.prepared:
+                # Send it here rather than after returning, so the client has its answer before the bookkeeping
+                # (metrics, dashboard feed, access-log line) runs; aiohttp's own prepare/write_eof are then no-ops.
+                identify(response, ex)
+                await response.prepare(request)
+                ex.fix_overhead()  # up to the first byte written
+                await response.write_eof()
+        finally:
             _account(state, request, ex)
         return response
 

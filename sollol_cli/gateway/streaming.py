@@ -117,6 +117,7 @@ async def stream(
         identify(response, exchange)
         exchange.streaming = True
         await response.prepare(request)
+        exchange.fix_overhead()  # up to the first byte written (the headers carry it up to just before)
         encode, write = framing.encode, response.write
         if watch is not None:
             watch(first)
