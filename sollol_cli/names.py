@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from sollol_cli.errors import UsageError
 
@@ -31,6 +32,7 @@ def _split_tag(name: str) -> tuple[str, str | None]:
     return (name[:colon], name[colon + 1 :]) if colon > name.rfind("/") else (name, None)
 
 
+@lru_cache(maxsize=4096)  # the router compares every backend's models with the request's on every request
 def normalize_model_name(name: str) -> str:
     """One comparable string per model: `Tiny` -> `registry.ollama.ai/library/tiny:latest`."""
     name, at, digest = name.strip().lower().partition("@")
