@@ -31,7 +31,8 @@ class Exchange:
     attempts: tuple[str, ...] = ()  # failed attempts elsewhere before the one that answered
     tokens_per_s: float | None = None
     events: tuple[Event, ...] = ()  # what a sharded model's coordinator did for it (trace.events)
-    upstream_s: float = 0.0  # time spent waiting on backends (the part the gateway did not add)
+    upstream_s: float = 0.0  # wall time in the runtime's answer (routing included): Server-Timing, metrics
+    backend_s: float = 0.0  # of that, the time awaiting backends' chunks: the part the gateway did not add
     queued_s: float = 0.0
     ttft_s: float | None = None
     tokens: int | None = None
@@ -43,7 +44,9 @@ class Exchange:
         return time.perf_counter() - self.started
 
     def fix_overhead(self) -> float:
-        self.overhead_s = max(0.0, self.elapsed() - self.upstream_s - self.queued_s)
+        """What the gateway added so far: since the middleware got the request (aiohttp has parsed its head),
+        less the queue and the time awaiting backends' chunks. Fixed once more when the first byte is written."""
+        self.overhead_s = max(0.0, self.elapsed() - self.backend_s - self.queued_s)
         return self.overhead_s
 
 

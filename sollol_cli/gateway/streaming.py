@@ -73,7 +73,7 @@ def identify(response: web.StreamResponse, exchange: Exchange) -> None:
 def absorb(exchange: Exchange, trace: Trace | None, waited_s: float) -> None:
     """Fold what the runtime measured into the exchange; `waited_s` is the wall time spent in its iterator."""
     if trace is None:
-        exchange.upstream_s = waited_s
+        exchange.upstream_s = exchange.backend_s = waited_s
         return
     exchange.backend = trace.backend
     exchange.mode = trace.mode
@@ -84,6 +84,7 @@ def absorb(exchange: Exchange, trace: Trace | None, waited_s: float) -> None:
     exchange.queued_s = trace.queued_s
     exchange.ttft_s = trace.ttft_s
     exchange.upstream_s = max(0.0, waited_s - trace.queued_s)
+    exchange.backend_s = trace.backend_s
 
 
 async def _close(iterator: AsyncIterator[Any]) -> None:

@@ -49,6 +49,8 @@ class Trace:
     queued_s: float = 0.0
     ttft_s: float | None = None
     tokens_per_s: float | None = None
+    # time spent awaiting backends' chunks (the request sent, each chunk read and parsed), every attempt's
+    backend_s: float = 0.0
     started: float = field(default_factory=time.monotonic)
     events: list[Event] = field(default_factory=list)  # what the coordinator did (shown by -v)
 
@@ -355,9 +357,17 @@ async def timed(
                     raise
                 raise BackendUnavailable(label, f"sent nothing within {first_byte_s:g}s (first-byte timeout)") from None
             trace.ttft_s = time.monotonic() - sent
+            trace.backend_s += trace.ttft_s
             _count_tokens(first, trace)
             yield first
-        async for chunk in chunks:
+        while True:
+            asked = time.monotonic()
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                trace.backend_s += time.monotonic() - asked
+                return
+            trace.backend_s += time.monotonic() - asked
             _count_tokens(chunk, trace)
             yield chunk
     finally:
