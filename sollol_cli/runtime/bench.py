@@ -24,7 +24,7 @@ from sollol_cli import events
 from sollol_cli.backends.base import Backend
 from sollol_cli.errors import SollolError, UsageError
 from sollol_cli.files import write_atomic
-from sollol_cli.names import normalize_model_name
+from sollol_cli.names import normalize_model_name, same_model
 from sollol_cli.runtime.dispatch import Trace, timed
 from sollol_cli.runtime.session import ClusterRuntime
 
@@ -116,15 +116,13 @@ async def _targets(runtime: ClusterRuntime, model: str, reporter: events.Reporte
     if runtime.shards is not None and runtime.shards.handles(model)[0]:
         coordinator = await runtime.shards.backend_for(model, reporter)
         return [(coordinator.ref.name, "shard", coordinator)]
-    key = normalize_model_name(model)
-    found = [
-        (view.name, "distribute", view.client)
-        for view in runtime.monitor.views.values()
-        if view.client is not None and view.probe.healthy and any(normalize_model_name(m) == key for m in view.models)
-    ]
+    found: list[tuple[str, str, Backend]] = []
+    for view in runtime.monitor.views.values():
+        if view.client is not None and view.probe.healthy and any(same_model(m, model) for m in view.models):
+            found.append((view.name, "distribute", view.client))
     if not found:
         raise UsageError(f"no reachable backend has model '{model}'", hint="see `sollol status`")
-    return [(name, mode, client) for name, mode, client in found if client is not None]
+    return found
 
 
 async def _round(

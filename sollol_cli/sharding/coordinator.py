@@ -192,13 +192,25 @@ def save_record(state_dir: Path, record: CoordinatorRecord) -> None:
     write_atomic(record_path(state_dir, record.model), json.dumps(asdict(record), indent=2), mode=0o600)
 
 
+def same_process(one: CoordinatorRecord, other: CoordinatorRecord) -> bool:
+    """Do both records describe one start of one process (a pid alone may have been reused since)?"""
+    return (one.pid, one.start_time, one.node) == (other.pid, other.start_time, other.node)
+
+
+def used_at(when: float) -> Callable[[CoordinatorRecord], None]:
+    """The change to a record (for `update_record`) that says it was last used at `when`."""
+
+    def change(record: CoordinatorRecord) -> None:
+        record.last_used = when
+
+    return change
+
+
 def update_record(state_dir: Path, record: CoordinatorRecord, change: Callable[[CoordinatorRecord], None]) -> bool:
     """Apply `change` to the saved record if it still describes the same process as `record`; False when it
     is gone or now describes another start (never bring back the record of a stopped or replaced one)."""
     current = load_record(state_dir, record.model)
-    if current is None or (current.pid, current.start_time, current.node) != (
-        record.pid, record.start_time, record.node
-    ):  # fmt: skip
+    if current is None or not same_process(current, record):
         return False
     change(current)
     change(record)
@@ -209,9 +221,7 @@ def update_record(state_dir: Path, record: CoordinatorRecord, change: Callable[[
 def forget_record(state_dir: Path, record: CoordinatorRecord) -> None:
     """Remove the record if it still describes `record`'s process (a newer start stays recorded)."""
     current = load_record(state_dir, record.model)
-    if current is not None and (current.pid, current.start_time, current.node) == (
-        record.pid, record.start_time, record.node
-    ):  # fmt: skip
+    if current is not None and same_process(current, record):
         record_path(state_dir, record.model).unlink(missing_ok=True)
 
 
@@ -307,7 +317,7 @@ def adopt_orphans(state_dir: Path, report: events.Reporter = events.ignore) -> l
     adopted = []
     for found in marked_processes(state_dir):
         current = load_record(state_dir, found.model, report)
-        if current is not None and (current.pid, current.start_time) == (found.pid, found.start_time):
+        if current is not None and same_process(current, found):
             continue
         if current is not None:  # the name is taken by a newer start: keep that one, find this by its pid
             found.model = f"{found.model}.orphan-{found.pid}"

@@ -11,7 +11,6 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +90,7 @@ class Coordinators:
                 coord.forget_record(self.home, record)
             elif record.ready_after_s is not None and expires is not None and now > expires:
                 if await self.busy(record):
-                    coord.update_record(self.home, record, _used_at(now))
+                    coord.update_record(self.home, record, coord.used_at(now))
                     continue
                 await self.stop(record)
                 stopped.append(record.model)
@@ -213,10 +212,3 @@ def stop_all(settings: Settings, cluster: str, report: events.Reporter = events.
             stopped.append(record.model)
         coord.forget_record(home, record)
     return stopped
-
-
-def _used_at(now: float) -> Callable[[coord.CoordinatorRecord], None]:
-    def change(record: coord.CoordinatorRecord) -> None:
-        record.last_used = now
-
-    return change

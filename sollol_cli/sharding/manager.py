@@ -96,7 +96,7 @@ class ShardManager:
         if record is None:
             async with self._lock(model), self.coordinators.start_lock(f"coordinator {model.name}"):
                 record = await self._ready(model, report) or await self._ensure(model, report)
-        coord.update_record(self.home, record, _used_now)
+        coord.update_record(self.home, record, coord.used_at(time.time()))
         routing = self.cluster.routing
         return LlamaServerBackend(coord.backend_ref(record), Timeouts(routing.connect_timeout, routing.read_timeout))
 
@@ -256,14 +256,10 @@ class ShardManager:
             if self.stop_on_close:
                 for started in self.started.values():
                     record = coord.load_record(self.home, started.model)
-                    if record is not None and (record.pid, record.start_time) == (started.pid, started.start_time):
+                    if record is not None and coord.same_process(record, started):
                         await self.coordinators.stop(record)  # only what this process started and still runs
         finally:
             await self.coordinators.close()
-
-
-def _used_now(record: coord.CoordinatorRecord) -> None:
-    record.last_used = time.time()
 
 
 def _where(model: Model) -> str:
