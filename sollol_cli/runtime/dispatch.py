@@ -89,8 +89,12 @@ class Dispatcher:
         self.routing = routing
         self.sharded = sharded
         self.rng = rng or random.Random()  # decides among equally good backends (see router.choose)
-        self.waiting = 0
-        self.waiting_by_model: Counter[str] = Counter()  # the same, per model as requested (the dashboard)
+        self.waiting_by_model: Counter[str] = Counter()  # requests in the queue now, per model as requested
+
+    @property
+    def waiting(self) -> int:
+        """Requests in the queue now, all models."""
+        return sum(self.waiting_by_model.values())
 
     def stream(self, op: Operation, body: dict[str, Any], trace: Trace) -> AsyncIterator[Chunk]:
         unload = _unload_reply(op, body)
@@ -262,14 +266,12 @@ class Dispatcher:
                 if attempts.busy and attempts.last_error is not None:
                     raise attempts.last_error  # still busy after the whole wait: its own 503 ("Loading model")
                 raise QueueFull(verdict.message)
-            self.waiting += 1
             self.waiting_by_model[trace.model] += 1
             try:
                 await asyncio.wait_for(self.monitor.changed.wait(), timeout=min(verdict.remaining_s, 1.0))
             except TimeoutError:
                 pass
             finally:
-                self.waiting -= 1
                 self.waiting_by_model[trace.model] -= 1
                 if not self.waiting_by_model[trace.model]:
                     del self.waiting_by_model[trace.model]
