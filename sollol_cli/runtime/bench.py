@@ -25,7 +25,7 @@ from sollol_cli.backends.base import Backend
 from sollol_cli.errors import SollolError, UsageError
 from sollol_cli.files import write_atomic
 from sollol_cli.names import normalize_model_name, same_model
-from sollol_cli.runtime.dispatch import Trace, timed
+from sollol_cli.runtime.dispatch import Trace, model_unknown, timed
 from sollol_cli.runtime.session import ClusterRuntime
 
 PROMPT = "Write a short paragraph about the sea."
@@ -121,7 +121,7 @@ async def _targets(runtime: ClusterRuntime, model: str, reporter: events.Reporte
         if view.client is not None and view.probe.healthy and any(same_model(m, model) for m in view.models):
             found.append((view.name, "distribute", view.client))
     if not found:
-        raise UsageError(f"no reachable backend has model '{model}'", hint="see `sollol status`")
+        raise model_unknown(runtime.monitor, model)  # the same answer `sollol run` gives
     return found
 
 

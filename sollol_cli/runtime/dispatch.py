@@ -240,17 +240,7 @@ class Dispatcher:
                 return view
             if isinstance(choice, NoBackend):
                 if choice.why is Unavailable.model_unknown:
-                    silent = self.monitor.unreachable()
-                    if silent and len(silent) == len(self.monitor.candidates()):
-                        raise NoHealthyBackend(
-                            f"no backend answers ({', '.join(silent)}), so '{trace.model}' cannot run"
-                        )
-                    if silent:
-                        raise ModelNotFound(
-                            f"model '{trace.model}' not found on any reachable node; "
-                            f"{len(silent)} did not answer: {', '.join(silent)}"
-                        )
-                    raise ModelNotFound(f"model '{trace.model}' not found on any node", hint="see `sollol status`")
+                    raise model_unknown(self.monitor, trace.model)
                 if not attempts.busy:
                     if choice.why is Unavailable.all_tried and attempts.last_error is not None:
                         raise attempts.last_error
@@ -338,6 +328,19 @@ class single(Generic[T]):  # lower case: it reads as the function it stands for
         result, self._result = self._result, None
         if inspect.iscoroutine(result):
             result.close()  # never started: no "coroutine was never awaited" warning
+
+
+def model_unknown(monitor: Monitor, model: str) -> BackendError:
+    """No reachable backend lists `model`: every backend silent (exit 4: try again later), or the model absent
+    from those that answered (naming the silent ones, whose models are unknown)."""
+    silent = monitor.unreachable()
+    if silent and len(silent) == len(monitor.candidates()):
+        return NoHealthyBackend(f"no backend answers ({', '.join(silent)}), so '{model}' cannot run")
+    if silent:
+        return ModelNotFound(
+            f"model '{model}' not found on any reachable node; {len(silent)} did not answer: {', '.join(silent)}"
+        )
+    return ModelNotFound(f"model '{model}' not found on any node", hint="see `sollol status`")
 
 
 async def timed(

@@ -67,8 +67,15 @@ def test_the_table(ollama_standin: StandinFactory, tmp_path: Path) -> None:
     assert re.fullmatch(r"tiny +a +distribute +\d+ ms +\d+\.\d +\d+ ms +\d+\.\d +-", row.strip()), row
 
 
-def test_a_model_nobody_has_is_a_usage_error(ollama_standin: StandinFactory, tmp_path: Path) -> None:
+def test_a_model_nobody_has_or_no_backend_answering_says_what_run_says(
+    ollama_standin: StandinFactory, tmp_path: Path
+) -> None:
     a = ollama_standin({"name": "a"})
     result = invoke("bench", "nothing", "-f", str(manifest(tmp_path, [a])))
-    assert result.exit_code == 2
-    assert result.stderr.splitlines() == ["error: no reachable backend has model 'nothing'; see `sollol status`"]
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == ["error: model 'nothing' not found on any node; see `sollol status`"]
+    path = tmp_path / "silent.yaml"
+    path.write_text("name: silent\nbackends:\n  - {name: gone, kind: ollama, address: 127.0.0.1, port: 1}\n")
+    result = invoke("bench", "tiny", "-f", str(path))
+    assert result.exit_code == 4  # nothing answers: try again later, as `sollol run` says
+    assert result.stderr.splitlines() == ["error: no backend answers (gone), so 'tiny' cannot run"]
