@@ -2,8 +2,12 @@
 
 Per model and backend: time to first token and tokens/s, one request at a time (`requests` of them, the
 median reported) and `concurrency` requests at once (the aggregate tokens/s over the wall time). A sharded
-model is measured through its coordinator. Backends are measured one after another, never two at once, so
-the cluster never carries more than `concurrency` benchmark requests: no more load than the user asked for.
+model is measured through its coordinator and, when the manifest shards it although a node has it whole
+(`mode: shard`), on those nodes too, so `compare` can say what sharding costs against the best single node.
+Under `mode: auto` a sharded model is one no node can hold (the hybrid decision said so), and loading it on
+one anyway is not a measurement anyone asked for. Backends are measured one after another, never two at
+once, so the cluster never carries more than `concurrency` benchmark requests: no more load than the user
+asked for.
 
 Results are saved in the state directory (one file per cluster, newest measurement per backend and model),
 for `status`, the router and placement to read.
@@ -24,6 +28,7 @@ from sollol_cli import events
 from sollol_cli.backends.base import Backend
 from sollol_cli.errors import SollolError, UsageError
 from sollol_cli.files import write_atomic
+from sollol_cli.manifest.models import ModelMode
 from sollol_cli.names import normalize_model_name, same_model
 from sollol_cli.runtime.dispatch import Trace, model_unknown, timed
 from sollol_cli.runtime.session import ClusterRuntime
@@ -59,6 +64,46 @@ class BenchRow:
     single: Level
     concurrent: Level
     measured_at: float = field(default=0.0)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A sharded model against the best node that serves it whole, by single-request tokens/s.
+    `single_backend` is None when no node was measured, and `note` says why."""
+
+    model: str
+    sharded_tokens_per_s: float | None
+    single_backend: str | None = None
+    single_tokens_per_s: float | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        """Sharded speed over the single node's: below 1 is what sharding costs (it buys memory, not speed)."""
+        if not self.sharded_tokens_per_s or not self.single_tokens_per_s:
+            return None
+        return self.sharded_tokens_per_s / self.single_tokens_per_s
+
+
+def compare(rows: Sequence[BenchRow]) -> list[Comparison]:
+    """One comparison per sharded model measured, in the rows' order."""
+    found = []
+    for shard in (r for r in rows if r.mode == "shard"):
+        whole = [
+            r
+            for r in rows
+            if r.mode == "distribute" and same_model(r.model, shard.model) and r.single.tokens_per_s is not None
+        ]
+        sharded = shard.single.tokens_per_s
+        if not whole:
+            found.append(Comparison(shard.model, sharded, note=NO_SINGLE_NODE))
+            continue
+        best = max(whole, key=lambda r: (r.single.tokens_per_s or 0.0, r.backend))
+        found.append(Comparison(shard.model, sharded, best.backend, best.single.tokens_per_s))
+    return found
+
+
+NO_SINGLE_NODE = "no single node was measured: none serves it whole, or none can hold it (mode: auto)"
 
 
 @dataclass
@@ -113,10 +158,14 @@ def _present_models(runtime: ClusterRuntime) -> list[str]:
 async def _targets(runtime: ClusterRuntime, model: str, reporter: events.Reporter) -> list[tuple[str, str, Backend]]:
     """(name, mode, backend) to measure for `model`: its coordinator when sharded, else each healthy backend
     that has it."""
-    if runtime.shards is not None and runtime.shards.handles(model)[0]:
-        coordinator = await runtime.shards.backend_for(model, reporter)
-        return [(coordinator.ref.name, "shard", coordinator)]
     found: list[tuple[str, str, Backend]] = []
+    shards = runtime.shards
+    if shards is not None and shards.handles(model)[0]:
+        coordinator = await shards.backend_for(model, reporter)
+        found.append((coordinator.ref.name, "shard", coordinator))
+        manifest_model = shards.model(model)
+        if manifest_model is None or manifest_model.mode is not ModelMode.shard:
+            return found  # auto: no node can hold it whole (see the module's docstring)
     for view in runtime.monitor.views.values():
         if view.client is not None and view.probe.healthy and any(same_model(m, model) for m in view.models):
             found.append((view.name, "distribute", view.client))
@@ -219,5 +268,10 @@ def _row(item: dict[str, Any]) -> BenchRow:
 
 
 def rows_data(rows: Sequence[BenchRow]) -> list[dict[str, Any]]:
-    """The JSON of `sollol bench --json`."""
+    """The rows of `sollol bench --json`."""
     return [asdict(r) for r in rows]
+
+
+def comparisons_data(comparisons: Sequence[Comparison]) -> list[dict[str, Any]]:
+    """The `sharding` part of `sollol bench --json`: each sharded model against its best single node."""
+    return [asdict(c) | {"ratio": c.ratio} for c in comparisons]

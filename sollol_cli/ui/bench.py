@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from rich.markup import escape
 from rich.table import Table
 
-from sollol_cli.runtime.bench import BenchRow, Level
+from sollol_cli.runtime.bench import BenchRow, Comparison, Level
 from sollol_cli.ui.console import out
 
 
@@ -42,5 +42,18 @@ def _errors(*levels: Level) -> str:
     return "; ".join(dict.fromkeys(said)) or "-"
 
 
-def print_bench(rows: Sequence[BenchRow], concurrency: int) -> None:
-    out().print(render(rows, concurrency))
+def comparison_line(c: Comparison) -> str:
+    """One sharded model against its best single node, e.g.
+    `big sharded: 12.0 tokens/s, 0.40x n1 alone (30.0 tokens/s)`."""
+    head = f"{c.model} sharded: {_rate(c.sharded_tokens_per_s)} tokens/s"
+    if c.single_backend is None:
+        return f"{head}; {c.note}"
+    ratio = "-" if c.ratio is None else f"{c.ratio:.2f}x"
+    return f"{head}, {ratio} {c.single_backend} alone ({_rate(c.single_tokens_per_s)} tokens/s)"
+
+
+def print_bench(rows: Sequence[BenchRow], concurrency: int, comparisons: Sequence[Comparison] = ()) -> None:
+    console = out()
+    console.print(render(rows, concurrency))
+    for comparison in comparisons:
+        console.print(escape(comparison_line(comparison)), highlight=False)

@@ -24,7 +24,7 @@ def bench(
 
     async def body() -> None:
         from sollol_cli.manifest.loader import find_manifest, load_manifest
-        from sollol_cli.runtime.bench import BenchOptions, rows_data, save_results
+        from sollol_cli.runtime.bench import BenchOptions, compare, comparisons_data, rows_data, save_results
         from sollol_cli.runtime.bench import bench as measure
         from sollol_cli.runtime.session import open_cluster
         from sollol_cli.settings import load_settings
@@ -38,9 +38,17 @@ def bench(
             async with open_cluster(loaded.cluster, settings, reporter=reporter) as runtime:
                 rows = await measure(runtime, models or [], options, reporter=reporter)
         save_results(settings.state_dir, loaded.cluster.name, rows)
+        comparisons = compare(rows)
         if json:
-            console.print_json({"cluster": loaded.cluster.name, "concurrency": concurrency, "rows": rows_data(rows)})
+            console.print_json(
+                {
+                    "cluster": loaded.cluster.name,
+                    "concurrency": concurrency,
+                    "rows": rows_data(rows),
+                    "sharding": comparisons_data(comparisons),
+                }
+            )
         else:
-            ui.print_bench(rows, concurrency)
+            ui.print_bench(rows, concurrency, comparisons)
 
     run_async(body, verbose=verbose)
