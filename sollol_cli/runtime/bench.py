@@ -3,33 +3,30 @@
 Per model and backend: time to first token and tokens/s, one request at a time (`requests` of them, the
 median reported) and `concurrency` requests at once (the aggregate tokens/s over the wall time). A sharded
 model is measured through its coordinator and, when the manifest shards it although a node has it whole
-(`mode: shard`), on those nodes too, so `compare` can say what sharding costs against the best single node.
-Under `mode: auto` a sharded model is one no node can hold (the hybrid decision said so), and loading it on
-one anyway is not a measurement anyone asked for. Backends are measured one after another, never two at
+(`mode: shard`), on those nodes too, so `bench_results.compare` can say what sharding costs against the best
+single node. Under `mode: auto` a sharded model is one no node can hold (the hybrid decision said so), and
+loading it on one anyway is not a measurement anyone asked for. Backends are measured one after another, never two at
 once, so the cluster never carries more than `concurrency` benchmark requests: no more load than the user
 asked for.
 
-Results are saved in the state directory (one file per cluster, newest measurement per backend and model),
-for `status`, the router and placement to read.
+What is kept of a run, and how it is compared and read back: bench_results.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from sollol_cli import events
 from sollol_cli.backends.base import Backend
 from sollol_cli.errors import SollolError, UsageError
-from sollol_cli.files import write_atomic
 from sollol_cli.manifest.models import ModelMode
 from sollol_cli.names import normalize_model_name, same_model
+from sollol_cli.runtime.bench_results import BenchRow, Level
 from sollol_cli.runtime.dispatch import Trace, model_unknown, timed
 from sollol_cli.runtime.session import ClusterRuntime
 
@@ -42,68 +39,6 @@ class BenchOptions:
     requests: int = 3  # one at a time, before it
     tokens: int = 64  # num_predict of every request
     prompt: str = PROMPT
-
-
-@dataclass(frozen=True)
-class Level:
-    """One round: `requests` requests, `at_once` of them at a time."""
-
-    at_once: int
-    requests: int
-    ttft_s: float | None  # median time to first token
-    tokens_per_s: float | None  # median decode speed of one request, as the backend reports it
-    total_tokens_per_s: float | None  # tokens of all requests over the round's wall time
-    errors: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class BenchRow:
-    model: str
-    backend: str
-    mode: str  # distribute | shard
-    single: Level
-    concurrent: Level
-    measured_at: float = field(default=0.0)
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """A sharded model against the best node that serves it whole, by single-request tokens/s.
-    `single_backend` is None when no node was measured, and `note` says why."""
-
-    model: str
-    sharded_tokens_per_s: float | None
-    single_backend: str | None = None
-    single_tokens_per_s: float | None = None
-    note: str = ""
-
-    @property
-    def ratio(self) -> float | None:
-        """Sharded speed over the single node's: below 1 is what sharding costs (it buys memory, not speed)."""
-        if not self.sharded_tokens_per_s or not self.single_tokens_per_s:
-            return None
-        return self.sharded_tokens_per_s / self.single_tokens_per_s
-
-
-def compare(rows: Sequence[BenchRow]) -> list[Comparison]:
-    """One comparison per sharded model measured, in the rows' order."""
-    found = []
-    for shard in (r for r in rows if r.mode == "shard"):
-        whole = [
-            r
-            for r in rows
-            if r.mode == "distribute" and same_model(r.model, shard.model) and r.single.tokens_per_s is not None
-        ]
-        sharded = shard.single.tokens_per_s
-        if not whole:
-            found.append(Comparison(shard.model, sharded, note=NO_SINGLE_NODE))
-            continue
-        best = max(whole, key=lambda r: (r.single.tokens_per_s or 0.0, r.backend))
-        found.append(Comparison(shard.model, sharded, best.backend, best.single.tokens_per_s))
-    return found
-
-
-NO_SINGLE_NODE = "no single node was measured: none serves it whole, or none can hold it (mode: auto)"
 
 
 @dataclass
@@ -230,48 +165,3 @@ def _summary(level: Level) -> str:
     if level.tokens_per_s is None:
         return "no answer" if level.errors else "no token counts"
     return f"{level.tokens_per_s:.1f} tokens/s"
-
-
-# --- saved results ---
-
-
-def results_path(state_dir: Path, cluster: str) -> Path:
-    return state_dir / "bench" / f"{cluster}.json"
-
-
-def load_results(state_dir: Path, cluster: str) -> list[BenchRow]:
-    try:
-        data = json.loads(results_path(state_dir, cluster).read_text())
-        return [_row(item) for item in data["rows"]]
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        return []  # none yet, or unreadable: measurements are a cache, a new run rewrites them
-
-
-def save_results(state_dir: Path, cluster: str, rows: Sequence[BenchRow]) -> Path:
-    """Keep the newest measurement per (model, backend): a run of one model leaves the others' results."""
-    merged = {(r.model, r.backend): r for r in load_results(state_dir, cluster)}
-    merged.update({(r.model, r.backend): r for r in rows})
-    path = results_path(state_dir, cluster)
-    ordered = [merged[key] for key in sorted(merged)]
-    write_atomic(path, json.dumps({"rows": [asdict(r) for r in ordered]}, indent=2) + "\n")
-    return path
-
-
-def _row(item: dict[str, Any]) -> BenchRow:
-    def level(data: dict[str, Any]) -> Level:
-        return Level(**{**data, "errors": tuple(data.get("errors", ()))})
-
-    return BenchRow(
-        item["model"], item["backend"], item["mode"], level(item["single"]), level(item["concurrent"]),
-        float(item.get("measured_at", 0.0)),
-    )  # fmt: skip
-
-
-def rows_data(rows: Sequence[BenchRow]) -> list[dict[str, Any]]:
-    """The rows of `sollol bench --json`."""
-    return [asdict(r) for r in rows]
-
-
-def comparisons_data(comparisons: Sequence[Comparison]) -> list[dict[str, Any]]:
-    """The `sharding` part of `sollol bench --json`: each sharded model against its best single node."""
-    return [asdict(c) | {"ratio": c.ratio} for c in comparisons]

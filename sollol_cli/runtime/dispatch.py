@@ -231,7 +231,9 @@ class Dispatcher:
         ahead = self.waiting
         while True:
             tried = frozenset(attempts.tried)
-            choice = choose(trace.model, self.monitor.candidates(), random=self.rng.random, tried=tried)
+            choice = choose(
+                trace.model, self.monitor.candidates(model=trace.model), random=self.rng.random, tried=tried
+            )
             if isinstance(choice, Picked):
                 view = self.monitor.view(choice.backend)
                 self.monitor.started(view)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from sollol_cli.backends.base import Backend, BackendStatus
@@ -15,6 +15,7 @@ from sollol_cli.backends.clients import backend_for
 from sollol_cli.backends.http import Timeouts
 from sollol_cli.backends.rpc import RpcDevice, RpcProbe, probe_rpc
 from sollol_cli.health import BreakerState, CircuitBreaker, ProbeSchedule, ProbeState
+from sollol_cli.names import normalize_model_name
 from sollol_cli.router import Candidate, SpeedEstimate
 from sollol_cli.runtime.inventory import BackendSpec
 from sollol_cli.sharding.coordinator import Attachment
@@ -58,6 +59,13 @@ class BackendView:
         return self.spec.slots_hint or 1
 
 
+def _known_first(live: SpeedEstimate, benched: SpeedEstimate) -> SpeedEstimate:
+    return SpeedEstimate(
+        live.ttft_s if live.ttft_s is not None else benched.ttft_s,
+        live.tokens_per_s if live.tokens_per_s is not None else benched.tokens_per_s,
+    )
+
+
 class Monitor:
     def __init__(
         self,
@@ -76,6 +84,9 @@ class Monitor:
         self.clock = clock
         self.attached = attached or dict  # rpc endpoints held by a running coordinator: busy, not probed
         self.changed = asyncio.Event()  # set after every probe round and every finished request
+        # `sollol bench`'s saved speeds by (normalised model name, backend): what a process that has served
+        # nothing yet (every `sollol run`) knows about a backend's speed for a model; see `candidates`
+        self.measured: Mapping[tuple[str, str], SpeedEstimate] = {}
 
     def view(self, name: str) -> BackendView:
         return self.views[name]
@@ -175,14 +186,22 @@ class Monitor:
     def _rpc_views(self) -> list[BackendView]:
         return [view for view in self.views.values() if view.spec.ref.kind == "rpc"]
 
-    def candidates(self, kinds: tuple[str, ...] = ("ollama", "llamacpp")) -> list[Candidate]:
+    def candidates(
+        self, kinds: tuple[str, ...] = ("ollama", "llamacpp"), *, model: str | None = None
+    ) -> list[Candidate]:
+        """The router's view of every serving backend. For `model`, a backend whose speed this process has
+        not measured yet gets the speed `sollol bench` saved for it with that model: this process's own
+        measurements are newer, so they win."""
         now = self.clock()
+        key = normalize_model_name(model) if model is not None else None
         out = []
         for view in self.views.values():
             if view.spec.ref.kind not in kinds:
                 continue
             models, loaded = view.models, view.loaded
             healthy = view.probe.healthy and self.breaker.allows(view.breaker, now)
+            benched = self.measured.get((key, view.name)) if key is not None else None
+            speed = view.speed if benched is None else _known_first(view.speed, benched)
             out.append(
                 Candidate(
                     name=view.name,
@@ -193,8 +212,8 @@ class Monitor:
                     others_in_flight=view.others_in_flight,
                     healthy=healthy,
                     priority=view.spec.priority,
-                    ttft_s=view.speed.ttft_s,
-                    tokens_per_s=view.speed.tokens_per_s,
+                    ttft_s=speed.ttft_s,
+                    tokens_per_s=speed.tokens_per_s,
                 )  # fmt: skip
             )
         return out

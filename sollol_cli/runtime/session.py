@@ -14,6 +14,7 @@ from sollol_cli import events
 from sollol_cli.backends.http import Timeouts, close_session
 from sollol_cli.health import CircuitBreaker, ProbeSchedule
 from sollol_cli.manifest.models import Cluster
+from sollol_cli.runtime.bench_results import load_results, measured_speeds
 from sollol_cli.runtime.dispatch import Dispatcher
 from sollol_cli.runtime.inventory import inventory
 from sollol_cli.runtime.monitor import Monitor
@@ -54,6 +55,7 @@ class ClusterRuntime:
             breaker=breaker,
             attached=lambda: attached_endpoints(home),
         )
+        self.monitor.measured = measured_speeds(load_results(settings.state_dir, cluster.name))
         self.shards: ShardManager | None = None
         if can_shard(cluster):
             self.shards = ShardManager(cluster, settings, self.monitor, reporter=reporter, stop_on_close=stop_on_close)

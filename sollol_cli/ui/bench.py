@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from rich.markup import escape
 from rich.table import Table
 
-from sollol_cli.runtime.bench import BenchRow, Comparison, Level
+from sollol_cli.runtime.bench_results import BenchRow, Comparison, Level
 from sollol_cli.ui.console import out
 
 

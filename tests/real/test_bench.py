@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sollol_cli.runtime.bench import NO_SINGLE_NODE
+from sollol_cli.runtime.bench_results import NO_SINGLE_NODE
 from sollol_cli.settings import Settings
 from sollol_cli.sharding.lifecycle import stop_all
 from tests.harness.llama import ServerGroup

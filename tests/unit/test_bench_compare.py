@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sollol_cli.runtime.bench import NO_SINGLE_NODE, BenchRow, Comparison, Level, compare
+from sollol_cli.runtime.bench_results import NO_SINGLE_NODE, BenchRow, Comparison, Level, compare
 from sollol_cli.ui.bench import comparison_line
 
 

@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from sollol_cli.runtime.bench import load_results, results_path
+from sollol_cli.runtime.bench_results import load_results, results_path
 from sollol_cli.settings import Settings
 from tests.harness.ollama import StandinFactory, StandinHandle
 from tests.unit.cli_helpers import invoke

@@ -24,8 +24,9 @@ def bench(
 
     async def body() -> None:
         from sollol_cli.manifest.loader import find_manifest, load_manifest
-        from sollol_cli.runtime.bench import BenchOptions, compare, comparisons_data, rows_data, save_results
+        from sollol_cli.runtime.bench import BenchOptions
         from sollol_cli.runtime.bench import bench as measure
+        from sollol_cli.runtime.bench_results import compare, comparisons_data, rows_data, save_results
         from sollol_cli.runtime.session import open_cluster
         from sollol_cli.settings import load_settings
         from sollol_cli.ui import bench as ui

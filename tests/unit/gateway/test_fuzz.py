@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sollol_cli.backends.http import close_session
+from sollol_cli.gateway import dashboard, routes_anthropic, routes_ollama, routes_openai
 from sollol_cli.gateway.app import create_app
 from sollol_cli.runtime.session import open_cluster
 from sollol_cli.settings import Settings
@@ -61,6 +62,19 @@ ROUTES: dict[str, tuple[str, dict[str, Any], dict[str, st.SearchStrategy[Any]]]]
     "/v1/completions": ("POST", {"model": "tiny", "prompt": "hi"}, {"stream": NOT_BOOL}),
     "/v1/embeddings": ("POST", {"model": "tiny", "input": "hi"}, {"model": NOT_STRING}),
 }
+
+
+def _routed_paths() -> frozenset[str]:
+    """Every path the gateway answers (from its own route tables, so a new route is never drawn as unknown)."""
+    app = web.Application()
+    for add_routes in (routes_ollama.add_routes, routes_openai.add_routes, routes_anthropic.add_routes):
+        add_routes(app)
+    dashboard.add_routes(app)
+    app_own = {"/metrics", "/sollol/status"}  # added by app.py itself
+    return frozenset({resource.canonical.rstrip("/") for resource in app.router.resources()} | app_own)
+
+
+ROUTED = _routed_paths()
 OPTION_FIELDS = {
     "temperature": NOT_NUMBER,
     "num_predict": NOT_NUMBER,
@@ -111,8 +125,7 @@ def malformed(draw: st.DrawFn) -> tuple[str, str, bytes]:
         prefix = draw(st.sampled_from(["/api/", "/v1/", "/", "/sollol/"]))
         tail = draw(st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_./%", min_size=1, max_size=40))
         unknown = prefix + tail
-        if unknown.rstrip("/") in {*ROUTES, "/api/tags", "/api/ps", "/api/version", "/v1/models", "/metrics",
-                                   "/sollol/status", ""} or unknown.startswith("/v1/models/"):  # fmt: skip
+        if unknown.rstrip("/") in ROUTED or unknown.startswith(("/v1/models/", "/ui/")):
             unknown = "/nowhere" + unknown
         return draw(st.sampled_from(["GET", "POST", "DELETE", "PUT"])), unknown, json.dumps(body).encode()
     return method, path, json.dumps(body).encode()

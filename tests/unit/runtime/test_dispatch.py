@@ -20,6 +20,8 @@ from sollol_cli.backends.http import Timeouts
 from sollol_cli.errors import ModelNotFound, NoHealthyBackend, QueueFull
 from sollol_cli.health import ProbeState
 from sollol_cli.manifest.models import Routing
+from sollol_cli.names import normalize_model_name
+from sollol_cli.router import SpeedEstimate
 from sollol_cli.runtime.dispatch import Dispatcher, Trace
 from sollol_cli.runtime.inventory import BackendSpec
 from sollol_cli.runtime.monitor import Monitor, others_in_flight
@@ -315,3 +317,20 @@ async def test_a_replanned_sharded_request_says_why_from_the_new_plan() -> None:
     assert chunks[0]["response"] == "coordinator-2-0 "
     assert (trace.mode, trace.backend, trace.reason) == ("shard", "coordinator-2", "shard: 1 rpc backend")
     assert trace.attempts == ["coordinator-1 (127.0.0.1:1): connection refused"]
+
+
+async def test_speeds_bench_saved_steer_a_process_that_has_measured_nothing_yet() -> None:
+    """`a` comes first by name, but bench measured `b` faster with this model: `b` serves. Once this process
+    has measured `b` itself (3 tokens/s), its own figure wins over the saved 90, and `a` (saved 10) serves."""
+    a, b = FakeBackend("a"), FakeBackend("b")
+    dispatcher, monitor = runtime(a, b)
+    key = normalize_model_name("tiny")
+    monitor.measured = {(key, "a"): SpeedEstimate(0.5, 10.0), (key, "b"): SpeedEstimate(0.1, 90.0)}
+    assert [(c.name, c.tokens_per_s) for c in monitor.candidates(model="tiny")] == [("a", 10.0), ("b", 90.0)]
+    assert [(c.name, c.tokens_per_s) for c in monitor.candidates(model="other")] == [("a", None), ("b", None)]
+    _, trace = await collect(dispatcher)
+    assert trace.backend == "b" and a.calls == 0
+    assert monitor.view("b").speed.tokens_per_s == pytest.approx(3.0)  # measured by this process: 3 tokens in 1 s
+    assert [c.tokens_per_s for c in monitor.candidates(model="tiny")] == [10.0, pytest.approx(3.0)]
+    _, trace = await collect(dispatcher)
+    assert trace.backend == "a"
