@@ -79,3 +79,21 @@ def test_a_model_nobody_has_or_no_backend_answering_says_what_run_says(
     result = invoke("bench", "tiny", "-f", str(path))
     assert result.exit_code == 4  # nothing answers: try again later, as `sollol run` says
     assert result.stderr.splitlines() == ["error: no backend answers (gone), so 'tiny' cannot run"]
+
+
+def test_later_runs_start_from_what_bench_measured(ollama_standin: StandinFactory, tmp_path: Path) -> None:
+    """Every `sollol run` is a new process that has measured nothing itself: without saved results it picks
+    among the two backends at random; after `sollol bench` each run goes to the one measured faster."""
+    slow = ollama_standin({"name": "slow", "tokens_per_second": 100.0})
+    fast = ollama_standin({"name": "fast", "tokens_per_second": 4000.0})
+    path = manifest(tmp_path, [slow, fast])
+    measured = invoke("bench", "tiny", "-c", "1", "-n", "1", "-t", "8", "--json", "-f", str(path))
+    assert measured.exit_code == 0, measured.stderr
+    speeds = {r["backend"]: r["single"]["tokens_per_s"] for r in json.loads(measured.stdout)["rows"]}
+    assert speeds["fast"] > speeds["slow"]
+    before = {s.name: s.stats()["requests"]["POST /api/generate"] for s in (slow, fast)}
+    for _ in range(6):
+        result = invoke("run", "tiny", "hi", "-f", str(path))
+        assert result.exit_code == 0, result.stderr
+    after = {s.name: s.stats()["requests"]["POST /api/generate"] for s in (slow, fast)}
+    assert (after["slow"] - before["slow"], after["fast"] - before["fast"]) == (0, 6)
