@@ -55,7 +55,8 @@ class ClusterRuntime:
             breaker=breaker,
             attached=lambda: attached_endpoints(home),
         )
-        self.monitor.measured = measured_speeds(load_results(settings.state_dir, cluster.name))
+        self.bench_rows = load_results(settings.state_dir, cluster.name)  # what `sollol bench` saved
+        self.monitor.measured = measured_speeds(self.bench_rows)
         self.shards: ShardManager | None = None
         if can_shard(cluster):
             self.shards = ShardManager(cluster, settings, self.monitor, reporter=reporter, stop_on_close=stop_on_close)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sollol_cli.errors import PartialFailure, SollolError, UnreachableError
 from sollol_cli.names import same_model
+from sollol_cli.runtime.bench_results import BenchRow
 from sollol_cli.runtime.monitor import BackendView, Monitor
 from sollol_cli.state import ClusterState
 
@@ -131,6 +132,33 @@ def model_rows(
             }
         )
     return rows
+
+
+async def cluster_status(runtime: ClusterRuntime, wall: float) -> dict[str, Any]:
+    """What `sollol status` shows: every backend (`status_data`), every manifest model with its decision and
+    coordinator, and what `sollol bench` measured (as old as it is; `wall` is the time now)."""
+    from sollol_cli.state import load_state
+
+    cluster = runtime.cluster
+    data = status_data(runtime.monitor, load_state(runtime.settings.state_dir, cluster.name), cluster.name)
+    data["models"] = model_rows(cluster, runtime.shards, await runtime.running_coordinators())
+    data["measured"] = measured_rows(runtime.bench_rows, wall)
+    return data
+
+
+def measured_rows(rows: Sequence[BenchRow], wall: float) -> list[dict[str, Any]]:
+    """Per model and backend, one request's speed as `sollol bench` measured it, and how long ago."""
+    return [
+        {
+            "model": r.model,
+            "backend": r.backend,
+            "mode": r.mode,
+            "ttft_s": r.single.ttft_s,
+            "tokens_per_s": r.single.tokens_per_s,
+            "age_s": round(max(0.0, wall - r.measured_at), 1),
+        }
+        for r in rows
+    ]
 
 
 def dashboard_status(runtime: ClusterRuntime) -> dict[str, Any]:

@@ -103,7 +103,24 @@ def render(data: dict[str, Any]) -> Group:
         models.extend(Text(f"  {line}") for line in model["placement"])
     if models:
         models.insert(0, Text("models:", style="bold"))
-    return Group(table, *problems, *models)
+    measured = [Text(_measured(row), style="dim") for row in data.get("measured", [])]
+    if measured:
+        measured.insert(0, Text("measured by sollol bench (one request at a time):", style="bold"))
+    return Group(table, *problems, *models, *measured)
+
+
+def _measured(row: dict[str, Any]) -> str:
+    """e.g. `tiny on n1: 42.1 tokens/s, first token 120 ms (3 h ago)`."""
+    rate = "-" if row["tokens_per_s"] is None else f"{row['tokens_per_s']:.1f}"
+    ttft = "-" if row["ttft_s"] is None else f"{row['ttft_s'] * 1000:.0f} ms"
+    return f"  {row['model']} on {row['backend']}: {rate} tokens/s, first token {ttft} ({_ago(row['age_s'])})"
+
+
+def _ago(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return f"{seconds:.0f} s ago"
 
 
 def print_status(data: dict[str, Any]) -> None:

@@ -97,3 +97,27 @@ def test_later_runs_start_from_what_bench_measured(ollama_standin: StandinFactor
         assert result.exit_code == 0, result.stderr
     after = {s.name: s.stats()["requests"]["POST /api/generate"] for s in (slow, fast)}
     assert (after["slow"] - before["slow"], after["fast"] - before["fast"]) == (0, 6)
+
+
+def test_status_shows_what_bench_measured(ollama_standin: StandinFactory, tmp_path: Path) -> None:
+    a = ollama_standin({"name": "a", "tokens_per_second": 2000.0})
+    path = manifest(tmp_path, [a])
+    before = invoke("status", "--json", "-f", str(path))
+    assert before.exit_code == 0, before.stderr
+    assert json.loads(before.stdout)["measured"] == []
+    assert "measured by sollol bench" not in invoke("status", "-f", str(path)).stdout
+
+    measured = invoke("bench", "tiny", "-c", "1", "-n", "1", "-t", "8", "--json", "-f", str(path))
+    assert measured.exit_code == 0, measured.stderr
+    [bench_row] = json.loads(measured.stdout)["rows"]
+    data = json.loads(invoke("status", "--json", "-f", str(path)).stdout)
+    [row] = data["measured"]
+    assert set(row) == {"model", "backend", "mode", "ttft_s", "tokens_per_s", "age_s"}
+    assert (row["model"], row["backend"], row["mode"]) == ("tiny", "a", "distribute")
+    assert (row["ttft_s"], row["tokens_per_s"]) == (bench_row["single"]["ttft_s"], bench_row["single"]["tokens_per_s"])
+    assert 0 <= row["age_s"] < 600
+
+    table = invoke("status", "-f", str(path)).stdout.splitlines()
+    header = table.index("measured by sollol bench (one request at a time):")
+    assert re.fullmatch(r"  tiny on a: \d+\.\d tokens/s, first token \d+ ms \(\d+ (s|min) ago\)", table[header + 1])
+    assert table[header + 2 :] == []

@@ -21,12 +21,12 @@ def status(
 
     async def body() -> None:
         import asyncio
+        import time
 
         from sollol_cli.manifest.loader import find_manifest, load_manifest
         from sollol_cli.runtime.session import open_cluster
-        from sollol_cli.runtime.status import model_rows, status_data, status_failure
+        from sollol_cli.runtime.status import cluster_status, status_failure
         from sollol_cli.settings import load_settings
-        from sollol_cli.state import load_state
         from sollol_cli.ui import console
         from sollol_cli.ui import status as ui
 
@@ -34,8 +34,7 @@ def status(
         loaded = load_manifest(find_manifest(manifest, settings.manifest))
         cluster = loaded.cluster
         async with open_cluster(cluster, settings, reporter=console.report_warnings) as runtime:
-            data = status_data(runtime.monitor, load_state(settings.state_dir, cluster.name), cluster.name)
-            data["models"] = model_rows(cluster, runtime.shards, await runtime.running_coordinators())
+            data = await cluster_status(runtime, time.time())
             if json:
                 console.print_json(data)
             elif not watch:
@@ -45,8 +44,7 @@ def status(
                     while True:
                         await asyncio.sleep(interval)
                         await runtime.monitor.probe_all()
-                        data = status_data(runtime.monitor, load_state(settings.state_dir, cluster.name), cluster.name)
-                        data["models"] = model_rows(cluster, runtime.shards, await runtime.running_coordinators())
+                        data = await cluster_status(runtime, time.time())
                         update(data)
         failure = status_failure(data)
         if failure is not None:
