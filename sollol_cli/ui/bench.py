@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from rich.markup import escape
 from rich.table import Table
 
+from sollol_cli.gateway.added_latency import AddedLatency
 from sollol_cli.runtime.bench_results import BenchRow, Comparison, Level
 from sollol_cli.ui.console import out
 
@@ -52,8 +53,24 @@ def comparison_line(c: Comparison) -> str:
     return f"{head}, {ratio} {c.single_backend} alone ({_rate(c.single_tokens_per_s)} tokens/s)"
 
 
-def print_bench(rows: Sequence[BenchRow], concurrency: int, comparisons: Sequence[Comparison] = ()) -> None:
+def added_latency_line(result: AddedLatency) -> str:
+    """e.g. `tiny through sollol serve: +0.92 ms (3.10 ms against 2.18 ms direct, median of 20)`."""
+    head = f"{result.model} through sollol serve:"
+    if result.added_ms is None:
+        return f"{head} no answer ({'; '.join(result.errors) or 'nothing served it'})"
+    return (
+        f"{head} {result.added_ms:+.2f} ms ({result.gateway_ms:.2f} ms against {result.direct_ms:.2f} ms direct, "
+        f"median of {result.requests})"
+    )
+
+
+def print_bench(
+    rows: Sequence[BenchRow],
+    concurrency: int,
+    comparisons: Sequence[Comparison] = (),
+    added: Sequence[AddedLatency] = (),
+) -> None:
     console = out()
     console.print(render(rows, concurrency))
-    for comparison in comparisons:
-        console.print(escape(comparison_line(comparison)), highlight=False)
+    for line in [*map(comparison_line, comparisons), *map(added_latency_line, added)]:
+        console.print(escape(line), highlight=False)

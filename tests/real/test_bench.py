@@ -50,6 +50,10 @@ def test_bench_a_llama_server_and_a_sharded_model(llama_servers: ServerGroup, ti
             assert level["errors"] == [], level
             # llama.cpp's own counts: 8 tokens each, decoded at a measured, positive speed
             assert level["tokens_per_s"] > 0 and level["total_tokens_per_s"] > 0 and level["ttft_s"] > 0
+    # what the gateway adds to a one-token request on the real llama-server (the sharded model has no direct path)
+    [added] = json.loads(result.stdout)["gateway"]
+    assert (added["model"], added["requests"], added["errors"]) == (model, 20, [])
+    assert added["direct_ms"] > 0 and added["gateway_ms"] > 0 and added["added_ms"] is not None
     # only n1 has `big`'s file under another name, so no single node serves `big` whole
     [comparison] = json.loads(result.stdout)["sharding"]
     assert comparison == {

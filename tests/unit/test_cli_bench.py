@@ -28,7 +28,7 @@ def test_every_backend_with_the_model_is_measured_alone_and_at_once(
     quick = {"tokens_per_second": 2000.0, "models": [{"name": "tiny:latest"}, {"name": "other:latest"}]}
     a, b = ollama_standin({"name": "a", **quick}), ollama_standin({"name": "b", **quick})
     path = manifest(tmp_path, [a, b])
-    result = invoke("bench", "tiny", "-c", "3", "-n", "2", "-t", "8", "--json", "-f", str(path))
+    result = invoke("bench", "tiny", "-c", "3", "-n", "2", "-t", "8", "--no-gateway", "--json", "-f", str(path))
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert (data["cluster"], data["concurrency"]) == ("benched", 3)
@@ -62,9 +62,11 @@ def test_the_table(ollama_standin: StandinFactory, tmp_path: Path) -> None:
     a = ollama_standin({"name": "a", "tokens_per_second": 2000.0})
     result = invoke("bench", "tiny", "-c", "2", "-n", "1", "-t", "4", "-f", str(manifest(tmp_path, [a])))
     assert result.exit_code == 0, result.stderr
-    header, row = result.stdout.splitlines()
+    header, row, gateway = result.stdout.splitlines()
     assert header.split() == ["model", "backend", "mode", "ttft", "tokens/s", "ttft", "x2", "tokens/s", "x2", "errors"]
     assert re.fullmatch(r"tiny +a +distribute +\d+ ms +\d+\.\d +\d+ ms +\d+\.\d +-", row.strip()), row
+    ms = r"\d+\.\d\d ms"
+    assert re.fullmatch(rf"tiny through sollol serve: [+-]{ms} \({ms} against {ms} direct, median of 20\)", gateway)
 
 
 def test_a_model_nobody_has_or_no_backend_answering_says_what_run_says(
@@ -121,3 +123,25 @@ def test_status_shows_what_bench_measured(ollama_standin: StandinFactory, tmp_pa
     header = table.index("measured by sollol bench (one request at a time):")
     assert re.fullmatch(r"  tiny on a: \d+\.\d tokens/s, first token \d+ ms \(\d+ (s|min) ago\)", table[header + 1])
     assert table[header + 2 :] == []
+
+
+def test_what_the_gateway_adds_is_measured_against_the_backend_that_served(
+    ollama_standin: StandinFactory, tmp_path: Path
+) -> None:
+    a, b = ollama_standin({"name": "a"}), ollama_standin({"name": "b"})
+    path = manifest(tmp_path, [a, b])
+    result = invoke("bench", "tiny", "-c", "1", "-n", "1", "-t", "2", "--json", "-f", str(path))
+    assert result.exit_code == 0, result.stderr
+    [added] = json.loads(result.stdout)["gateway"]
+    assert set(added) == {"model", "requests", "direct_ms", "gateway_ms", "added_ms", "errors"}
+    assert (added["model"], added["requests"], added["errors"]) == ("tiny", 20, [])
+    assert added["direct_ms"] > 0 and added["gateway_ms"] > 0 and added["added_ms"] is not None
+    # bench's own 1 + 1 per backend, then 20 rounds of: each backend straight once, one through the gateway
+    generated = {s.name: s.stats()["requests"]["POST /api/generate"] for s in (a, b)}
+    assert sum(generated.values()) == 2 * (1 + 1) + 2 * 20 + 20
+    assert min(generated.values()) >= 1 + 1 + 20
+
+    skipped = invoke("bench", "tiny", "-c", "1", "-n", "1", "-t", "2", "--no-gateway", "--json", "-f", str(path))
+    assert skipped.exit_code == 0, skipped.stderr
+    assert json.loads(skipped.stdout)["gateway"] == []
+    assert sum(s.stats()["requests"]["POST /api/generate"] for s in (a, b)) == 64 + 2 * 2

@@ -15,6 +15,9 @@ def bench(
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Requests at once.")] = 4,
     requests: Annotated[int, typer.Option("--requests", "-n", min=1, help="Requests one at a time first.")] = 3,
     tokens: Annotated[int, typer.Option("--tokens", "-t", min=1, help="Tokens each request generates.")] = 64,
+    gateway: Annotated[
+        bool, typer.Option("--gateway/--no-gateway", help="Also measure what `sollol serve` adds to a request.")
+    ] = True,
     manifest: ManifestOpt = None,
     json: JsonFlag = False,
     quiet: QuietFlag = False,
@@ -23,6 +26,7 @@ def bench(
     """Time to first token and tokens/s of every backend for each model, alone and at once; saved for later."""
 
     async def body() -> None:
+        from sollol_cli.gateway.added_latency import GATEWAY_PAIRS, added_latency_data, measure_added_latency
         from sollol_cli.manifest.loader import find_manifest, load_manifest
         from sollol_cli.runtime.bench import BenchOptions
         from sollol_cli.runtime.bench import bench as measure
@@ -38,6 +42,12 @@ def bench(
         with progress.step_display("sollol bench", quiet=quiet or json) as reporter:
             async with open_cluster(loaded.cluster, settings, reporter=reporter) as runtime:
                 rows = await measure(runtime, models or [], options, reporter=reporter)
+                measured_models = list(dict.fromkeys(r.model for r in rows))
+                added = (
+                    await measure_added_latency(runtime, measured_models, GATEWAY_PAIRS, reporter=reporter)
+                    if gateway
+                    else []
+                )
         save_results(settings.state_dir, loaded.cluster.name, rows)
         comparisons = compare(rows)
         if json:
@@ -47,9 +57,10 @@ def bench(
                     "concurrency": concurrency,
                     "rows": rows_data(rows),
                     "sharding": comparisons_data(comparisons),
+                    "gateway": added_latency_data(added),
                 }
             )
         else:
-            ui.print_bench(rows, concurrency, comparisons)
+            ui.print_bench(rows, concurrency, comparisons, added)
 
     run_async(body, verbose=verbose)
