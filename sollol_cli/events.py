@@ -86,6 +86,14 @@ class CoordinatorMoved(Event):
 
 
 @dataclass(frozen=True)
+class CoordinatorOutdated(Event):
+    """The running coordinator uses rpc endpoints the manifest no longer has (`gone`): it was stopped."""
+
+    model: str
+    gone: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class CoordinatorExited(Event):
     """The recorded coordinator was no longer running; `log` is the end of its log."""
 

@@ -13,16 +13,16 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from sollol_cli import events
+from sollol_cli.backends.base import BackendRef
 from sollol_cli.gateway.app import create_app
 from sollol_cli.names import same_model
-from sollol_cli.runtime.monitor import BackendView
 from sollol_cli.runtime.session import ClusterRuntime
 
 # requests each way per model: one-token answers, so cheap, and enough for a median that holds still
@@ -41,9 +41,9 @@ class AddedLatency:
     errors: tuple[str, ...] = ()
 
 
-def request_for(view: BackendView, model: str) -> tuple[str, dict[str, Any]]:
+def request_for(backend: BackendRef, model: str) -> tuple[str, dict[str, Any]]:
     """(path, body) of the smallest real request in the backend's own API, which the gateway also serves."""
-    if view.spec.ref.kind == "ollama":
+    if backend.kind == "ollama":
         return "/api/generate", {"model": model, "prompt": "hi", "stream": False, "options": {"num_predict": 1}}
     return "/v1/completions", {"model": model, "prompt": "hi", "max_tokens": 1, "stream": False}
 
@@ -56,8 +56,8 @@ async def measure_added_latency(
     reporter: events.Reporter = events.ignore,
     clock: Callable[[], float] = time.perf_counter,
 ) -> list[AddedLatency]:
-    """One result per model some healthy backend serves whole (sharded models go through the gateway the same
-    way, but their coordinator is no backend a client could call directly)."""
+    """One result per model: against each healthy backend that serves it whole, or for a sharded model its
+    coordinator (started if it is not running, as a request would)."""
     app = create_app(runtime, health_loop=False)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -69,12 +69,12 @@ async def measure_added_latency(
         async with aiohttp.ClientSession() as session:
             results = []
             for model in models:
-                views = _serving(runtime, model)
-                if not views:
+                backends = await _serving(runtime, model, reporter)
+                if not backends:
                     continue
                 subject = f"{model} through the gateway"
                 reporter(events.StepStarted(subject, "measuring", f"{requests} requests each way"))
-                result = await _pairs(session, gateway_url, views, model, requests, clock, reporter, subject)
+                result = await _pairs(session, gateway_url, backends, model, requests, clock, reporter, subject)
                 reporter(events.StepDone(subject, "measuring", _summary(result)))
                 results.append(result)
             return results
@@ -82,46 +82,72 @@ async def measure_added_latency(
         await runner.cleanup()
 
 
-def _serving(runtime: ClusterRuntime, model: str) -> list[BackendView]:
+async def _serving(runtime: ClusterRuntime, model: str, reporter: events.Reporter) -> list[BackendRef]:
     shards = runtime.shards
     if shards is not None and shards.handles(model)[0]:
-        return []
+        return [(await shards.backend_for(model, reporter)).ref]
     return [
-        v
+        v.spec.ref
         for v in runtime.monitor.views.values()
         if v.client is not None and v.probe.healthy and any(same_model(m, model) for m in v.models)
     ]
 
 
+@dataclass
+class _Rounds:
+    """The requests of one model's measurement and what they took."""
+
+    session: aiohttp.ClientSession
+    gateway_url: str
+    backends: Sequence[BackendRef]
+    model: str
+    clock: Callable[[], float]
+    direct: dict[str, list[float]] = field(default_factory=dict)
+    through: list[tuple[str, float]] = field(default_factory=list)  # (backend that served it, seconds)
+    errors: list[str] = field(default_factory=list)
+
+    async def straight(self, i: int) -> None:
+        """Each backend once, straight."""
+        for backend in self.backends:
+            path, body = request_for(backend, self.model)
+            took, _, error = await _timed_post(self.session, backend.base_url + path, body, self.clock)
+            if error is None:
+                self.direct.setdefault(backend.name, []).append(took)
+            else:
+                self.errors.append(f"{backend.name}: {error}")
+
+    async def via_gateway(self, i: int) -> None:
+        """One request through the gateway, in the API of the backends in turn (the gateway routes it)."""
+        path, body = request_for(self.backends[i % len(self.backends)], self.model)
+        took, served_by, error = await _timed_post(self.session, self.gateway_url + path, body, self.clock)
+        if error is not None:
+            self.errors.append(f"gateway: {error}")
+        elif served_by is not None:
+            self.through.append((served_by, took))
+
+
 async def _pairs(
     session: aiohttp.ClientSession,
     gateway_url: str,
-    views: Sequence[BackendView],
+    backends: Sequence[BackendRef],
     model: str,
     requests: int,
     clock: Callable[[], float],
     reporter: events.Reporter,
     subject: str,
 ) -> AddedLatency:
-    direct: dict[str, list[float]] = {v.name: [] for v in views}
-    through: list[tuple[str, float]] = []  # (backend that served it, seconds)
-    errors: list[str] = []
+    rounds = _Rounds(session, gateway_url, backends, model, clock)
     for i in range(requests):
-        for view in views:
-            path, body = request_for(view, model)
-            took, _, error = await _timed_post(session, view.spec.ref.base_url + path, body, clock)
-            if error is None:
-                direct[view.name].append(took)
-            else:
-                errors.append(f"{view.name}: {error}")
-        path, body = request_for(views[i % len(views)], model)
-        took, served_by, error = await _timed_post(session, gateway_url + path, body, clock)
-        if error is None and served_by in direct:
-            through.append((served_by, took))
-        elif error is not None:
-            errors.append(f"gateway: {error}")
+        # the gateway's request goes first in every other round: whatever the one after a request gains or
+        # loses (a backend's prompt cache, a connection it kept) falls on both sides alike
+        if i % 2:
+            await rounds.straight(i)
+            await rounds.via_gateway(i)
+        else:
+            await rounds.via_gateway(i)
+            await rounds.straight(i)
         reporter(events.StepProgress(subject, "measuring", i + 1, requests))
-    return _result(model, requests, direct, through, errors)
+    return _result(model, requests, rounds.direct, rounds.through, rounds.errors)
 
 
 def _result(

@@ -197,6 +197,17 @@ def same_process(one: CoordinatorRecord, other: CoordinatorRecord) -> bool:
     return (one.pid, one.start_time, one.node) == (other.pid, other.start_time, other.node)
 
 
+# How old a record's last use may be before a request writes it again. Every write is an fsync'd replace
+# (milliseconds), and a sharded request would otherwise pay two; the cost is a keep-alive that may end up to
+# this much early, which nobody can tell from a keep-alive of minutes.
+USE_RESOLUTION_S = 1.0
+
+
+def stale_use(record: CoordinatorRecord, now: float) -> bool:
+    """Whether the record's last use is old enough that a request now should write it (`USE_RESOLUTION_S`)."""
+    return now - record.last_used >= USE_RESOLUTION_S
+
+
 def used_at(when: float) -> Callable[[CoordinatorRecord], None]:
     """The change to a record (for `update_record`) that says it was last used at `when`."""
 

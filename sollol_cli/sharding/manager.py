@@ -96,7 +96,9 @@ class ShardManager:
         if record is None:
             async with self._lock(model), self.coordinators.start_lock(f"coordinator {model.name}"):
                 record = await self._ready(model, report) or await self._ensure(model, report)
-        coord.update_record(self.home, record, coord.used_at(time.time()))
+        now = time.time()
+        if coord.stale_use(record, now):
+            coord.update_record(self.home, record, coord.used_at(now))
         routing = self.cluster.routing
         return LlamaServerBackend(coord.backend_ref(record), Timeouts(routing.connect_timeout, routing.read_timeout))
 
@@ -111,9 +113,12 @@ class ShardManager:
             await self.unload(name)
             return
         seconds = model.keep_alive if keep_alive is None else keep_alive
+        now = time.time()
+        if record.keep_alive == seconds and not coord.stale_use(record, now):
+            return
 
         def change(saved: coord.CoordinatorRecord) -> None:
-            saved.last_used, saved.keep_alive = time.time(), seconds
+            saved.last_used, saved.keep_alive = now, seconds
 
         coord.update_record(self.home, record, change)
 
@@ -172,6 +177,8 @@ class ShardManager:
         record = coord.load_record(self.home, model.name)
         if record is None or record.ready_after_s is None or record.node != model.coordinator:
             return None
+        if self._gone_rpc(record):
+            return None
         if not await self.coordinators.still_running(record):
             return None
         report(events.CoordinatorReused(model.name, record.node, record.pid, record.port, tuple(record.placement)))
@@ -188,6 +195,8 @@ class ShardManager:
         if record is not None:
             if record.node != model.coordinator:
                 report(events.CoordinatorMoved(model.name, record.where, _where(model)))
+            elif gone := self._gone_rpc(record):
+                report(events.CoordinatorOutdated(model.name, gone))
             elif record.ready_after_s is None and await coordinators.still_running(record):
                 report(events.CoordinatorAbandoned(model.name, record.pid))
             else:
@@ -217,6 +226,12 @@ class ShardManager:
         placement = tuple(record.placement)
         report(events.CoordinatorStarted(model.name, record.node, record.pid, record.ready_after_s, placement))
         return record
+
+    def _gone_rpc(self, record: coord.CoordinatorRecord) -> tuple[str, ...]:
+        """The rpc endpoints a running coordinator holds that the manifest no longer has (edited, or ports
+        changed): it cannot be reused, its layers are on servers that are not the cluster's."""
+        ours = {server.endpoint for server in self.backends.rpc_servers()}
+        return tuple(endpoint for endpoint in record.rpc if endpoint not in ours)
 
     async def _evict_others(self, model: Model, report: events.Reporter) -> None:
         """An rpc-server serves one coordinator at a time, so switching sharded models means unloading the

@@ -21,6 +21,8 @@ def narrative(event: events.Event) -> list[str]:
         return [head, *event.placement]
     if isinstance(event, events.CoordinatorMoved):
         return [f"moved the coordinator off {event.was} (the manifest says {event.now})"]
+    if isinstance(event, events.CoordinatorOutdated):
+        return [f"replaced the coordinator: the manifest no longer has its rpc backends {', '.join(event.gone)}"]
     if isinstance(event, events.CoordinatorExited):
         return [f"the previous coordinator had exited: {event.log}"]
     if isinstance(event, events.CoordinatorAbandoned):

@@ -50,10 +50,11 @@ def test_bench_a_llama_server_and_a_sharded_model(llama_servers: ServerGroup, ti
             assert level["errors"] == [], level
             # llama.cpp's own counts: 8 tokens each, decoded at a measured, positive speed
             assert level["tokens_per_s"] > 0 and level["total_tokens_per_s"] > 0 and level["ttft_s"] > 0
-    # what the gateway adds to a one-token request on the real llama-server (the sharded model has no direct path)
-    [added] = json.loads(result.stdout)["gateway"]
-    assert (added["model"], added["requests"], added["errors"]) == (model, 20, [])
-    assert added["direct_ms"] > 0 and added["gateway_ms"] > 0 and added["added_ms"] is not None
+    # what the gateway adds to a one-token request, against the real llama-server and the coordinator
+    gateway = json.loads(result.stdout)["gateway"]
+    assert [(g["model"], g["requests"], g["errors"]) for g in gateway] == [(model, 20, []), ("big", 20, [])]
+    for added in gateway:
+        assert added["direct_ms"] > 0 and added["gateway_ms"] > 0 and added["added_ms"] is not None
     # only n1 has `big`'s file under another name, so no single node serves `big` whole
     [comparison] = json.loads(result.stdout)["sharding"]
     assert comparison == {
@@ -104,7 +105,11 @@ def test_a_model_sharded_although_a_node_has_it_is_compared_with_that_node(
         "ratio": pytest.approx(sharded / single),
     }
     assert table.exit_code == 0, table.stderr
-    last = table.stdout.splitlines()[-1]
+    *_, last, gateway = table.stdout.splitlines()
+    ms = r"\d+\.\d\d ms"
+    assert re.fullmatch(
+        rf"{re.escape(model)} through sollol serve: [+-]{ms} \({ms} against {ms} direct, median of 20\)", gateway
+    )
     assert re.fullmatch(
         rf"{re.escape(model)} sharded: \d+\.\d tokens/s, \d+\.\d\dx n1 alone \(\d+\.\d tokens/s\)", last
     ), last

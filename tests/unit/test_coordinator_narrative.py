@@ -32,6 +32,10 @@ PLACEMENT = ("placement 10.0.0.1:50052: layers 0-3, model 4.2 MiB, KV 0.5 MiB",)
             events.CoordinatorMoved("tiny", "this machine", "node n3"),
             ["moved the coordinator off this machine (the manifest says node n3)"],
         ),
+        (
+            events.CoordinatorOutdated("tiny", ("127.0.0.1:50052", "127.0.0.1:50053")),
+            ["replaced the coordinator: the manifest no longer has its rpc backends 127.0.0.1:50052, 127.0.0.1:50053"],
+        ),
         (events.CoordinatorExited("tiny", "a | b"), ["the previous coordinator had exited: a | b"]),
         (events.CoordinatorFailed("tiny", "a | b"), ["the coordinator failed (a | b); re-planning"]),
         (

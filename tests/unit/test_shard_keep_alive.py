@@ -21,8 +21,10 @@ from sollol_cli.ssh.nodeproc import process_start_time
 
 
 class NoBackends:
+    """The manifest's one rpc backend, never answering; no serving backends."""
+
     def rpc_servers(self) -> list[RpcServer]:
-        return []
+        return [RpcServer("r", "127.0.0.1", 1, "m")]
 
     async def probe_rpc_servers(self) -> list[RpcServer]:
         return []
@@ -142,3 +144,27 @@ async def test_keep_alive_0_waits_for_the_requests_a_coordinator_serves(
     assert await shards.coordinators.expire() == ["big"]
     assert record_of(shards) is None
     await process.wait()
+
+
+async def test_a_record_used_within_the_last_second_is_not_written_again(
+    running: tuple[ShardManager, asyncio.subprocess.Process, Slots],
+) -> None:
+    """Each write is an fsync'd replace; requests in a row write the last use at most once a second."""
+    shards, _, _ = running
+    path = coord.record_path(shards.home, "big")
+    fresh = path.stat().st_ino
+    backend = await shards.backend_for("big")
+    await shards.release("big", backend, None)  # the manifest's keep-alive, as recorded
+    assert path.stat().st_ino == fresh  # just used: nothing written
+
+    record = record_of(shards)
+    assert record is not None
+    coord.update_record(shards.home, record, coord.used_at(time.time() - 5))
+    older = path.stat().st_ino
+    backend = await shards.backend_for("big")
+    record = record_of(shards)
+    assert path.stat().st_ino != older and record is not None and time.time() - record.last_used < 5
+    written = path.stat().st_ino
+    await shards.release("big", backend, 600.0)  # a keep-alive of its own is always written
+    record = record_of(shards)
+    assert path.stat().st_ino != written and record is not None and record.keep_alive == 600.0
