@@ -187,25 +187,16 @@ def attached_endpoints(state_dir: Path) -> dict[str, Attachment]:
     return held
 
 
-def save_record(state_dir: Path, record: CoordinatorRecord) -> None:
-    # atomic, and private before the first byte: it may hold an API key, and other processes read it any time
-    write_atomic(record_path(state_dir, record.model), json.dumps(asdict(record), indent=2), mode=0o600)
+def save_record(state_dir: Path, record: CoordinatorRecord, *, durable: bool = True) -> None:
+    """Atomic, and private before the first byte: it may hold an API key, and other processes read it any
+    time. `durable=False` skips the fsync, for the updates every request makes (see `update_record`)."""
+    path = record_path(state_dir, record.model)
+    write_atomic(path, json.dumps(asdict(record), indent=2), mode=0o600, durable=durable)
 
 
 def same_process(one: CoordinatorRecord, other: CoordinatorRecord) -> bool:
     """Do both records describe one start of one process (a pid alone may have been reused since)?"""
     return (one.pid, one.start_time, one.node) == (other.pid, other.start_time, other.node)
-
-
-# How old a record's last use may be before a request writes it again. Every write is an fsync'd replace
-# (milliseconds), and a sharded request would otherwise pay two; the cost is a keep-alive that may end up to
-# this much early, which nobody can tell from a keep-alive of minutes.
-USE_RESOLUTION_S = 1.0
-
-
-def stale_use(record: CoordinatorRecord, now: float) -> bool:
-    """Whether the record's last use is old enough that a request now should write it (`USE_RESOLUTION_S`)."""
-    return now - record.last_used >= USE_RESOLUTION_S
 
 
 def used_at(when: float) -> Callable[[CoordinatorRecord], None]:
@@ -219,13 +210,17 @@ def used_at(when: float) -> Callable[[CoordinatorRecord], None]:
 
 def update_record(state_dir: Path, record: CoordinatorRecord, change: Callable[[CoordinatorRecord], None]) -> bool:
     """Apply `change` to the saved record if it still describes the same process as `record`; False when it
-    is gone or now describes another start (never bring back the record of a stopped or replaced one)."""
+    is gone or now describes another start (never bring back the record of a stopped or replaced one).
+
+    Not fsync'd: a sharded request makes two updates (its start and end), and two fsyncs cost it ~20 ms on an
+    ordinary disk. Other processes still see the old record or the new, never half of one (the replace is
+    atomic); after a power cut the update may be lost, and so is the coordinator it describes."""
     current = load_record(state_dir, record.model)
     if current is None or not same_process(current, record):
         return False
     change(current)
     change(record)
-    save_record(state_dir, current)
+    save_record(state_dir, current, durable=False)
     return True
 
 

@@ -39,6 +39,10 @@ def can_shard(cluster: Cluster) -> bool:
     return any(n.rpc for n in cluster.nodes) or any(b.kind is BackendKind.rpc for b in cluster.backends)
 
 
+# A coordinator whose keep-alive ends sooner than this is marked in use when a request is handed to it.
+EXPIRY_MARGIN_S = 10.0
+
+
 class ShardManager:
     def __init__(
         self,
@@ -97,7 +101,10 @@ class ShardManager:
             async with self._lock(model), self.coordinators.start_lock(f"coordinator {model.name}"):
                 record = await self._ready(model, report) or await self._ensure(model, report)
         now = time.time()
-        if coord.stale_use(record, now):
+        expires = coord.expires_at(record)
+        # in use from now: written only when its keep-alive is about to run out, so another process's expiry
+        # cannot stop it before the request reaches it (then its busy slot says so); `release` writes the end
+        if expires is not None and expires - now < EXPIRY_MARGIN_S:
             coord.update_record(self.home, record, coord.used_at(now))
         routing = self.cluster.routing
         return LlamaServerBackend(coord.backend_ref(record), Timeouts(routing.connect_timeout, routing.read_timeout))
@@ -113,12 +120,9 @@ class ShardManager:
             await self.unload(name)
             return
         seconds = model.keep_alive if keep_alive is None else keep_alive
-        now = time.time()
-        if record.keep_alive == seconds and not coord.stale_use(record, now):
-            return
 
         def change(saved: coord.CoordinatorRecord) -> None:
-            saved.last_used, saved.keep_alive = now, seconds
+            saved.last_used, saved.keep_alive = time.time(), seconds
 
         coord.update_record(self.home, record, change)
 
