@@ -127,7 +127,11 @@ class RpcRole(Strict):
         None, ge=1, description="CPU threads (default: the machine's cores, divided among its rpc-servers)."
     )
     cache: bool = Field(True, description="Tensor cache (-c): much faster reloads of the same model.")
-    device: str | None = Field(None, description="Device to serve (-d), e.g. CUDA0.")
+    device: str | list[str] | None = Field(
+        None,
+        description="Device or devices to serve (-d), e.g. CUDA0 or [CUDA0, CUDA1] (default: every GPU the "
+        "build sees, else the CPU). One rpc-server serves them all; the split gives each device its own share.",
+    )
     environment: dict[str, str] = Field(
         default_factory=dict,
         description="Extra environment, e.g. GGML_VK_VISIBLE_DEVICES: '0' (a Vulkan build on a CPU-type Vulkan "
@@ -136,6 +140,26 @@ class RpcRole(Strict):
 
     _bind = field_validator("bind")(classmethod(lambda cls, v: check_bind(v)))
     _environment = field_validator("environment", mode="before")(classmethod(lambda cls, v: _stringify_env(v)))
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str | list[str] | None) -> str | list[str] | None:
+        names = [value] if isinstance(value, str) else value or []
+        if isinstance(value, list) and not value:
+            raise ValueError("give at least one device, or leave 'device' out")
+        for name in names:
+            if not re.fullmatch(r"[A-Za-z][\w.-]*", name):
+                raise ValueError(f"'{name}' is not a device name (ggml names them CPU, CUDA0, Vulkan1, ROCm0, ...)")
+        if len(set(names)) != len(names):
+            raise ValueError("a device is listed twice")
+        return value
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """The devices named in the manifest, in the order rpc-server serves them (empty: its default)."""
+        if self.device is None:
+            return ()
+        return (self.device,) if isinstance(self.device, str) else tuple(self.device)
 
 
 class Pooling(StrEnum):
@@ -353,7 +377,11 @@ class Model(Strict):
     mode: ModelMode = Field(ModelMode.auto, description="auto: distribute if it fits on one node, else shard.")
     context: int = Field(4096, ge=256, description="Context size in tokens.")
     slots: int = Field(1, ge=1, le=64, description="Parallel requests of a sharded model's coordinator.")
-    tensor_split: list[float] | None = Field(None, description="Share of layers per rpc node, in node order.")
+    tensor_split: list[float] | None = Field(
+        None,
+        description="Share of layers per rpc device (llama-server -ts), in node order, each node's devices in its "
+        "rpc.device order.",
+    )
     keep_alive: float = Field(300.0, ge=0, description="Seconds an idle coordinator stays loaded.")
     coordinator: str | None = Field(
         None, description="Node that runs a sharded model's coordinator, over SSH (default: the controller)."
@@ -517,15 +545,31 @@ def cross_check(cluster: Cluster) -> list[tuple[tuple[str | int, ...], str]]:
         problems.extend(_coordinator_problems(cluster, i, model, names))
         if model.gguf and model.ollama_model:
             problems.append((("models", i, "gguf"), "give either 'gguf' or 'ollama_model', not both"))
-        if (
-            model.tensor_split is not None
-            and rpc_nodes
-            and len(model.tensor_split) != len(rpc_nodes) + len(rpc_backends)
-        ):
-            count = len(rpc_nodes) + len(rpc_backends)
-            message = f"has {len(model.tensor_split)} shares but the cluster has {count} rpc backends"
-            problems.append((("models", i, "tensor_split"), message))
+        if model.tensor_split is not None and rpc_nodes:
+            problems.extend(_split_problems(cluster, i, len(model.tensor_split)))
     return problems
+
+
+def _split_problems(cluster: Cluster, i: int, shares: int) -> list[tuple[tuple[str | int, ...], str]]:
+    """llama-server's -ts takes one share per device, and an rpc-server may serve several: the count is known
+    for nodes that name their devices and for CPU builds (one device); a GPU build left to its default serves
+    every GPU it sees, so a cluster with such a node only has a lower bound."""
+    known, exact = 0, True
+    for node in cluster.nodes:
+        if node.rpc is None:
+            continue
+        if node.rpc.devices:
+            known += len(node.rpc.devices)
+        else:
+            known += 1
+            exact = exact and node.llama_cpp_backend(cluster.llama_cpp.backend) is LlamaCppBackend.cpu
+    known += sum(1 for b in cluster.backends if b.kind is BackendKind.rpc)  # unmanaged: one device assumed
+    where = ("models", i, "tensor_split")
+    if exact and shares != known:
+        return [(where, f"has {shares} shares but the cluster's rpc backends serve {known} devices")]
+    if not exact and shares < known:
+        return [(where, f"has {shares} shares but the cluster's rpc backends serve at least {known} devices")]
+    return []
 
 
 _POOLING_ALONE = "pooling applies to embeddings only: add 'embeddings: true' or drop 'pooling'"

@@ -149,8 +149,8 @@ def node_services(
             argv += ["-t", str(threads)]
         if rpc.cache:
             argv.append("-c")
-        if rpc.device:
-            argv += ["-d", rpc.device]
+        if rpc.devices:  # one rpc-server serves them all: `-d A,B` (the pinned rpc-server splits it on commas)
+            argv += ["-d", ",".join(rpc.devices)]
         sha = source.sha256 if source else None
         env = tuple(sorted(rpc.environment.items()))
         specs.append(

@@ -178,7 +178,9 @@ class Monitor:
 
     def serving(self) -> list[ServingBackend]:
         return [
-            ServingBackend(v.name, v.spec.ref.node, v.spec.machine, v.spec.hint_bytes, tuple(v.status.models))
+            ServingBackend(
+                v.name, v.spec.ref.node, v.spec.machine, v.spec.hint_bytes, tuple(v.status.models), v.spec.ref.kind
+            )
             for v in self.views.values()
             if v.spec.ref.kind != "rpc" and v.status is not None
         ]
@@ -264,4 +266,5 @@ def _client(spec: BackendSpec, timeouts: Timeouts) -> Backend | None:
 
 def _rpc_server(view: BackendView) -> RpcServer:
     ref = view.spec.ref
-    return RpcServer(view.name, ref.host, ref.port, view.spec.machine, view.spec.hint_bytes, view.rpc)
+    spec = view.spec
+    return RpcServer(view.name, ref.host, ref.port, spec.machine, spec.hint_bytes, view.rpc, ref.node, spec.rpc_devices)

@@ -76,6 +76,9 @@ class CoordinatorRecord:
     rpc_memory: dict[str, list[int]] = field(default_factory=dict)  # endpoint -> [free, total] bytes at start
     n_layer: int | None = None
     split: list[float] = field(default_factory=list)
+    # the devices the split's shares are for (host:port#index), when an rpc-server serves several; empty: one
+    # each, the endpoints in `rpc`
+    devices: list[str] = field(default_factory=list)
     # computed once when it became ready: re-reading a growing log on every request would cost more each time
     placement: list[str] = field(default_factory=list)
     node: str | None = None  # None: this machine; else the manifest node it runs on (log is a path there)

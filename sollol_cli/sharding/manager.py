@@ -213,6 +213,7 @@ class ShardManager:
         record.rpc_memory = choice.memory
         record.n_layer = file.n_layer
         record.split = list(plan.split or ())
+        record.devices = list(choice.devices)
         # recorded while it loads, not ready yet: `down` and a crashed loader's successor can find and stop it
         coord.save_record(self.home, record)
         self.started[model.name] = record
@@ -251,7 +252,8 @@ class ShardManager:
         file = await self.files.find(model)
         servers = await self.backends.probe_rpc_servers()
         protocol = self.cluster.llama_cpp.protocol or ".".join(map(str, RPC_PROTOCOL_VERSION))
-        choice = choose_rpc_servers(model, file, servers, protocol)
+        state = load_state(self.settings.state_dir, self.cluster.name)
+        choice = choose_rpc_servers(model, file, servers, protocol, state)
         gguf = await host.model_path(file)
         bind = self.cluster.node(model.coordinator).host if model.coordinator else "127.0.0.1"
         flags = tuple(pooling_flags(model.embeddings, model.pooling))
