@@ -148,6 +148,8 @@ class RpcRole(Strict):
         if isinstance(value, list) and not value:
             raise ValueError("give at least one device, or leave 'device' out")
         for name in names:
+            if "," in name:
+                raise ValueError(f"write several devices as a list: [{name.replace(',', ', ')}]")
             if not re.fullmatch(r"[A-Za-z][\w.-]*", name):
                 raise ValueError(f"'{name}' is not a device name (ggml names them CPU, CUDA0, Vulkan1, ROCm0, ...)")
         if len(set(names)) != len(names):
@@ -564,11 +566,11 @@ def _split_problems(cluster: Cluster, i: int, shares: int) -> list[tuple[tuple[s
             known += 1
             exact = exact and node.llama_cpp_backend(cluster.llama_cpp.backend) is LlamaCppBackend.cpu
     known += sum(1 for b in cluster.backends if b.kind is BackendKind.rpc)  # unmanaged: one device assumed
-    where = ("models", i, "tensor_split")
+    where, devices = ("models", i, "tensor_split"), "device" if known == 1 else "devices"
     if exact and shares != known:
-        return [(where, f"has {shares} shares but the cluster's rpc backends serve {known} devices")]
+        return [(where, f"has {shares} shares but the cluster's rpc backends serve {known} {devices}")]
     if not exact and shares < known:
-        return [(where, f"has {shares} shares but the cluster's rpc backends serve at least {known} devices")]
+        return [(where, f"has {shares} shares but the cluster's rpc backends serve at least {known} {devices}")]
     return []
 
 

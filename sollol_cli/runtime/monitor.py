@@ -169,12 +169,12 @@ class Monitor:
     # --- what the shard manager reads (sharding.pool.Backends) ---
 
     def rpc_servers(self) -> list[RpcServer]:
-        return [_rpc_server(view) for view in self._rpc_views()]
+        return [rpc_server(view) for view in self._rpc_views()]
 
     async def probe_rpc_servers(self) -> list[RpcServer]:
         views = self._rpc_views()
         await asyncio.gather(*(self.probe_one(view) for view in views))
-        return [_rpc_server(view) for view in views]
+        return [rpc_server(view) for view in views]
 
     def serving(self) -> list[ServingBackend]:
         return [
@@ -264,7 +264,8 @@ def _client(spec: BackendSpec, timeouts: Timeouts) -> Backend | None:
     return None if spec.ref.kind == "rpc" else backend_for(spec.ref, alias=spec.alias, timeouts=timeouts)
 
 
-def _rpc_server(view: BackendView) -> RpcServer:
+def rpc_server(view: BackendView) -> RpcServer:
+    """An rpc backend's view as sharding reads it: the manifest's devices and what the last probe saw."""
     ref = view.spec.ref
     spec = view.spec
     return RpcServer(view.name, ref.host, ref.port, spec.machine, spec.hint_bytes, view.rpc, ref.node, spec.rpc_devices)

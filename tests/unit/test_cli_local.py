@@ -258,7 +258,11 @@ def test_status_shows_each_nodes_accelerators(local: Local) -> None:
         "kind": "cuda", "name": "NVIDIA GeForce RTX 3090", "memory_total": 24 * 2**30, "memory_free": None,
         "driver": "550.54.14", "device_type": "gpu",
     }  # fmt: skip
-    assert rows[0]["rpc_devices"] == [{"free_bytes": 3 * 2**30, "total_bytes": 4 * 2**30}]  # what the rpc-server said
+    # what the rpc-server said; unnamed in the manifest, on a node with the CPU build: its CPU device
+    assert rows[0]["rpc_devices"] == [
+        {"index": 0, "label": f"127.0.0.1:{local.rpc}", "name": None, "kind": "cpu",
+         "free_bytes": 3 * 2**30, "total_bytes": 4 * 2**30},
+    ]  # fmt: skip
     # the build `up` chose and put there (the stand-ins' llama_cpp.bin_dir; a node without a GPU: cpu), none
     # for Ollama
     assert [(r["name"], r["llama_backend"], r["llama_build"]) for r in rows] == [

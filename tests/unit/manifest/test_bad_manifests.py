@@ -89,6 +89,24 @@ CASES: list[tuple[str, str | bytes, int, list[str]]] = [
      ["{f}:6:6: models[1].name: duplicate model 'library/tiny:latest' (also models[0])"]),
     ("shard-without-rpc", GOOD_NODE + "models:\n  - {name: big, mode: shard}\n", 3,
      ["{f}:5:17: models[0].mode: mode 'shard' needs at least one node with an 'rpc' role"]),
+    # rpc.device: a name or a list of names; tensor_split: one share per device the rpc-servers serve
+    ("rpc-devices-in-one-string", GOOD_NODE + "    rpc: {device: 'CUDA0,CUDA1'}\n", 3,
+     ["{f}:4:19: nodes[0].rpc.device: write several devices as a list: [CUDA0, CUDA1]"]),
+    ("rpc-device-not-a-name", GOOD_NODE + "    rpc: {device: [CUDA0, 'cuda 1']}\n", 3,
+     ["{f}:4:11: nodes[0].rpc.device: 'cuda 1' is not a device name (ggml names them CPU, CUDA0, Vulkan1, ROCm0, ...)"]),
+    ("rpc-device-list-empty", GOOD_NODE + "    rpc: {device: []}\n", 3,
+     ["{f}:4:11: nodes[0].rpc.device: give at least one device, or leave 'device' out"]),
+    ("rpc-device-twice", GOOD_NODE + "    rpc: {device: [CUDA0, CUDA0]}\n", 3,
+     ["{f}:4:11: nodes[0].rpc.device: a device is listed twice"]),
+    ("tensor-split-per-device", GOOD_NODE + "    rpc: {device: [Vulkan0, CPU]}\n"
+     "models:\n  - {name: big, tensor_split: [1, 2, 3]}\n", 3,
+     ["{f}:6:17: models[0].tensor_split: has 3 shares but the cluster's rpc backends serve 2 devices"]),
+    ("tensor-split-cpu-build-one-device", GOOD_NODE + "    rpc: {}\n    llama_cpp: {backend: cpu}\n"
+     "models:\n  - {name: big, tensor_split: [1, 2]}\n", 3,
+     ["{f}:7:17: models[0].tensor_split: has 2 shares but the cluster's rpc backends serve 1 device"]),
+    ("tensor-split-gpu-default-at-least", GOOD_NODE + "    rpc: {device: [CUDA0, CUDA1]}\n"
+     "  - {name: b, address: 10.0.0.2, rpc: {}}\nmodels:\n  - {name: big, tensor_split: [1, 2]}\n", 3,
+     ["{f}:7:17: models[0].tensor_split: has 2 shares but the cluster's rpc backends serve at least 3 devices"]),
     ("unknown-store-node", GOOD_NODE + "    rpc: {}\nmodels:\n  - {name: big, store_node: aa}\n", 3,
      ["{f}:6:17: models[0].store_node: no node named 'aa'; did you mean 'a'?"]),
     ("unknown-coordinator-node", GOOD_NODE + "    rpc: {}\nmodels:\n  - {name: big, coordinator: aa}\n", 3,

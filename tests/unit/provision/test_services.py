@@ -41,6 +41,12 @@ def test_rpc_argv_binds_node_address() -> None:
     )  # fmt: skip
 
 
+def test_one_rpc_server_serves_every_device_listed() -> None:
+    """The pinned rpc-server takes `-d A,B` and serves both on one port; llama-server sees two devices."""
+    (rpc,) = specs({"rpc": {"device": ["Vulkan0", "CPU"]}})
+    assert rpc.argv[rpc.argv.index("-d") :] == ("-d", "Vulkan0,CPU")
+
+
 def test_rpc_threads_default_to_the_nodes_cores() -> None:
     c = Cluster.model_validate({"name": "lab", "nodes": [{"name": "n1", "address": "10.0.0.1", "rpc": {}}]})
     (rpc,) = node_services("lab", c.nodes[0], {}, cpus=16)
