@@ -1,0 +1,117 @@
+"""One rpc-server serving two devices, for real: `sollol up` starts the Vulkan build's rpc-server on an SSH test
+node with `rpc.device: [Vulkan0, CPU]` (Mesa's lavapipe and the node's CPU, `-d Vulkan0,CPU`); `status` shows
+both devices with their memory; a sharded model is split over the two devices by their own memory (the
+lavapipe device's heap, the machine's RAM), its placement names each device, and greedy decoding gives the
+tokens of one unsharded llama-server.
+
+Marked `vulkan` as well as `real`: it needs the Vulkan build (`sollol llama-cpp build --backend vulkan`) and
+mesa-vulkan-drivers on this machine (the test nodes share its files).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sollol_cli.backends.rpc import parse_banner_devices
+from sollol_cli.llamacpp.build import LlamaCppBinaries, build
+from sollol_cli.settings import Settings
+from tests.harness.llama import ServerGroup
+from tests.harness.models import OllamaStore
+from tests.harness.sshhosts import TestHosts
+from tests.real.test_run_llamacpp import PROMPT, direct_greedy
+from tests.unit.cli_helpers import invoke
+
+pytestmark = [pytest.mark.real, pytest.mark.vulkan, pytest.mark.usefixtures("shared_state")]
+PORT = 50262
+GREEDY = ["--temperature", "0", "--seed", "1", "--num-predict", "24"]
+
+
+@pytest.fixture(scope="module")
+def vulkan_bins() -> LlamaCppBinaries:
+    return build(Settings().cache_dir, backend="vulkan")
+
+
+@pytest.fixture(scope="module")
+def two_devices(
+    ssh_nodes: TestHosts,
+    llama_bins: LlamaCppBinaries,
+    vulkan_bins: LlamaCppBinaries,
+    tiny_gguf: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    state_dir: Path,
+) -> Iterator[Path]:
+    """node1 runs the Vulkan build; its one rpc-server serves lavapipe's Vulkan0 and the CPU."""
+    tmp = tmp_path_factory.mktemp("vulkan-devices")
+    store = OllamaStore(tmp / "ollama" / "models")
+    store.add_model(("registry.ollama.ai", "library", "tiny", "latest"), tiny_gguf)
+    roles = {
+        "node1": f"rpc: {{port: {PORT}, device: [Vulkan0, CPU], environment: {{GGML_VK_VISIBLE_DEVICES: '0'}}}}\n"
+        "llama_cpp: {backend: vulkan}",
+    }
+    extra = f"models:\n  - {{name: tiny, mode: shard, store: {store.root}, context: 1024, keep_alive: 600}}\n"
+    path = tmp / "cluster.yaml"
+    path.write_text(ssh_nodes.manifest_yaml(roles, name="twodev", nodes=ssh_nodes.nodes[:1], extra=extra))
+    os.environ["SOLLOL_STATE_DIR"] = str(state_dir)  # module-scoped: set up before shared_state sets it per test
+    try:
+        result = invoke("up", str(path), "--json")
+        assert result.exit_code == 0, result.stderr
+        yield path
+    finally:
+        invoke("down", str(path), "-q")
+        os.environ.pop("SOLLOL_STATE_DIR", None)
+
+
+def rpc_row(manifest: Path) -> dict[str, Any]:
+    result = invoke("status", "--json", "-f", str(manifest))
+    (row,) = [r for r in json.loads(result.stdout)["backends"] if r["kind"] == "rpc"]
+    return row  # type: ignore[no-any-return]
+
+
+def test_status_shows_both_devices_with_their_memory(two_devices: Path, ssh_nodes: TestHosts) -> None:
+    row = rpc_row(two_devices)
+    endpoint = f"{ssh_nodes.nodes[0].address}:{PORT}"
+    devices = row["rpc_devices"]
+    assert [(d["index"], d["label"], d["name"], d["kind"]) for d in devices] == [
+        (0, f"{endpoint}#0", "Vulkan0", "gpu"),
+        (1, f"{endpoint}#1", "CPU", "cpu"),
+    ], devices
+    # the protocol's memory per device is what rpc-server's banner says of the device of that name (the banner
+    # in whole MiB, rounded down)
+    banner = {d.name: d for d in parse_banner_devices(invoke("logs", "node1", "rpc", "-f", str(two_devices)).stdout)}
+    assert list(banner) == ["Vulkan0", "CPU"], banner
+    assert [d["total_bytes"] >> 20 << 20 for d in devices] == [banner["Vulkan0"].total, banner["CPU"].total]
+    assert banner["Vulkan0"].description.startswith("llvmpipe")
+    assert row["total_bytes"] == sum(d["total_bytes"] for d in devices)
+    table = invoke("status", "-f", str(two_devices)).stdout
+    lines = [line.strip() for line in table.splitlines()]
+    assert any(line.startswith("node1 ") and " Vulkan0 " in line for line in lines), table
+    assert any(line.startswith("CPU ") and "GiB" in line for line in lines), table
+
+
+def test_sharded_model_places_layers_on_both_devices_with_the_unsharded_tokens(
+    two_devices: Path, ssh_nodes: TestHosts, llama_servers: ServerGroup, tiny_gguf: Path
+) -> None:
+    single = llama_servers.llama_server(tiny_gguf, context=1024)
+    expected = direct_greedy(single, PROMPT, 24)
+    result = invoke("run", "tiny", PROMPT, *GREEDY, "-v", "-f", str(two_devices))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == expected + "\n"
+    endpoint = f"{ssh_nodes.nodes[0].address}:{PORT}"
+    lines = [line.strip() for line in result.stderr.splitlines()]
+    assert any("1 rpc backend with 2 devices has" in line for line in lines), result.stderr
+    placement = [line for line in lines if line.startswith("placement ") and "coordinator" not in line]
+    # the lavapipe device (2 GiB) gets a share by its own memory, the CPU device by the machine's RAM: both get
+    # layers, the first ones on Vulkan0 (llama-server orders an rpc-server's devices by their index)
+    assert [line.split(":")[0:2] for line in placement] == [
+        [f"placement {endpoint.split(':')[0]}", f"{PORT}#0"],
+        [f"placement {endpoint.split(':')[0]}", f"{PORT}#1"],
+    ], placement
+    for line in placement:
+        assert "layers -" not in line and ", model 0.0 MiB" not in line, placement
+    assert placement[0].startswith(f"placement {endpoint}#0: layers 0-"), placement
