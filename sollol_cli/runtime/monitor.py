@@ -99,8 +99,8 @@ class Monitor:
                 if held is not None:
                     known = view.rpc
                     protocol, devices = (known.protocol, known.devices) if known is not None else (None, ())
-                    if not devices and held.free is not None and held.total is not None:
-                        devices = (RpcDevice(0, held.free, held.total),)
+                    if not devices:  # never probed here: the memory its devices had when the coordinator started
+                        devices = tuple(RpcDevice(i, free, total) for i, (free, total) in enumerate(held.devices))
                     view.rpc = RpcProbe("busy", protocol, devices, None, held.holder)
                     ok = True
                     view.last_error = None

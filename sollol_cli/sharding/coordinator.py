@@ -73,7 +73,8 @@ class CoordinatorRecord:
     last_used: float
     keep_alive: float  # seconds it stays loaded once idle; negative: until stopped (as Ollama's keep_alive -1)
     ready_after_s: float | None = None
-    rpc_memory: dict[str, list[int]] = field(default_factory=dict)  # endpoint -> [free, total] bytes at start
+    # endpoint -> [free, total] bytes at start, one pair per device it serves (one pair: one device)
+    rpc_memory: dict[str, list[int]] = field(default_factory=dict)
     n_layer: int | None = None
     split: list[float] = field(default_factory=list)
     # the devices the split's shares are for (host:port#index), when an rpc-server serves several; empty: one
@@ -173,8 +174,7 @@ def _first_line(exc: Exception) -> str:
 @dataclass(frozen=True)
 class Attachment:
     holder: str
-    free: int | None = None
-    total: int | None = None
+    devices: tuple[tuple[int, int], ...] = ()  # (free, total) bytes of each device when the coordinator started
 
 
 def attached_endpoints(state_dir: Path) -> dict[str, Attachment]:
@@ -184,9 +184,9 @@ def attached_endpoints(state_dir: Path) -> dict[str, Attachment]:
     for record in all_records(state_dir):
         if alive(record):
             for endpoint in record.rpc:
-                memory = record.rpc_memory.get(endpoint)
+                memory = record.rpc_memory.get(endpoint, [])
                 holder = f"attached to the coordinator for '{record.model}' (pid {record.pid})"
-                held[endpoint] = Attachment(holder, *memory[:2]) if memory else Attachment(holder)
+                held[endpoint] = Attachment(holder, tuple(zip(memory[::2], memory[1::2], strict=False)))
     return held
 
 

@@ -18,7 +18,7 @@ from sollol_cli.state import ClusterState
 class RpcChoice:
     endpoints: tuple[str, ...]  # in layer order
     split: tuple[float, ...]  # one share per device (llama-server -ts), in `devices` order
-    memory: dict[str, list[int]]  # endpoint -> [free, total] bytes when planned (shown while it holds them)
+    memory: dict[str, list[int]]  # endpoint -> [free, total] bytes of each device when planned (see held)
     # the devices' labels (pool.ServedDevice.label) in -ts order when an rpc-server serves several; empty when
     # each serves one: then the endpoints are the devices
     devices: tuple[str, ...] = ()
@@ -63,10 +63,12 @@ def choose_rpc_servers(
     # Always an explicit split: llama.cpp's default follows free memory at load time, which would make
     # the layer placement unpredictable; with -ts it is computed exactly (placement_log.assign_layers).
     split = tuple(round(share, 4) for share in split_for(memory, override))
-    held = {
-        s.endpoint: [free, total]
-        for s in ready
-        if (free := s.free_bytes) is not None and (total := s.total_bytes) is not None
-    }
+    # [free, total] of each device, flat: what `status` shows of an rpc-server while the coordinator holds it
+    held = {s.endpoint: pairs for s in ready if (pairs := _memory_pairs(s))}
     endpoints = tuple(s.endpoint for s in ready)
     return RpcChoice(endpoints, split, held, labels if labels != endpoints else ())
+
+
+def _memory_pairs(server: RpcServer) -> list[int]:
+    devices = server.probe.devices if server.probe is not None else ()
+    return [n for device in devices for n in (device.free, device.total)]

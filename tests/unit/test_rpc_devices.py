@@ -5,6 +5,7 @@ says their layers went."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from rich.console import Console
 from sollol_cli.backends.rpc import RpcDevice, RpcProbe
 from sollol_cli.manifest.models import Model
 from sollol_cli.placement import RpcMemory
+from sollol_cli.sharding import coordinator as coord
 from sollol_cli.sharding.coordinator import CoordinatorRecord
 from sollol_cli.sharding.decision import serving_free_bytes
 from sollol_cli.sharding.hosts import ModelFile
@@ -110,7 +112,7 @@ def test_choice_gives_each_device_a_share() -> None:
     assert choice == RpcChoice(
         ("10.0.0.1:50052", "10.0.0.1:50053"),
         (round(2 / 26, 4), round(12 / 26, 4), round(12 / 26, 4)),
-        {"10.0.0.1:50052": [26 * GIB, 26 * GIB], "10.0.0.1:50053": [24 * GIB, 24 * GIB]},
+        {"10.0.0.1:50052": [2 * GIB, 2 * GIB, 24 * GIB, 24 * GIB], "10.0.0.1:50053": [24 * GIB, 24 * GIB]},
         ("10.0.0.1:50052#0", "10.0.0.1:50052#1", "10.0.0.1:50053"),
     )
     # the manifest's tensor_split has one share per device
@@ -193,3 +195,18 @@ def test_status_table_shows_each_device_of_an_rpc_server() -> None:
         "n1       rpc   10.0.0.1:50052  up     rpc 7.0.0  -                 Vulkan0 1.0/2.0 GiB   -",
         "                                                                   #1 cpu 20.0/24.0 GiB",
     ]
+
+
+def test_a_held_rpc_server_keeps_each_devices_memory(tmp_path: Path) -> None:
+    """While a coordinator holds an rpc-server nothing probes it: what it had per device at the start is what
+    `status` shows, a pair per device (a record from before several devices has one pair)."""
+    memory = {"10.0.0.1:50052": [GIB, 2 * GIB, 20 * GIB, RAM], "10.0.0.1:50053": [GIB, 2 * GIB]}
+    record = CoordinatorRecord(
+        "big", "d", 1, 1, "10.0.0.9", 1, "", list(memory), 0.0, 0.0, 60.0, rpc_memory=memory, node="gpu1"
+    )  # fmt: skip
+    coord.save_record(tmp_path, record)
+    held = coord.attached_endpoints(tmp_path)
+    assert {endpoint: a.devices for endpoint, a in held.items()} == {
+        "10.0.0.1:50052": ((GIB, 2 * GIB), (20 * GIB, RAM)),
+        "10.0.0.1:50053": ((GIB, 2 * GIB),),
+    }
