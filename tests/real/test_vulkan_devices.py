@@ -96,7 +96,11 @@ def test_sharded_model_places_layers_on_both_devices_with_the_unsharded_tokens(
     result = invoke("run", "tiny", PROMPT, *GREEDY, "-v", "-f", str(two_devices))
     assert result.exit_code == 0, result.stderr
     assert result.stdout == expected + "\n"
-    endpoint = rpc_row(two_devices)["address"]
+    # while the coordinator holds the rpc-server nothing probes it: status shows both devices as they were
+    held = rpc_row(two_devices)
+    assert held["reachable"] == "busy", held
+    assert [(d["name"], d["kind"]) for d in held["rpc_devices"]] == [("Vulkan0", "gpu"), ("CPU", "cpu")], held
+    endpoint = held["address"]
     lines = [line.strip() for line in result.stderr.splitlines()]
     assert any("1 rpc backend with 2 devices has" in line for line in lines), result.stderr
     placement = [line for line in lines if line.startswith("placement ") and "coordinator" not in line]
