@@ -88,7 +88,7 @@ def rpc_device_rows(view: BackendView, node_state: NodeState | None) -> list[dic
             "kind": d.kind,
             "free_bytes": d.free,
             "total_bytes": d.total,
-        }  # fmt: skip
+        }
         for d in rpc_server(view).devices(node_state)
     ]
 

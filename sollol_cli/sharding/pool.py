@@ -22,7 +22,7 @@ class RpcServer:
     name: str
     host: str
     port: int
-    machine: str  # rpc-servers on one machine share its memory
+    machine: str  # the CPU devices of rpc-servers on one machine share its RAM
     hint_bytes: int | None = None  # manifest `resources`
     probe: RpcProbe | None = None
     node: str | None = None  # the manifest node it runs on (None: a `backends:` entry)
@@ -33,19 +33,9 @@ class RpcServer:
         """`host:port` as llama-server's `--rpc` takes it and a coordinator record keeps it."""
         return f"{self.host}:{self.port}"
 
-    @property
-    def free_bytes(self) -> int | None:
-        devices = self.probe.devices if self.probe is not None else ()
-        return sum(d.free for d in devices) if devices else None
-
-    @property
-    def total_bytes(self) -> int | None:
-        devices = self.probe.devices if self.probe is not None else ()
-        return sum(d.total for d in devices) if devices else None
-
     def devices(self, node: NodeState | None = None) -> list[ServedDevice]:
-        """The devices it serves (one, unknown, before any probe), each with what its memory is; `node`: what
-        `up` recorded of its node (the llama.cpp build there, its RAM)."""
+        """The devices it serves, each with what its memory is (before any probe: those the manifest names,
+        else one, memory unknown); `node`: what `up` recorded of its node (the llama.cpp build there, its RAM)."""
         probed = self.probe.devices if self.probe is not None else ()
         count = len(probed) or len(self.device_names) or 1
         build = node.llama_backend if node is not None else None
