@@ -59,7 +59,11 @@ def choose_rpc_servers(
             f"model '{model.name}' needs {need / 2**30:.1f} GiB but the ready rpc backends have "
             f"{have / 2**30:.1f} GiB; missing: {'; '.join(unusable)}"
         )
-    override = model.tensor_split if model.tensor_split and len(model.tensor_split) == len(memory) else None
+    # the manifest's split is one share per device: with every rpc backend there, a wrong count is the user's to
+    # fix (the manifest check knows the count only where nodes name their devices); with some missing, the
+    # shares no longer fit and the split follows memory
+    split_fits = model.tensor_split is not None and (len(model.tensor_split) == len(memory) or not unusable)
+    override = model.tensor_split if split_fits else None
     # Always an explicit split: llama.cpp's default follows free memory at load time, which would make
     # the layer placement unpredictable; with -ts it is computed exactly (placement_log.assign_layers).
     split = tuple(round(share, 4) for share in split_for(memory, override))

@@ -12,6 +12,7 @@ import pytest
 from rich.console import Console
 
 from sollol_cli.backends.rpc import RpcDevice, RpcProbe
+from sollol_cli.errors import UsageError
 from sollol_cli.manifest.models import Model
 from sollol_cli.placement import RpcMemory
 from sollol_cli.sharding import coordinator as coord
@@ -116,11 +117,16 @@ def test_choice_gives_each_device_a_share() -> None:
         ("10.0.0.1:50052#0", "10.0.0.1:50052#1", "10.0.0.1:50053"),
     )
     # the manifest's tensor_split has one share per device
-    split = Model(name="big", tensor_split=[2, 1, 1])
-    assert choose_rpc_servers(split, ModelFile("/m.gguf", GIB, None), servers, "7.0.0", state).split == (
-        0.5,
-        0.25,
-        0.25,
+    file = ModelFile("/m.gguf", GIB, None)
+    assert choose_rpc_servers(Model(name="big", tensor_split=[2, 1, 1]), file, servers, "7.0.0", state).split == (
+        0.5, 0.25, 0.25,
+    )  # fmt: skip
+    # one per rpc backend is not enough once one serves two devices (the manifest check cannot know that when a
+    # node leaves its devices to rpc-server's default)
+    with pytest.raises(UsageError) as raised:
+        choose_rpc_servers(Model(name="big", tensor_split=[1, 1]), file, servers, "7.0.0", state)
+    assert raised.value.message == (
+        "tensor_split has 2 shares but the model is sharded over 3 devices of 2 rpc backends; give one share per device"
     )
 
 
