@@ -116,7 +116,14 @@ def _stringify_env(value: Any) -> Any:
 
 
 class RpcRole(Strict):
-    """Run llama.cpp's `rpc-server` (no authentication: bound to the node's cluster address only)."""
+    """Run llama.cpp's `rpc-server` (no authentication: bound to the node's cluster address only).
+
+    One rpc-server serves all the node's devices (`device: [CUDA0, CUDA1]` -> `-d CUDA0,CUDA1`), not one per
+    device: the pinned rpc-server serves a device list on one port, and llama-server registers each device of
+    an `--rpc` endpoint as a device of its own (own `-ts` share, own buffers), so more processes would add
+    ports and tensor caches but nothing llama-server could not already address. The cost: one coordinator at
+    a time uses the node's devices (an rpc-server serves one client at a time).
+    """
 
     port: Port = Field(50052, description="Port rpc-server listens on.")
     bind: str | None = Field(
