@@ -15,8 +15,8 @@ def logs(
     role: Annotated[
         str | None,
         typer.Argument(
-            help="rpc, ollama, llamacpp, or coordinator[:MODEL] (a sharded model's coordinator on the node); "
-            "needed when a node runs several."
+            help="rpc, ollama, llamacpp, build (the llama.cpp build on the node, `llama_cpp.build: node`), or "
+            "coordinator[:MODEL] (a sharded model's coordinator on the node); needed when a node runs several."
         ),
     ] = None,
     follow: Annotated[bool, typer.Option("--follow", "-F", help="Keep printing new lines.")] = False,
