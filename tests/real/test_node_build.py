@@ -1,0 +1,101 @@
+"""`llama_cpp.build: node` for real: `up` builds llama.cpp's rpc-server on an SSH test node with the node's own
+toolchain (the test nodes share this machine's files, so its cmake and compiler), runs the rpc-server from
+that build, and a second `up` finds the build on the node and builds nothing; `sollol logs NODE build` shows
+the build's output.
+
+Only the rpc-server target is built (an rpc-only node), with ccache pointed at a directory kept across runs
+(the harness puts ~/.cache/sollol/ccache at the same place in every node's /root): a warm run still
+configures and links on the node, but compiles from the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sollol_cli.llamacpp.sdist import LLAMA_CPP_PYTHON_VERSION, RPC_PROTOCOL_VERSION
+from tests.harness.sshhosts import CCACHE_DIR, TestHosts
+from tests.unit.cli_helpers import invoke
+
+pytestmark = [pytest.mark.real, pytest.mark.usefixtures("shared_state")]
+PORT = 50262
+BUILDS = "/root/.sollol/llama.cpp"
+
+
+@pytest.fixture(scope="module")
+def manifest(ssh_nodes: TestHosts, tmp_path_factory: pytest.TempPathFactory, state_dir: Path) -> Iterator[Path]:
+    if not ssh_nodes.isolated:
+        pytest.skip("needs test nodes with their own /root (network namespaces)")
+    build = f"{{build: node, backend: cpu, build_environment: {{CCACHE_DIR: {CCACHE_DIR}}}}}"
+    roles = {"node1": f"rpc: {{port: {PORT}}}\nllama_cpp: {build}"}
+    path = tmp_path_factory.mktemp("node-build") / "cluster.yaml"
+    path.write_text(ssh_nodes.manifest_yaml(roles, name="nodebuild", nodes=ssh_nodes.nodes[:1]))
+    os.environ["SOLLOL_STATE_DIR"] = str(state_dir)  # module-scoped: set up before shared_state sets it per test
+    try:
+        yield path
+    finally:
+        invoke("down", str(path), "-q")
+        os.environ.pop("SOLLOL_STATE_DIR", None)
+
+
+def up(manifest: Path) -> dict[str, Any]:
+    result = invoke("up", str(manifest), "--json")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    (node,) = json.loads(result.stdout)["nodes"]
+    return node  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def first(manifest: Path) -> dict[str, Any]:
+    return up(manifest)
+
+
+def build_dir(node: dict[str, Any]) -> str:
+    (step,) = [step for step in node["plan"] if step.startswith("build llama.cpp")]
+    return str(step.rsplit(" -> ", 1)[1])
+
+
+def test_up_builds_the_rpc_server_on_the_node_and_runs_it(first: dict[str, Any], ssh_nodes: TestHosts) -> None:
+    assert first["status"] == "changed", first
+    assert first["plan"][0] == f"llama.cpp cpu (node cpu {LLAMA_CPP_PYTHON_VERSION}): cpu (set in the manifest)"
+    root = build_dir(first)
+    assert root.startswith(f"{BUILDS}/node-{LLAMA_CPP_PYTHON_VERSION}-cpu-"), root
+    assert f"build llama.cpp cpu on the node (ggml-rpc-server) -> {root}" in first["changes"]
+    assert not any(step.startswith("upload rpc-server") for step in first["plan"])
+    node = ssh_nodes.nodes[0]
+    record = json.loads(ssh_nodes.exec_in(node, f"cat {root}/build.json").stdout)
+    assert (record["backend"], record["binaries"]) == ("cpu", ["rpc-server"])
+    assert "-DGGML_NATIVE=ON" in record["cmake_options"]
+    assert ssh_nodes.exec_in(node, f"ls {root}/bin").stdout.split() == ["rpc-server"]  # only what the role runs
+    (rpc,) = first["services"]
+    assert rpc["ready"] and rpc["version"] == ".".join(map(str, RPC_PROTOCOL_VERSION))  # HELLO answered
+    exe = ssh_nodes.exec_in(node, f"readlink /proc/{rpc['pid']}/exe").stdout.strip()
+    assert exe == f"{root}/bin/rpc-server"
+
+
+def test_a_second_up_finds_the_build_and_builds_nothing(
+    first: dict[str, Any], manifest: Path, ssh_nodes: TestHosts
+) -> None:
+    root = build_dir(first)
+    node = ssh_nodes.nodes[0]
+    marker = f"stat -c '%i %Y' {root}/build.json"
+    before = ssh_nodes.exec_in(node, marker).stdout
+    again = up(manifest)
+    assert again["status"] == "unchanged", again
+    assert not any(step.startswith("build llama.cpp") for step in again["plan"]), again["plan"]
+    assert again["changes"] == []
+    assert [s["pid"] for s in again["services"]] == [s["pid"] for s in first["services"]]
+    assert ssh_nodes.exec_in(node, marker).stdout == before  # the same marker: nothing was rebuilt
+
+
+def test_logs_build_shows_the_cmake_output(first: dict[str, Any], manifest: Path) -> None:
+    result = invoke("logs", "node1", "build", "-n", "100000", "-f", str(manifest))
+    assert result.exit_code == 0, result.stderr
+    assert "-- Build files have been written to:" in result.stdout
+    assert "ggml-rpc-server" in result.stdout
+    assert result.stdout.rstrip().endswith("sollol-build-exit 0")
