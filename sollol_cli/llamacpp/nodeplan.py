@@ -169,6 +169,7 @@ def build_key(
 STEP = "sollol-build-step"  # `STEP name` lines: which step the output that follows belongs to
 EXIT = "sollol-build-exit"  # the last line: the build's exit status
 CACHED = "sollol-build-cached"  # another run finished the same build while this one waited for the lock
+ROOT_WORD, DIR_WORD = '"$root"', '"$d"'  # the shell variables holding a build's directory
 
 
 def build_script(plan: NodeBuildPlan, tarball: str, log: str, skipped_dirs: Collection[str]) -> str:
@@ -211,8 +212,8 @@ def build_script(plan: NodeBuildPlan, tarball: str, log: str, skipped_dirs: Coll
 root={q(plan.root)}; log={q(log)}
 mkdir -p "$root" "$(dirname "$log")" && exec 9>>"$root/.lock" || exit 1
 if command -v flock >/dev/null 2>&1 && ! flock -n 9; then echo "{STEP} waiting"; flock 9; fi
-if [ -f "$root/{MARKER}" ]; then echo {CACHED}; exit 0; fi
-rm -f "$root/{SUMS}"
+if {complete(ROOT_WORD)}; then echo {CACHED}; exit 0; fi
+rm -f "$root/{MARKER}" "$root/{SUMS}"
 {{ (
 {body}
 ) 2>&1; echo "{EXIT} $?"; }} | tee "$log"
@@ -224,6 +225,11 @@ def cached_builds_probe(home_var: str = '"$HOME"') -> str:
     binary matching its checksum)."""
     return (
         f"for m in {home_var}/{NODE_BUILDS_DIR}/{NODE_BUILD_PREFIX}*/{MARKER}; do "
-        '[ -f "$m" ] || continue; d=$(dirname "$m"); '
-        f'(cd "$d/bin" && sha256sum -c --quiet ../{SUMS} >/dev/null 2>&1) && echo "nodebuild=$(basename "$d")"; done'
+        f'd=$(dirname "$m"); {complete(DIR_WORD)} && echo "nodebuild=$(basename "$d")"; done'
     )
+
+
+def complete(directory: str) -> str:
+    """Shell test: `directory` (a shell word) holds a complete build: its marker, and every binary matching
+    the checksum recorded with it (a binary changed or removed since is no build to run)."""
+    return f"[ -f {directory}/{MARKER} ] && (cd {directory}/bin && sha256sum -c --quiet ../{SUMS} >/dev/null 2>&1)"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from sollol_cli.llamacpp.nodeplan import BuildRefused, NodeBuildPlan, Toolchain, build_key, node_build_plan
-from sollol_cli.llamacpp.sdist import LLAMA_CPP_COMMIT
+from tests.unit.test_llamacpp_vulkan_build import COMMON, TAIL
 
 HOME = "/home/ai"
 BUILDS = f"{HOME}/.sollol/llama.cpp"
@@ -16,20 +16,8 @@ BASE = {
     "cmake": "/usr/bin/cmake", "strip": "/usr/bin/strip", "c++": "/usr/bin/c++", "cc": "/usr/bin/cc",
     "ninja": "/usr/bin/ninja",
 }  # fmt: skip
-NATIVE = (
-    "-DCMAKE_BUILD_TYPE=Release",
-    "-DGGML_RPC=ON",
-    "-DGGML_NATIVE=ON",
-    "-DBUILD_SHARED_LIBS=OFF",
-    "-DGGML_OPENMP=OFF",
-    "-DLLAMA_BUILD_SERVER=ON",
-    "-DLLAMA_BUILD_TESTS=OFF",
-    "-DLLAMA_BUILD_EXAMPLES=OFF",
-    "-DLLAMA_OPENSSL=OFF",
-    "-DLLAMA_USE_PREBUILT_UI=OFF",
-    f"-DLLAMA_BUILD_COMMIT={LLAMA_CPP_COMMIT}",
-    "-DLLAMA_BUILD_NUMBER=0",
-)
+# the controller build's options (spelled out in its test) with GGML_NATIVE on: the binaries stay on the node
+NATIVE = (*COMMON[:2], "-DGGML_NATIVE=ON", *COMMON[3:], *TAIL)
 BOTH = (("rpc-server", "ggml-rpc-server"), ("llama-server", "llama-server"))
 CUDA_BOX = Toolchain(
     {**BASE, "nvcc": "/usr/local/cuda/bin/nvcc", "ccache": "/usr/bin/ccache"}, cuda_archs=("8.6", "8.9", "8.6")

@@ -80,6 +80,8 @@ def test_a_build_runs_reports_progress_and_leaves_a_complete_build(tmp_path: Pat
     probe = subprocess.run(["sh", "-c", cached_builds_probe()], env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
                            capture_output=True, text=True)  # fmt: skip
     assert probe.stdout == ""
+    assert run(plan, source, home, []) is True  # and is built again
+    assert (Path(plan.root) / "bin" / "rpc-server").read_text() == "rpc\n"
 
 
 def test_a_failed_step_is_one_line_pointing_at_the_log_and_leaves_no_marker(tmp_path: Path) -> None:
