@@ -99,3 +99,6 @@ def test_logs_build_shows_the_cmake_output(first: dict[str, Any], manifest: Path
     assert "-- Build files have been written to:" in result.stdout
     assert "ggml-rpc-server" in result.stdout
     assert result.stdout.rstrip().endswith("sollol-build-exit 0")
+    data = json.loads(invoke("logs", "node1", "build", "--json", "-n", "3", "-f", str(manifest)).stdout)
+    assert (data["role"], data["path"]) == ("build", "$HOME/.sollol/nodebuild/node1/log/build.log")
+    assert data["lines"][-1] == "sollol-build-exit 0" and len(data["lines"]) == 3
