@@ -349,7 +349,8 @@ def _service_of(step: object) -> str:
 
 
 def _verb(step: object) -> str:
-    return type(step).__name__.lower().replace("ensuremodels", "pull")
+    name = type(step).__name__.lower()
+    return {"ensuremodels": "pull", "buildonnode": STEP_NAME}.get(name, name)
 
 
 async def run_nodes(

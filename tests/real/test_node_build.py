@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from sollol_cli.llamacpp.build import LlamaCppBinaries
 from sollol_cli.llamacpp.sdist import LLAMA_CPP_PYTHON_VERSION, RPC_PROTOCOL_VERSION
 from tests.harness.sshhosts import CCACHE_DIR, TestHosts
 from tests.unit.cli_helpers import invoke
@@ -102,3 +103,30 @@ def test_logs_build_shows_the_cmake_output(first: dict[str, Any], manifest: Path
     data = json.loads(invoke("logs", "node1", "build", "--json", "-n", "3", "-f", str(manifest)).stdout)
     assert (data["role"], data["path"]) == ("build", "$HOME/.sollol/nodebuild/node1/log/build.log")
     assert data["lines"][-1] == "sollol-build-exit 0" and len(data["lines"]) == 3
+
+
+def test_a_failed_build_fails_its_node_alone(
+    ssh_nodes: TestHosts, llama_bins: LlamaCppBinaries, tmp_path: Path
+) -> None:
+    """node2's build cannot configure (no working C++ compiler: CXX=/bin/false); node1, on the controller's
+    build, still comes up, and node2's failure is one line pointing at its build log."""
+    roles = {
+        "node1": f"rpc: {{port: {PORT + 1}}}",
+        "node2": f"rpc: {{port: {PORT + 1}}}\nllama_cpp: {{build: node, build_environment: {{CXX: /bin/false}}}}",
+    }
+    manifest = tmp_path / "cluster.yaml"
+    manifest.write_text(ssh_nodes.manifest_yaml(roles, name="nodebuildfail", nodes=ssh_nodes.nodes[:2]))
+    try:
+        result = invoke("up", str(manifest), "--json")
+        assert result.exit_code == 1, result.stdout + result.stderr
+        nodes = {n["node"]: n for n in json.loads(result.stdout)["nodes"]}
+        assert (nodes["node1"]["status"], [s["ready"] for s in nodes["node1"]["services"]]) == ("changed", [True])
+        assert nodes["node2"]["status"] == "failed" and nodes["node2"]["services"] == []
+        (failure,) = nodes["node2"]["failures"]
+        assert failure.startswith("build llama.cpp: llama.cpp configure failed on the node (exit 1): "), failure
+        assert failure.endswith("; see `sollol logs node2 build`") and "\n" not in failure
+        log = invoke("logs", "node2", "build", "-n", "100000", "-f", str(manifest)).stdout
+        assert "/bin/false" in log and log.rstrip().endswith("sollol-build-exit 1")
+        assert f":{PORT + 1}" not in ssh_nodes.exec_in(ssh_nodes.nodes[1], "ss -ltnH").stdout
+    finally:
+        invoke("down", str(manifest), "-q")
