@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sollol_cli import events
@@ -41,9 +41,7 @@ class _Progress:
     status: int | None = None
     cached: bool = False
     last: tuple[int, int] | None = None
-
-    def __post_init__(self) -> None:
-        self.tail: deque[str] = deque(maxlen=3)
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=3))  # the last lines, for a failure's message
 
     def line(self, text: str) -> None:
         if text.startswith(f"{STEP} "):
