@@ -11,7 +11,6 @@ configures and links on the node, but compiles from the cache.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 from sollol_cli.llamacpp.build import LlamaCppBinaries
 from sollol_cli.llamacpp.sdist import LLAMA_CPP_PYTHON_VERSION, RPC_PROTOCOL_VERSION
 from tests.harness.sshhosts import CCACHE_DIR, TestHosts
+from tests.real.provisioning import module_cluster
 from tests.unit.cli_helpers import invoke
 
 pytestmark = [pytest.mark.real, pytest.mark.usefixtures("shared_state")]
@@ -36,12 +36,8 @@ def manifest(ssh_nodes: TestHosts, tmp_path_factory: pytest.TempPathFactory, sta
     roles = {"node1": f"rpc: {{port: {PORT}}}\nllama_cpp: {build}"}
     path = tmp_path_factory.mktemp("node-build") / "cluster.yaml"
     path.write_text(ssh_nodes.manifest_yaml(roles, name="nodebuild", nodes=ssh_nodes.nodes[:1]))
-    os.environ["SOLLOL_STATE_DIR"] = str(state_dir)  # module-scoped: set up before shared_state sets it per test
-    try:
+    with module_cluster(path, state_dir):  # module-scoped: set up before shared_state sets it per test
         yield path
-    finally:
-        invoke("down", str(path), "-q")
-        os.environ.pop("SOLLOL_STATE_DIR", None)
 
 
 def up(manifest: Path) -> dict[str, Any]:
