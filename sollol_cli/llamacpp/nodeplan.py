@@ -50,6 +50,7 @@ class Toolchain:
     amd_targets: tuple[str, ...] = ()  # LLVM targets of the node's AMD GPUs (rocminfo): "gfx1030"
     hip_clang_dir: str | None = None  # `hipconfig -l`: the directory of ROCm's clang
     hip_path: str | None = None  # `hipconfig -R`: the ROCm root
+    vulkan_headers: str | None = None  # /usr/include's Vulkan C++ headers: "new", "old" (too old), None: none
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,13 @@ class BuildRefused:
 
     backend: str
     problem: str
+
+
+OLD_VULKAN_HEADERS = (
+    "the node's Vulkan headers (/usr/include/vulkan) are older than 1.3.261, which this llama.cpp needs "
+    "(no vk::LayerSettingEXT; Debian 12 has 1.3.239): install newer ones (Debian 13's libvulkan-dev) or a Vulkan "
+    "SDK (VULKAN_SDK in llama_cpp.build_environment), or use build: controller, whose Vulkan build brings its own"
+)
 
 
 def builds_dir(home: str) -> str:
@@ -136,6 +144,12 @@ def node_build_plan(
     missing = missing_tools(backend, toolchain.tools)
     if backend == "rocm" and "hipconfig" not in missing and not (toolchain.hip_clang_dir and toolchain.hip_path):
         missing.append("hipconfig's answers (-l, -R)")
+    # a Vulkan SDK named in the build environment brings its own headers; else the system's must do
+    if backend == "vulkan" and "VULKAN_SDK" not in environment:
+        if toolchain.vulkan_headers == "old":
+            return BuildRefused(backend, OLD_VULKAN_HEADERS)
+        if toolchain.vulkan_headers is None:
+            missing.append("the Vulkan headers (/usr/include/vulkan)")
     if missing:
         problem = f"building llama.cpp ({backend}) on the node needs {', '.join(missing)} (not found); "
         return BuildRefused(backend, problem + install_hint(backend))

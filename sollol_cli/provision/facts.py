@@ -11,6 +11,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from sollol_cli.llamacpp.nodeplan import PROBED_TOOLS, Toolchain, cached_builds_probe
+from sollol_cli.llamacpp.vulkan_headers import NEEDED_DECLARATION
 from sollol_cli.provision.accelerators import (
     NVIDIA_QUERY,
     kfd_only,
@@ -105,6 +106,8 @@ TOOLCHAIN_PROBES = (
     "2>/dev/null | sed 's/^/cuda_cc=/'",
     "command -v rocminfo >/dev/null 2>&1 && timeout 10 rocminfo 2>/dev/null "
     '| awk \'$1 == "Name:" && $2 ~ /^gfx[0-9a-f]+$/ {print "gfx=" $2}\'',
+    f"f=/usr/include/vulkan/vulkan_structs.hpp; [ -f $f ] && {{ grep -q '{NEEDED_DECLARATION}' $f "
+    "&& echo vulkan_headers=new || echo vulkan_headers=old; }",
     cached_builds_probe(),
 )
 
@@ -217,6 +220,7 @@ def parse_facts(text: str, home_alias: str = "$HOME") -> NodeFacts:
             amd_targets=tuple(sorted({gfx.strip() for gfx in probes["gfx"]})),
             hip_clang_dir=values.get("hip_clang") or None,
             hip_path=values.get("hip_path") or None,
+            vulkan_headers=values.get("vulkan_headers") or None,
         ),
         node_builds=frozenset(key.strip() for key in probes["nodebuild"]),
     )

@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 
 from sollol_cli.llamacpp.build import LlamaCppBinaries
+from sollol_cli.llamacpp.nodeplan import OLD_VULKAN_HEADERS
 from sollol_cli.llamacpp.sdist import LLAMA_CPP_PYTHON_VERSION, RPC_PROTOCOL_VERSION
+from sollol_cli.llamacpp.vulkan_headers import headers_new_enough
 from tests.harness.sshhosts import CCACHE_DIR, TestHosts
 from tests.real.provisioning import module_cluster
 from tests.unit.cli_helpers import invoke
@@ -124,5 +126,23 @@ def test_a_failed_build_fails_its_node_alone(
         log = invoke("logs", "node2", "build", "-n", "100000", "-f", str(manifest)).stdout
         assert "/bin/false" in log and log.rstrip().endswith("sollol-build-exit 1")
         assert f":{PORT + 1}" not in ssh_nodes.exec_in(ssh_nodes.nodes[1], "ss -ltnH").stdout
+    finally:
+        invoke("down", str(manifest), "-q")
+
+
+def test_vulkan_headers_too_old_fail_the_node_before_any_build(ssh_nodes: TestHosts, tmp_path: Path) -> None:
+    """The node's facts say its Vulkan headers (this machine's, Debian 12's) are too old: the node fails at
+    once with what to do, instead of six minutes into a compile."""
+    if headers_new_enough(Path("/usr/include")):
+        pytest.skip("this machine's Vulkan headers are new enough: the build would run")
+    roles = {"node3": f"rpc: {{port: {PORT + 2}}}\nllama_cpp: {{build: node, backend: vulkan}}"}
+    manifest = tmp_path / "cluster.yaml"
+    manifest.write_text(ssh_nodes.manifest_yaml(roles, name="nodebuildvk", nodes=ssh_nodes.nodes[2:3]))
+    try:
+        result = invoke("up", str(manifest), "--json")
+        (node,) = json.loads(result.stdout)["nodes"]
+        assert (result.exit_code, node["status"]) == (1, "failed"), result.stdout + result.stderr
+        assert node["failures"] == [f"sollol-nodebuildvk-rpc-{PORT + 2}: {OLD_VULKAN_HEADERS}"]
+        assert not any(step.startswith("build llama.cpp") for step in node["plan"])
     finally:
         invoke("down", str(manifest), "-q")

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from sollol_cli.llamacpp.nodeplan import BuildRefused, NodeBuildPlan, Toolchain, build_key, node_build_plan
+from sollol_cli.llamacpp.nodeplan import (
+    OLD_VULKAN_HEADERS,
+    BuildRefused,
+    NodeBuildPlan,
+    Toolchain,
+    build_key,
+    node_build_plan,
+)
 from tests.unit.test_llamacpp_vulkan_build import COMMON, TAIL
 
 HOME = "/home/ai"
@@ -90,7 +97,7 @@ def expected_plan(
             id="rocm-debian-paths-targets-unknown",
         ),
         pytest.param(
-            "vulkan", ["rpc-server"], Toolchain({**BASE, "glslc": "/usr/bin/glslc"}), 4, {},
+            "vulkan", ["rpc-server"], Toolchain({**BASE, "glslc": "/usr/bin/glslc"}, vulkan_headers="new"), 4, {},
             expected_plan("vulkan", (*NATIVE, "-DGGML_VULKAN=ON"), (), (("rpc-server", "ggml-rpc-server"),), "OFF", "4"),
             id="vulkan",
         ),
@@ -126,8 +133,9 @@ MISSING_TOOLCHAIN = "install a C/C++ toolchain and CMake (Debian: apt-get instal
          "nvidia-cuda-toolkit (non-free) or NVIDIA's cuda-toolkit"),
         ("rocm", BASE, "needs hipconfig (not found); " + MISSING_TOOLCHAIN[:-1] + ") and ROCm's HIP SDK: AMD's "
          "rocm-hip-sdk, or Debian's hipcc libhipblas-dev librocblas-dev"),
-        ("vulkan", BASE, "needs glslc (not found); install a C/C++ toolchain and CMake (Debian: apt-get install "
-         "build-essential cmake ninja-build glslc libvulkan-dev spirv-headers)"),
+        ("vulkan", BASE, "needs glslc, the Vulkan headers (/usr/include/vulkan) (not found); install a C/C++ "
+         "toolchain and CMake (Debian: apt-get install build-essential cmake ninja-build glslc libvulkan-dev "
+         "spirv-headers)"),
     ],
 )  # fmt: skip
 def test_a_missing_tool_refuses_the_plan_naming_the_package(backend: str, tools: dict[str, str], problem: str) -> None:
@@ -159,3 +167,14 @@ def test_the_key_follows_what_decides_the_binaries() -> None:
     plan = node_build_plan("cuda", ["rpc-server"], Toolchain(CUDA_BOX.tools, cuda_archs=("8.6",)), home=HOME, cpus=64,
                            environment={"CCACHE_DIR": "/x"})  # fmt: skip
     assert isinstance(plan, NodeBuildPlan) and plan.key == same
+
+
+def test_vulkan_headers_too_old_for_this_llama_cpp_are_refused_before_a_long_build() -> None:
+    """Debian 12's headers fail the compile after ~6 minutes; the plan says so at once, unless a Vulkan SDK is
+    named for the build."""
+    old = Toolchain({**BASE, "glslc": "/usr/bin/glslc"}, vulkan_headers="old")
+    refused = node_build_plan("vulkan", ["rpc-server"], old, home=HOME, cpus=2)
+    assert refused == BuildRefused("vulkan", OLD_VULKAN_HEADERS)
+    assert "older than 1.3.261" in refused.problem and "build: controller" in refused.problem
+    sdk = node_build_plan("vulkan", ["rpc-server"], old, home=HOME, cpus=2, environment={"VULKAN_SDK": "/opt/vk"})
+    assert isinstance(sdk, NodeBuildPlan) and ("VULKAN_SDK", "/opt/vk") in sdk.env

@@ -95,7 +95,7 @@ def test_facts_report_the_toolchain_gpu_architectures_and_builds() -> None:
     facts = parse_facts(
         "tool=cmake /usr/bin/cmake\ntool=nvcc /usr/local/cuda/bin/nvcc\ncuda_cc=8.6\ncuda_cc=N/A\ncuda_cc=8.9\n"
         "gfx=gfx1100\ngfx=gfx1030\ngfx=gfx1100\nhip_clang=/opt/rocm/llvm/bin\nhip_path=/opt/rocm\n"
-        "nodebuild=node-0.3.36-cpu-0123456789ab\n"
+        "nodebuild=node-0.3.36-cpu-0123456789ab\nvulkan_headers=old\n"
     )
     assert facts.toolchain == Toolchain(
         {"cmake": "/usr/bin/cmake", "nvcc": "/usr/local/cuda/bin/nvcc"},
@@ -103,6 +103,7 @@ def test_facts_report_the_toolchain_gpu_architectures_and_builds() -> None:
         amd_targets=("gfx1030", "gfx1100"),
         hip_clang_dir="/opt/rocm/llvm/bin",
         hip_path="/opt/rocm",
+        vulkan_headers="old",
     )
     assert facts.node_builds == frozenset({"node-0.3.36-cpu-0123456789ab"})
 
