@@ -240,7 +240,6 @@ BUILD_DESCRIPTION = (
     "nvcc, ROCm's hipconfig or glslc for cuda, rocm or vulkan), only the binaries its roles run, cached there."
 )
 BUILD_ENVIRONMENT_DESCRIPTION = "Extra environment of a build on the node, e.g. CCACHE_DIR: /var/cache/ccache."
-NODE_BIN_DIR_DESCRIPTION = "Directory already on the node holding rpc-server and llama-server (skips the upload)."
 
 
 class NodeLlamaCpp(Strict):
@@ -252,7 +251,9 @@ class NodeLlamaCpp(Strict):
     bin_dir: str | None = Field(
         None, description="Directory on the controller with this node's rpc-server and llama-server to upload."
     )
-    node_bin_dir: str | None = Field(None, description=NODE_BIN_DIR_DESCRIPTION)
+    node_bin_dir: str | None = Field(
+        None, description="Directory already on the node holding rpc-server and llama-server (skips the upload)."
+    )
     build_environment: dict[str, str] = Field(
         default_factory=dict, description=f"{BUILD_ENVIRONMENT_DESCRIPTION} Added to the cluster's."
     )
@@ -349,10 +350,12 @@ class LlamaCpp(Strict):
     bin_dir: str | None = Field(
         None,
         description="Directory on the controller with rpc-server and llama-server to upload "
-        "(default: sollol's own build, `sollol llama-cpp build`).",
+        "(default: sollol's own build, `sollol llama-cpp build`). A node's own bin_dir, node_bin_dir or build wins.",
     )
     node_bin_dir: str | None = Field(
-        None, description="Directory already on every node holding the binaries (skips the upload)."
+        None,
+        description="Directory already on every node holding the binaries (skips the upload). A node's own "
+        "bin_dir, node_bin_dir or build wins.",
     )
     protocol: str | None = Field(
         None,
