@@ -11,6 +11,8 @@ configures and links on the node, but compiles from the cache.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -146,3 +148,26 @@ def test_vulkan_headers_too_old_fail_the_node_before_any_build(ssh_nodes: TestHo
         assert not any(step.startswith("build llama.cpp") for step in node["plan"])
     finally:
         invoke("down", str(manifest), "-q")
+
+
+def test_two_ups_at_once_build_once(ssh_nodes: TestHosts, tmp_path: Path) -> None:
+    """On a fresh node, two `sollol up` processes at once: one takes the node's lock and builds, the other
+    waits, then finds the build there and builds nothing."""
+    node = ssh_nodes.add_node("buildrace")
+    roles = {node.name: f"rpc: {{port: {PORT + 3}}}\nllama_cpp: {{build: node, backend: cpu}}"}
+    manifest = tmp_path / "cluster.yaml"
+    manifest.write_text(ssh_nodes.manifest_yaml(roles, name="nodebuildrace", nodes=[node]))
+    command = [sys.executable, "-m", "sollol_cli", "up", str(manifest), "--json"]
+    try:
+        procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"]
+        outputs = [proc.communicate(timeout=900) for proc in procs]
+        assert [proc.returncode for proc in procs] == [0, 0], outputs
+        runs = [json.loads(out)["nodes"][0] for out, _ in outputs]
+        assert sorted(run["status"] for run in runs) == ["changed", "unchanged"], runs
+        builds = [step for run in runs for step in run["changes"] if step.startswith("build llama.cpp")]
+        assert len(builds) == 1, runs
+        listed = ssh_nodes.exec_in(node, f"ls -d {BUILDS}/node-*/build.json").stdout.split()
+        assert listed == [f"{build_dir({'plan': builds})}/build.json"]
+    finally:
+        invoke("down", str(manifest), "-q")
+        ssh_nodes.stop_node(node)
