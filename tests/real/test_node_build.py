@@ -30,14 +30,14 @@ from tests.unit.cli_helpers import invoke
 pytestmark = [pytest.mark.real, pytest.mark.usefixtures("shared_state")]
 PORT = 50262
 BUILDS = "/root/.sollol/llama.cpp"
+BUILD = f"{{build: node, backend: cpu, build_environment: {{CCACHE_DIR: {CCACHE_DIR}}}}}"  # a node's llama_cpp
 
 
 @pytest.fixture(scope="module")
 def manifest(ssh_nodes: TestHosts, tmp_path_factory: pytest.TempPathFactory, state_dir: Path) -> Iterator[Path]:
     if not ssh_nodes.isolated:
         pytest.skip("needs test nodes with their own /root (network namespaces)")
-    build = f"{{build: node, backend: cpu, build_environment: {{CCACHE_DIR: {CCACHE_DIR}}}}}"
-    roles = {"node1": f"rpc: {{port: {PORT}}}\nllama_cpp: {build}"}
+    roles = {"node1": f"rpc: {{port: {PORT}}}\nllama_cpp: {BUILD}"}
     path = tmp_path_factory.mktemp("node-build") / "cluster.yaml"
     path.write_text(ssh_nodes.manifest_yaml(roles, name="nodebuild", nodes=ssh_nodes.nodes[:1]))
     with module_cluster(path, state_dir):  # module-scoped: set up before shared_state sets it per test
@@ -154,7 +154,7 @@ def test_two_ups_at_once_build_once(ssh_nodes: TestHosts, tmp_path: Path) -> Non
     """On a fresh node, two `sollol up` processes at once: one takes the node's lock and builds, the other
     waits, then finds the build there and builds nothing."""
     node = ssh_nodes.add_node("buildrace")
-    roles = {node.name: f"rpc: {{port: {PORT + 3}}}\nllama_cpp: {{build: node, backend: cpu}}"}
+    roles = {node.name: f"rpc: {{port: {PORT + 3}}}\nllama_cpp: {BUILD}"}
     manifest = tmp_path / "cluster.yaml"
     manifest.write_text(ssh_nodes.manifest_yaml(roles, name="nodebuildrace", nodes=[node]))
     command = [sys.executable, "-m", "sollol_cli", "up", str(manifest), "--json"]
