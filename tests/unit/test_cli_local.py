@@ -214,6 +214,14 @@ def test_logs_show_what_each_service_printed(local: Local) -> None:
         assert (result.exit_code, result.stdout, result.stderr) == (0, text, ""), node
     assert invoke("logs", "shard", "rpc", "-f", local.manifest).stdout == expected["shard"]
     assert invoke("logs", "shard", "-n", "0", "-f", local.manifest).stdout == ""
+    data = json.loads(invoke("logs", "shard", "--json", "-f", local.manifest).stdout)
+    path = "$HOME/.sollol/lab/shard/log/sollol-lab-rpc-" + str(local.rpc) + ".log"
+    assert data == {"node": "shard", "role": "rpc", "path": path, "lines": [expected["shard"].rstrip("\n")]}
+    both = invoke("logs", "shard", "--json", "--follow", "-f", local.manifest)
+    assert (both.exit_code, both.stderr) == (
+        2,
+        "error: --json prints the log's last lines once; drop --follow or --json\n",
+    )
     unknown = invoke("logs", "nosuch", "-f", local.manifest)
     assert (unknown.exit_code, unknown.stdout) == (2, "")
     assert unknown.stderr == "error: no node named 'nosuch' in the manifest; nodes: shard, whole, ol\n"

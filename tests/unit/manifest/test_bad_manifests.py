@@ -67,6 +67,16 @@ CASES: list[tuple[str, str | bytes, int, list[str]]] = [
      ["{f}:1:22: llama_cpp.backend: input should be 'auto', 'cpu', 'vulkan', 'cuda' or 'rocm'"]),
     ("bad-node-backend", GOOD_NODE + "    llama_cpp: {backend: opencl}\n", 3,
      ["{f}:4:26: nodes[0].llama_cpp.backend: input should be 'auto', 'cpu', 'vulkan', 'cuda' or 'rocm'"]),
+    ("bad-build", "llama_cpp: {build: cloud}\n", 3,
+     ["{f}:1:20: llama_cpp.build: input should be 'controller' or 'node'"]),
+    ("node-build-with-node-bin-dir", GOOD_NODE + "    llama_cpp:\n      build: node\n      node_bin_dir: /opt/llama\n", 3,
+     ["{f}:6:7: nodes[0].llama_cpp.node_bin_dir: build: node makes the binaries on the node; drop 'node_bin_dir' "
+      "or use build: controller"]),
+    ("cluster-build-node-with-bin-dir", "llama_cpp: {build: node, bin_dir: /opt/llama}\n", 3,
+     ["{f}:1:26: llama_cpp.bin_dir: build: node makes the binaries on the node; drop 'bin_dir' or use build: "
+      "controller"]),
+    ("node-both-bin-dirs", GOOD_NODE + "    llama_cpp: {bin_dir: /a, node_bin_dir: /b}\n", 3,
+     ["{f}:4:17: nodes[0].llama_cpp.bin_dir: give either 'bin_dir' (uploaded) or 'node_bin_dir', not both"]),
     ("bad-pooling", GOOD_NODE + "    llamacpp: {model: /m.gguf, embeddings: true, pooling: max}\n", 3,
      ["{f}:4:59: nodes[0].llamacpp.pooling: input should be 'last', 'mean', 'cls' or 'model'"]),
     ("pooling-without-embeddings", GOOD_NODE + "    llamacpp: {model: /m.gguf, pooling: mean}\n", 3,
