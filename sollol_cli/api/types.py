@@ -170,9 +170,21 @@ class ShowResponse(SubscriptableModel):
     capabilities: list[str] | None = None
 
 
+class RpcDevice(SubscriptableModel):
+    """One device an rpc-server serves: `kind` is "gpu" (layers in its own memory) or "cpu" (the machine's
+    RAM); `name` is the manifest's (`rpc.device`), None when it names none; `label` keys it in placements."""
+
+    index: int
+    label: str
+    name: str | None = None
+    kind: str
+    free_bytes: int
+    total_bytes: int
+
+
 class BackendRow(SubscriptableModel):
     """One backend as `sollol status` shows it. `reachable` is "yes", "no", "loading" or "busy" (an
-    rpc-server a coordinator holds)."""
+    rpc-server a coordinator holds); `rpc_devices` lists an rpc-server's devices."""
 
     name: str
     node: str | None = None
@@ -187,6 +199,7 @@ class BackendRow(SubscriptableModel):
     in_flight: int | None = None
     free_bytes: int | None = None
     total_bytes: int | None = None
+    rpc_devices: list[RpcDevice] = Field(default_factory=list)
     error: str | None = None
 
 

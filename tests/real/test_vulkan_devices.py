@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from sollol_cli.api import SyncCluster
 from sollol_cli.backends.rpc import parse_banner_devices
 from sollol_cli.llamacpp.build import LlamaCppBinaries
 from tests.harness.llama import ServerGroup
@@ -86,6 +87,12 @@ def test_status_shows_both_devices_with_their_memory(two_devices: Path) -> None:
     lines = [line.strip() for line in table.splitlines()]
     assert any(line.startswith(f"{NODE} ") and " Vulkan0 " in line for line in lines), table
     assert any(line.startswith("CPU ") and "GiB" in line for line in lines), table
+    # the Python API's status has them typed
+    with SyncCluster(two_devices) as cluster:
+        (typed,) = [b for b in cluster.status().backends if b.kind == "rpc"]
+    assert [(d.index, d.label, d.name, d.kind, d.total_bytes) for d in typed.rpc_devices] == [
+        (d["index"], d["label"], d["name"], d["kind"], d["total_bytes"]) for d in devices
+    ]
 
 
 def test_sharded_model_places_layers_on_both_devices_with_the_unsharded_tokens(
