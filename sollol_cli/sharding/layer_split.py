@@ -32,8 +32,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-# Speeds closer than this (fastest / slowest) count as equal: the memory split is kept.
-SPEED_TOLERANCE = 1.25
+# Speeds closer than this (fastest / slowest) count as equal: the memory split is kept. Two identical
+# rpc-servers measured on a busy machine can differ by tens of percent; a throttled or older one by 2-3x.
+SPEED_TOLERANCE = 1.5
 # Part of a backend's free memory that layers may take: the rest is for its compute buffers.
 LAYER_MEMORY_FRACTION = 0.9
 

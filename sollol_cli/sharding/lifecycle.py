@@ -173,6 +173,33 @@ def placement_line(part: Placed, where: str) -> str:
     return f"placement {part.endpoint}: layers {span}, model {part.model_mib:.1f} MiB, KV {part.kv_mib:.1f} MiB"
 
 
+_SPLIT_BY = {
+    "speed": "by measured speed (fastest rpc backend filled first)",
+    "manifest": "by the manifest's tensor_split",
+    "memory": "by memory",
+}
+
+
+def speed_line(record: coord.CoordinatorRecord) -> str:
+    """`speed: split by ..., expected N tokens/s, last request M tokens/s` (what `-v` and status show under
+    the placement). Expected is layer compute alone, from the rpc backends' measured speeds (layer_split.py)."""
+    parts = [f"speed: split {_SPLIT_BY.get(record.split_by, record.split_by)}"]
+    if record.expected_tokens_per_s is not None:
+        parts.append(f"expected {record.expected_tokens_per_s:.1f} tokens/s")
+    if record.measured_tokens_per_s is not None:
+        parts.append(f"last request {record.measured_tokens_per_s:.1f} tokens/s")
+    return ", ".join(parts)
+
+
+def speed_of(record: coord.CoordinatorRecord) -> dict[str, object]:
+    """The same as JSON (`status --json`, the dashboard)."""
+    return {
+        "split_by": record.split_by,
+        "expected_tokens_per_s": record.expected_tokens_per_s,
+        "measured_tokens_per_s": record.measured_tokens_per_s,
+    }
+
+
 _PLACEMENT_LINE = re.compile(
     r"placement (?:coordinator \(.*\): token embeddings|(?P<ep>\S+): layers (?:(?P<first>\d+)-(?P<last>\d+)|-))"
     r", model (?P<model>[\d.]+) MiB(?:, KV (?P<kv>[\d.]+) MiB)?$"

@@ -23,14 +23,14 @@ from sollol_cli.llamacpp.sdist import RPC_PROTOCOL_VERSION
 from sollol_cli.manifest.models import BackendKind, Cluster, Model, ModelMode, pooling_flags
 from sollol_cli.names import normalize_model_name
 from sollol_cli.settings import Settings
+from sollol_cli.sharding import calibration, watchdog
 from sollol_cli.sharding import coordinator as coord
-from sollol_cli.sharding import watchdog
 from sollol_cli.sharding.decision import decide
 from sollol_cli.sharding.hosts import CoordinatorHost, ModelFile
-from sollol_cli.sharding.lifecycle import Coordinators, placement_lines
+from sollol_cli.sharding.lifecycle import Coordinators, placement_lines, speed_line
 from sollol_cli.sharding.model_files import ModelFiles
 from sollol_cli.sharding.planning import RpcChoice, choose_rpc_servers
-from sollol_cli.sharding.pool import Backends
+from sollol_cli.sharding.pool import Backends, RpcServer
 from sollol_cli.state import load_state
 
 
@@ -102,9 +102,12 @@ class ShardManager:
         routing = self.cluster.routing
         return LlamaServerBackend(coord.backend_ref(record), Timeouts(routing.connect_timeout, routing.read_timeout))
 
-    async def release(self, name: str, backend: Backend, keep_alive: float | None = None) -> None:
+    async def release(
+        self, name: str, backend: Backend, keep_alive: float | None = None, tokens_per_s: float | None = None
+    ) -> None:
         """A request to `backend` ended: the keep-alive counts from now. As in Ollama, each request sets it
-        (`keep_alive` in seconds, negative for ever; None: the manifest's), and 0 unloads the model."""
+        (`keep_alive` in seconds, negative for ever; None: the manifest's), and 0 unloads the model.
+        `tokens_per_s`: the request's decode speed, kept as the coordinator's measured speed (`status`)."""
         model = self.model(name)
         record = self._recorded(model, backend) if model else None
         if model is None or record is None:
@@ -114,11 +117,14 @@ class ShardManager:
             return
         seconds = model.keep_alive if keep_alive is None else keep_alive
         now = time.time()
-        if record.keep_alive == seconds and not coord.stale_use(record, now):
+        first_speed = tokens_per_s is not None and record.measured_tokens_per_s is None
+        if record.keep_alive == seconds and not coord.stale_use(record, now) and not first_speed:
             return
 
         def change(saved: coord.CoordinatorRecord) -> None:
             saved.last_used, saved.keep_alive = now, seconds
+            if tokens_per_s is not None:
+                saved.measured_tokens_per_s = round(tokens_per_s, 1)
 
         coord.update_record(self.home, record, change)
 
@@ -181,7 +187,8 @@ class ShardManager:
             return None
         if not await self.coordinators.still_running(record):
             return None
-        report(events.CoordinatorReused(model.name, record.node, record.pid, record.port, tuple(record.placement)))
+        placement = (*record.placement, speed_line(record))
+        report(events.CoordinatorReused(model.name, record.node, record.pid, record.port, placement))
         return record
 
     async def _ensure(self, model: Model, report: events.Reporter) -> coord.CoordinatorRecord:
@@ -209,6 +216,7 @@ class ShardManager:
         record.rpc_memory = choice.memory
         record.n_layer = file.n_layer
         record.split = list(plan.split or ())
+        record.split_by, record.expected_tokens_per_s = choice.split_by, choice.expected_tokens_per_s
         # recorded while it loads, not ready yet: `down` and a crashed loader's successor can find and stop it
         coord.save_record(self.home, record)
         self.started[model.name] = record
@@ -223,7 +231,7 @@ class ShardManager:
         coord.save_record(self.home, record)  # now ready: other processes may route to it
         if not self.stop_on_close:  # left warm after this command: something must stop it when idle
             watchdog.spawn(self.cluster, self.settings, record)
-        placement = tuple(record.placement)
+        placement = (*record.placement, speed_line(record))
         report(events.CoordinatorStarted(model.name, record.node, record.pid, record.ready_after_s, placement))
         return record
 
@@ -247,7 +255,7 @@ class ShardManager:
         file = await self.files.find(model)
         servers = await self.backends.probe_rpc_servers()
         protocol = self.cluster.llama_cpp.protocol or ".".join(map(str, RPC_PROTOCOL_VERSION))
-        choice = choose_rpc_servers(model, file, servers, protocol)
+        choice = choose_rpc_servers(model, file, servers, protocol, await self._speeds(model, servers, protocol))
         gguf = await host.model_path(file)
         bind = self.cluster.node(model.coordinator).host if model.coordinator else "127.0.0.1"
         flags = tuple(pooling_flags(model.embeddings, model.pooling))
@@ -255,6 +263,22 @@ class ShardManager:
             model.name, gguf, choice.endpoints, model.context, model.slots, choice.split, bind, flags
         )
         return plan, choice, file
+
+    async def _speeds(self, model: Model, servers: list[RpcServer], protocol: str) -> dict[str, float]:
+        """endpoint -> measured speed of the ready rpc backends, measuring those never measured when the split
+        depends on it: two or more of them and no manifest `tensor_split` (calibration.py)."""
+        usable = [s for s in servers if s.probe is not None and s.probe.state == "ready" and s.speaks(protocol)]
+        state_dir = self.settings.state_dir
+        if len(usable) < 2 or model.tensor_split:
+            return calibration.known_speeds(state_dir, usable, protocol)
+        try:
+            llama_server = self._llama_server()
+        except UsageError:  # no llama-server on this machine to measure with: the kept speeds only
+            return calibration.known_speeds(state_dir, usable, protocol)
+        return await calibration.calibrate_all(
+            usable, protocol, llama_server=llama_server, state_dir=state_dir, cache_dir=self.settings.cache_dir,
+            home=self.home, reporter=self.reporter,
+        )  # fmt: skip
 
     def _llama_server(self) -> str:
         if self.settings.llama_server_path:

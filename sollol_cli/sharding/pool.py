@@ -26,6 +26,10 @@ class RpcServer:
         """`host:port` as llama-server's `--rpc` takes it and a coordinator record keeps it."""
         return f"{self.host}:{self.port}"
 
+    def speaks(self, protocol: str) -> bool:
+        """Whether its last probe saw the rpc protocol version `protocol` ("3.0.0")."""
+        return self.probe is not None and ".".join(map(str, self.probe.protocol or ())) == protocol
+
     @property
     def free_bytes(self) -> int | None:
         devices = self.probe.devices if self.probe is not None else ()
