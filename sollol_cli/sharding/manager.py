@@ -187,8 +187,8 @@ class ShardManager:
             return None
         if not await self.coordinators.still_running(record):
             return None
-        placement = (*record.placement, speed_line(record))
-        report(events.CoordinatorReused(model.name, record.node, record.pid, record.port, placement))
+        placement, speed = tuple(record.placement), speed_line(record)
+        report(events.CoordinatorReused(model.name, record.node, record.pid, record.port, placement, speed))
         return record
 
     async def _ensure(self, model: Model, report: events.Reporter) -> coord.CoordinatorRecord:
@@ -231,8 +231,8 @@ class ShardManager:
         coord.save_record(self.home, record)  # now ready: other processes may route to it
         if not self.stop_on_close:  # left warm after this command: something must stop it when idle
             watchdog.spawn(self.cluster, self.settings, record)
-        placement = (*record.placement, speed_line(record))
-        report(events.CoordinatorStarted(model.name, record.node, record.pid, record.ready_after_s, placement))
+        placement, speed = tuple(record.placement), speed_line(record)
+        report(events.CoordinatorStarted(model.name, record.node, record.pid, record.ready_after_s, placement, speed))
         return record
 
     def _gone_rpc(self, record: coord.CoordinatorRecord) -> tuple[str, ...]:
@@ -266,10 +266,11 @@ class ShardManager:
 
     async def _speeds(self, model: Model, servers: list[RpcServer], protocol: str) -> dict[str, float]:
         """endpoint -> measured speed of the ready rpc backends, measuring those never measured when the split
-        depends on it: two or more of them and no manifest `tensor_split` (calibration.py)."""
+        depends on it: rpc backends on two or more machines and no manifest `tensor_split` (calibration.py)."""
         usable = [s for s in servers if s.probe is not None and s.probe.state == "ready" and s.speaks(protocol)]
         state_dir = self.settings.state_dir
-        if len(usable) < 2 or model.tensor_split:
+        # rpc-servers on one machine share its cores: measuring each would tell nothing (`sollol demo`'s pair)
+        if len({s.machine for s in usable}) < 2 or model.tensor_split:
             return calibration.known_speeds(state_dir, usable, protocol)
         try:
             llama_server = self._llama_server()

@@ -1,0 +1,74 @@
+"""What `-v` and status say about a coordinator's split and speed, and the kept rpc speeds (a cache in the
+state directory that several sollol processes write)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from sollol_cli.backends.rpc import RpcProbe
+from sollol_cli.sharding.calibration import RpcSpeed, known_speeds, load_speeds, save_speed, speed_key, speeds_path
+from sollol_cli.sharding.coordinator import CoordinatorRecord
+from sollol_cli.sharding.lifecycle import speed_line, speed_of
+from sollol_cli.sharding.pool import RpcServer
+
+
+def record(**changes: object) -> CoordinatorRecord:
+    base = CoordinatorRecord("big", "d", 1, 1, "127.0.0.1", 8080, "", ["a:1", "b:2"], 0.0, 0.0, 60.0)
+    for key, value in changes.items():
+        setattr(base, key, value)
+    return base
+
+
+@pytest.mark.parametrize(
+    ("changes", "line"),
+    [
+        ({}, "speed: split by memory"),
+        (
+            {"split_by": "speed", "expected_tokens_per_s": 41.04, "measured_tokens_per_s": 30.0},
+            "speed: split by measured speed (fastest rpc backend filled first), expected 41.0 tokens/s, "
+            "last request 30.0 tokens/s",
+        ),
+        ({"split_by": "manifest", "measured_tokens_per_s": 12.5},
+         "speed: split by the manifest's tensor_split, last request 12.5 tokens/s"),
+    ],
+)  # fmt: skip
+def test_speed_line(changes: dict[str, object], line: str) -> None:
+    assert speed_line(record(**changes)) == line
+
+
+def test_speed_json() -> None:
+    assert speed_of(record(split_by="speed", expected_tokens_per_s=9.0)) == {
+        "split_by": "speed",
+        "expected_tokens_per_s": 9.0,
+        "measured_tokens_per_s": None,
+    }
+
+
+def server(port: int) -> RpcServer:
+    return RpcServer(f"r{port}", "127.0.0.2", port, "m", None, RpcProbe("ready", (3, 0, 0), ()))
+
+
+def test_speeds_are_kept_per_endpoint_and_protocol(tmp_path: Path) -> None:
+    async def save_both() -> None:
+        await asyncio.gather(
+            save_speed(tmp_path, speed_key("127.0.0.2:1", "3.0.0"), RpcSpeed(5e9, 50.0, 1.0)),
+            save_speed(tmp_path, speed_key("127.0.0.2:2", "3.0.0"), RpcSpeed(2e9, 20.0, 2.0)),
+        )
+
+    asyncio.run(save_both())  # both kept: each save merges under the lock
+    assert known_speeds(tmp_path, [server(1), server(2), server(3)], "3.0.0") == {
+        "127.0.0.2:1": 5e9,
+        "127.0.0.2:2": 2e9,
+    }
+    assert known_speeds(tmp_path, [server(1)], "3.1.0") == {}  # another llama.cpp build measures again
+
+
+def test_an_unreadable_cache_is_measured_again(tmp_path: Path) -> None:
+    speeds_path(tmp_path).write_text("{not json")
+    assert load_speeds(tmp_path) == {}
+    speeds_path(tmp_path).write_text('{"a:1 rpc 3.0.0": {"bytes_per_s": "x"}, "b:2 rpc 3.0.0": '
+                                     '{"bytes_per_s": 1, "tokens_per_s": 2, "measured_at": 3}}')  # fmt: skip
+    assert load_speeds(tmp_path) == {"b:2 rpc 3.0.0": RpcSpeed(1.0, 2.0, 3.0)}
