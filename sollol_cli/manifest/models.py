@@ -115,6 +115,12 @@ def _stringify_env(value: Any) -> Any:
     return value
 
 
+MEMORY_MIB = (
+    "At most this much of the rpc-server's memory is planned for model layers, MiB (default: all it reports "
+    "free; the pinned rpc-server has no -m to report less)."
+)
+
+
 class RpcRole(Strict):
     """Run llama.cpp's `rpc-server` (no authentication: bound to the node's cluster address only)."""
 
@@ -128,6 +134,7 @@ class RpcRole(Strict):
     )
     cache: bool = Field(True, description="Tensor cache (-c): much faster reloads of the same model.")
     device: str | None = Field(None, description="Device to serve (-d), e.g. CUDA0.")
+    memory_mib: int | None = Field(None, ge=1, description=MEMORY_MIB)
     environment: dict[str, str] = Field(
         default_factory=dict,
         description="Extra environment, e.g. GGML_VK_VISIBLE_DEVICES: '0' (a Vulkan build on a CPU-type Vulkan "
@@ -305,8 +312,15 @@ class Backend(Strict):
     slots: int | None = Field(
         None, ge=1, le=256, description="Requests it serves at once (its OLLAMA_NUM_PARALLEL / -np); default 1."
     )
+    memory_mib: int | None = Field(None, ge=1, description=f"kind rpc only. {MEMORY_MIB}")
 
     _address = field_validator("address")(classmethod(lambda cls, v: check_address(v)))
+
+    @model_validator(mode="after")
+    def _memory_for_rpc(self) -> Backend:
+        if self.memory_mib is not None and self.kind is not BackendKind.rpc:
+            raise ValueError("memory_mib is for rpc backends (kind: rpc) only; remove it here")
+        return self
 
     @property
     def effective_port(self) -> int:

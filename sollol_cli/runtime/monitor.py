@@ -264,4 +264,5 @@ def _client(spec: BackendSpec, timeouts: Timeouts) -> Backend | None:
 
 def _rpc_server(view: BackendView) -> RpcServer:
     ref = view.spec.ref
-    return RpcServer(view.name, ref.host, ref.port, view.spec.machine, view.spec.hint_bytes, view.rpc)
+    spec = view.spec
+    return RpcServer(view.name, ref.host, ref.port, spec.machine, spec.hint_bytes, view.rpc, spec.memory_cap_bytes)

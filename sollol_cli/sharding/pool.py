@@ -20,6 +20,7 @@ class RpcServer:
     machine: str  # rpc-servers on one machine share its memory
     hint_bytes: int | None = None  # manifest `resources`
     probe: RpcProbe | None = None
+    memory_cap: int | None = None  # manifest `memory_mib`: at most this much of its memory is planned for
 
     @property
     def endpoint(self) -> str:
@@ -33,12 +34,15 @@ class RpcServer:
     @property
     def free_bytes(self) -> int | None:
         devices = self.probe.devices if self.probe is not None else ()
-        return sum(d.free for d in devices) if devices else None
+        return self._capped(sum(d.free for d in devices)) if devices else None
 
     @property
     def total_bytes(self) -> int | None:
         devices = self.probe.devices if self.probe is not None else ()
-        return sum(d.total for d in devices) if devices else None
+        return self._capped(sum(d.total for d in devices)) if devices else None
+
+    def _capped(self, value: int) -> int:
+        return value if self.memory_cap is None else min(value, self.memory_cap)
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,13 @@ FAST, SLOW = 4 * GIB, GIB  # bytes of layer weights per second
                       {"10.0.0.1:1": [4 * GIB, 8 * GIB], "10.0.0.1:2": [4 * GIB, 8 * GIB]}, "manifest",
                       round(1 / (4 * 0.5 + 4 * 0.125), 1)),
         ),
+        (  # manifest `memory_mib` caps what is planned on a backend (8 GiB free, 4 GiB allowed: 7 layers)
+            [rpc(1, free_gib=8), RpcServer("r2", "10.0.0.1", 2, "m2", None, rpc(2, free_gib=8).probe, 4 * GIB)], {},
+            {"10.0.0.1:1": SLOW, "10.0.0.1:2": FAST},
+            RpcChoice(("10.0.0.1:1", "10.0.0.1:2"), (1.0, 7.0),
+                      {"10.0.0.1:1": [8 * GIB, 8 * GIB], "10.0.0.1:2": [4 * GIB, 4 * GIB]}, "speed",
+                      round(1 / (0.5 + 7 * 0.125), 1)),
+        ),
         (  # two rpc-servers on one machine share its memory: 2 GiB each, 3 layers; the third is fast too
             [rpc(1, free_gib=4, machine="m"), rpc(2, free_gib=4, machine="m"), rpc(3, free_gib=2)], {},
             {"10.0.0.1:1": FAST, "10.0.0.1:2": SLOW, "10.0.0.1:3": FAST},
