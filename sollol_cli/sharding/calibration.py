@@ -39,7 +39,7 @@ from sollol_cli.sharding.pool import RpcServer
 
 CALIBRATION_MODEL = "sollol-calibration"
 CALIBRATION_PRESET = "calibrate"
-CALIBRATION_TOKENS = 16  # per round
+CALIBRATION_TOKENS = 24  # per round
 CALIBRATION_ROUNDS = 3
 CALIBRATION_CONTEXT = 256
 CALIBRATION_PROMPT = "Measure this backend."

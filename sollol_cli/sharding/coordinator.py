@@ -81,7 +81,8 @@ class CoordinatorRecord:
     node: str | None = None  # None: this machine; else the manifest node it runs on (log is a path there)
     api_key: str | None = None  # required by a coordinator on a node (it listens on the cluster network)
     split_by: str = "memory"  # how the layers were split: memory | speed | manifest (planning.RpcChoice)
-    expected_tokens_per_s: float | None = None  # from the split and the rpc backends' measured speeds
+    expected_tokens_per_s: float | None = None  # from the placement and the rpc backends' measured speeds
+    rpc_speeds: dict[str, float] = field(default_factory=dict)  # endpoint -> bytes of weights per second
     measured_tokens_per_s: float | None = None  # decode speed of the last request it served
 
     @property

@@ -90,11 +90,17 @@ def expected_tokens_per_s(
 ) -> float | None:
     """1 / (sum of layers x time per layer): compute only, no network hops. None when a backend that holds
     layers has no measured speed."""
+    held = [count * layer_bytes for count in layer_counts]
+    return tokens_per_s_for(held, [b.bytes_per_s for b in backends])
+
+
+def tokens_per_s_for(held_bytes: Sequence[float], speeds: Sequence[float | None]) -> float | None:
+    """The same from the bytes of weights each backend holds (a loaded coordinator's log says them)."""
     seconds = 0.0
-    for count, backend in zip(layer_counts, backends, strict=True):
-        if count == 0:
+    for held, speed in zip(held_bytes, speeds, strict=True):
+        if held <= 0:
             continue
-        if backend.bytes_per_s is None or backend.bytes_per_s <= 0:
+        if speed is None or speed <= 0:
             return None
-        seconds += count * layer_bytes / backend.bytes_per_s
+        seconds += held / speed
     return 1.0 / seconds if seconds > 0 and math.isfinite(seconds) else None

@@ -23,6 +23,7 @@ from sollol_cli.manifest.models import Cluster
 from sollol_cli.settings import Settings
 from sollol_cli.sharding import coordinator as coord
 from sollol_cli.sharding.hosts import ControllerHost, CoordinatorHost, NodeHost
+from sollol_cli.sharding.layer_split import tokens_per_s_for
 from sollol_cli.sharding.placement_log import layers_by_device, parse_placement
 
 
@@ -189,6 +190,15 @@ def speed_line(record: coord.CoordinatorRecord) -> str:
     if record.measured_tokens_per_s is not None:
         parts.append(f"last request {record.measured_tokens_per_s:.1f} tokens/s")
     return ", ".join(parts)
+
+
+def expected_after_load(record: coord.CoordinatorRecord, log: str) -> float | None:
+    """Tokens/s a loaded coordinator should reach: the weights each rpc backend holds (its log) over the
+    backend's measured speed, rounded as shown; None without a speed for every backend that holds weights."""
+    parts = [part for part in placement_of(record, log) if part.endpoint is not None]
+    held = [part.model_mib * 1024**2 for part in parts]
+    expected = tokens_per_s_for(held, [record.rpc_speeds.get(part.endpoint or "") for part in parts])
+    return None if expected is None else round(expected, 1)
 
 
 def speed_of(record: coord.CoordinatorRecord) -> dict[str, object]:

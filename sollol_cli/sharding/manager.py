@@ -27,7 +27,7 @@ from sollol_cli.sharding import calibration, watchdog
 from sollol_cli.sharding import coordinator as coord
 from sollol_cli.sharding.decision import decide
 from sollol_cli.sharding.hosts import CoordinatorHost, ModelFile
-from sollol_cli.sharding.lifecycle import Coordinators, placement_lines, speed_line
+from sollol_cli.sharding.lifecycle import Coordinators, expected_after_load, placement_lines, speed_line
 from sollol_cli.sharding.model_files import ModelFiles
 from sollol_cli.sharding.planning import RpcChoice, choose_rpc_servers
 from sollol_cli.sharding.pool import Backends, RpcServer
@@ -217,6 +217,7 @@ class ShardManager:
         record.n_layer = file.n_layer
         record.split = list(plan.split or ())
         record.split_by, record.expected_tokens_per_s = choice.split_by, choice.expected_tokens_per_s
+        record.rpc_speeds = choice.speeds
         # recorded while it loads, not ready yet: `down` and a crashed loader's successor can find and stop it
         coord.save_record(self.home, record)
         self.started[model.name] = record
@@ -227,7 +228,10 @@ class ShardManager:
         except BaseException:
             await coordinators.stop(record)
             raise
-        record.placement = placement_lines(record, await host.log_text(record))
+        log = await host.log_text(record)
+        record.placement = placement_lines(record, log)
+        # what it holds, now that its log says so, beats the estimate made before loading
+        record.expected_tokens_per_s = expected_after_load(record, log) or record.expected_tokens_per_s
         coord.save_record(self.home, record)  # now ready: other processes may route to it
         if not self.stop_on_close:  # left warm after this command: something must stop it when idle
             watchdog.spawn(self.cluster, self.settings, record)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sollol_cli.errors import BackendError, NoHealthyBackend, NotEnoughMemory
 from sollol_cli.manifest.models import Model
@@ -23,6 +23,7 @@ class RpcChoice:
     memory: dict[str, list[int]]  # endpoint -> [free, total] bytes when planned (shown while it holds them)
     split_by: str = "memory"  # memory | speed | manifest
     expected_tokens_per_s: float | None = None  # from the split and the backends' measured speeds
+    speeds: dict[str, float] = field(default_factory=dict)  # endpoint -> measured bytes/s, of those used
 
 
 def choose_rpc_servers(
@@ -91,7 +92,8 @@ def choose_rpc_servers(
         if (free := s.free_bytes) is not None and (total := s.total_bytes) is not None
     }
     rounded = None if expected is None else round(expected, 1)
-    return RpcChoice(tuple(s.endpoint for s in ready), split, held, split_by, rounded)
+    used = {s.endpoint: m.bytes_per_s for s, m in zip(ready, measured, strict=True) if m.bytes_per_s}
+    return RpcChoice(tuple(s.endpoint for s in ready), split, held, split_by, rounded, used)
 
 
 def _layer_bytes(file: ModelFile) -> int | None:

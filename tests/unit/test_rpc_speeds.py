@@ -11,7 +11,7 @@ import pytest
 from sollol_cli.backends.rpc import RpcProbe
 from sollol_cli.sharding.calibration import RpcSpeed, known_speeds, load_speeds, save_speed, speed_key, speeds_path
 from sollol_cli.sharding.coordinator import CoordinatorRecord
-from sollol_cli.sharding.lifecycle import speed_line, speed_of
+from sollol_cli.sharding.lifecycle import expected_after_load, speed_line, speed_of
 from sollol_cli.sharding.pool import RpcServer
 
 
@@ -72,3 +72,23 @@ def test_an_unreadable_cache_is_measured_again(tmp_path: Path) -> None:
     speeds_path(tmp_path).write_text('{"a:1 rpc 3.0.0": {"bytes_per_s": "x"}, "b:2 rpc 3.0.0": '
                                      '{"bytes_per_s": 1, "tokens_per_s": 2, "measured_at": 3}}')  # fmt: skip
     assert load_speeds(tmp_path) == {"b:2 rpc 3.0.0": RpcSpeed(1.0, 2.0, 3.0)}
+
+
+LOG = """load_tensors: RPC0[a:1] model buffer size =   100.00 MiB
+load_tensors: RPC1[b:2] model buffer size =   300.00 MiB
+load_tensors:   CPU_Mapped model buffer size =    62.50 MiB
+"""
+
+
+@pytest.mark.parametrize(
+    ("speeds", "expected"),
+    [
+        # 100 MiB at 1 GiB/s and 300 MiB at 3 GiB/s: 0.1953 s a token
+        ({"a:1": 2**30, "b:2": 3 * 2**30}, 5.1),
+        ({"a:1": 2**30}, None),  # b:2 holds weights and has no speed
+    ],
+)
+def test_expected_after_load_uses_what_the_log_says_each_backend_holds(
+    speeds: dict[str, float], expected: float | None
+) -> None:
+    assert expected_after_load(record(rpc_speeds=speeds), LOG) == expected
