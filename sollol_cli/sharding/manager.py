@@ -258,7 +258,7 @@ class ShardManager:
         """Probe the rpc backends now and decide which ones the coordinator uses."""
         file = await self.files.find(model)
         servers = await self.backends.probe_rpc_servers()
-        protocol = self.cluster.llama_cpp.protocol or ".".join(map(str, RPC_PROTOCOL_VERSION))
+        protocol = self._protocol()
         choice = choose_rpc_servers(model, file, servers, protocol, await self._speeds(model, servers, protocol))
         gguf = await host.model_path(file)
         bind = self.cluster.node(model.coordinator).host if model.coordinator else "127.0.0.1"
@@ -268,9 +268,23 @@ class ShardManager:
         )
         return plan, choice, file
 
-    async def _speeds(self, model: Model, servers: list[RpcServer], protocol: str) -> dict[str, float]:
-        """endpoint -> measured speed of the ready rpc backends, measuring those never measured when the split
-        depends on it: rpc backends on two or more machines and no manifest `tensor_split` (calibration.py)."""
+    async def measure_speeds(self, name: str) -> None:
+        """`sollol bench`: measure the model's rpc backends again (those no coordinator holds), for the split
+        of its next coordinator. Under the start lock: a coordinator starting meanwhile would find them busy."""
+        model = self._manifest_model(name)
+        async with self._lock(model), self.coordinators.start_lock(f"measuring rpc backends for {model.name}"):
+            servers = await self.backends.probe_rpc_servers()
+            await self._speeds(model, servers, self._protocol(), again=True)
+
+    def _protocol(self) -> str:
+        return self.cluster.llama_cpp.protocol or ".".join(map(str, RPC_PROTOCOL_VERSION))
+
+    async def _speeds(
+        self, model: Model, servers: list[RpcServer], protocol: str, *, again: bool = False
+    ) -> dict[str, float]:
+        """endpoint -> measured speed of the ready rpc backends, measuring those never measured (all of them
+        `again`) when the split depends on it: rpc backends on two or more machines and no manifest
+        `tensor_split` (calibration.py)."""
         usable = [s for s in servers if s.probe is not None and s.probe.state == "ready" and s.speaks(protocol)]
         state_dir = self.settings.state_dir
         # rpc-servers on one machine share its cores: measuring each would tell nothing (`sollol demo`'s pair)
@@ -282,7 +296,7 @@ class ShardManager:
             return calibration.known_speeds(state_dir, usable, protocol)
         return await calibration.calibrate_all(
             usable, protocol, llama_server=llama_server, state_dir=state_dir, cache_dir=self.settings.cache_dir,
-            home=self.home, reporter=self.reporter,
+            home=self.home, reporter=self.reporter, force=again,
         )  # fmt: skip
 
     def _llama_server(self) -> str:
