@@ -1,7 +1,7 @@
 """Tokens/s of a sharded model split by measured speed next to the same model split by memory, over two
 rpc-servers of which one gets about a third of the other's CPU.
 
-    python benchmarks/speed_split.py [--blocks 2] [--rounds 6] [--num-predict 64] [--memory-mib 600]
+    python benchmarks/speed_split.py [--blocks 6] [--rounds 4] [--num-predict 64] [--memory-mib 600]
                                      [--slow-share 0.33] [--json PATH] [--quick]
 
 Setup (needs root for the cgroup; everything on loopback, the real static llama.cpp build from the sollol cache):
@@ -23,8 +23,9 @@ in alternating blocks (memory, speed, memory, speed, ...; every switch reloads t
 serve one coordinator at a time). Each block has one untimed request, then `--rounds` measured ones; round n
 has the same prompt in every block, and greedy decoding (temperature 0, fixed seed) must give the same text in
 every block: the script counts the rounds where it does. Reported: the median generation tokens/s of each split
-(llama-server's own `eval_count` / `eval_duration`), their ratio, and the expected tokens/s sollol computed from
-the calibration. Every process and the cgroup are removed at the end, also on Ctrl-C or SIGTERM.
+(llama-server's own `eval_count` / `eval_duration`), their ratio, the median of the per-block ratios (a memory
+block and the speed block after it ran back to back, so other work on the machine weighs on both alike), and
+the expected tokens/s sollol computed from the calibration. Every process and the cgroup are removed at the end, also on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ CONTEXT = 1024
 SLOW_HOST, FAST_HOST = "127.0.0.2", "127.0.0.3"
 PROMPT = "Round {n}. Describe how a model split over several machines generates one token after another."
 QUICK = {"blocks": 1, "rounds": 2, "num_predict": 16}
-DEFAULTS = {"blocks": 2, "rounds": 6, "num_predict": 64}
+DEFAULTS = {"blocks": 6, "rounds": 4, "num_predict": 64}
 EXIT_INTERRUPTED = 130
 SPLITS = ("memory", "speed")
 
@@ -300,6 +301,12 @@ async def measure(args: argparse.Namespace, binaries: LlamaCppBinaries, model: P
             samples[split] += got
             placements[split].append(placed)
     medians = {s: statistics.median(x.generation for x in samples[s]) for s in SPLITS}
+    # block i of each split ran back to back: their ratio cancels what other work on the machine did meanwhile
+    per_block = [
+        statistics.median(x.generation for x in samples["speed"] if x.block == i)
+        / statistics.median(x.generation for x in samples["memory"] if x.block == i)
+        for i in range(args.blocks)
+    ]
     texts = {s: {(x.block, x.round): x.text for x in samples[s]} for s in SPLITS}
     identical = sum(1 for key, text in texts["memory"].items() if texts["speed"].get(key) == text)
     speeds = {key: vars(value) for key, value in load_speeds(settings.state_dir).items()}
@@ -311,6 +318,7 @@ async def measure(args: argparse.Namespace, binaries: LlamaCppBinaries, model: P
         "memory_shares": shares, "blocks": args.blocks, "rounds": args.rounds, "num_predict": args.num_predict,
         "tokens_per_s": {s: round(medians[s], 2) for s in SPLITS},
         "ratio": round(medians["speed"] / medians["memory"], 3),
+        "paired_ratio": round(statistics.median(per_block), 3), "block_ratios": [round(r, 3) for r in per_block],
         "identical_text": identical, "compared": len(texts["memory"]), "placement": placements,
         "calibration": speeds,
         "samples": {s: [vars(x) | {"generation": x.generation} for x in samples[s]] for s in SPLITS},
@@ -338,7 +346,9 @@ def summary(result: dict[str, Any]) -> str:
                      f"{result['tokens_per_s'][split]:.1f} |")  # fmt: skip
     lines += [
         "",
-        f"speed / memory: {result['ratio']:.2f}x; greedy text identical in {result['identical_text']} of "
+        f"speed / memory: {result['ratio']:.2f}x (medians), {result['paired_ratio']:.2f}x (median of the "
+        f"per-block ratios {', '.join(f'{r:.2f}' for r in result['block_ratios'])}); "
+        f"greedy text identical in {result['identical_text']} of "
         f"{result['compared']} rounds. {result['blocks']} block(s) of {result['rounds']} requests x "
         f"{result['num_predict']} tokens per split; slow rpc-server CPU quota {result['cgroup_quota']} "
         f"(cgroup v{result['cgroup_version']}), each rpc-server -t 1, memory_mib {result['memory_mib']}; "
@@ -350,8 +360,8 @@ def summary(result: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--blocks", type=int, help="blocks per split, alternating (default 2)")
-    parser.add_argument("--rounds", type=int, help="measured requests per block (default 6)")
+    parser.add_argument("--blocks", type=int, help="blocks per split, alternating (default 6)")
+    parser.add_argument("--rounds", type=int, help="measured requests per block (default 4)")
     parser.add_argument("--num-predict", type=int, help="tokens generated per request (default 64)")
     parser.add_argument("--memory-mib", type=int, default=600, help="memory_mib of each rpc backend")
     parser.add_argument("--slow-share", type=float, default=0.33, help="CPU quota of the slow rpc-server")
