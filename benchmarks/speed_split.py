@@ -25,7 +25,8 @@ has the same prompt in every block, and greedy decoding (temperature 0, fixed se
 every block: the script counts the rounds where it does. Reported: the median generation tokens/s of each split
 (llama-server's own `eval_count` / `eval_duration`), their ratio, the median of the per-block ratios (a memory
 block and the speed block after it ran back to back, so other work on the machine weighs on both alike), and
-the expected tokens/s sollol computed from the calibration. Every process and the cgroup are removed at the end, also on Ctrl-C or SIGTERM.
+the expected tokens/s sollol computed from the calibration. Every process and the cgroup are removed at the end,
+also on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
