@@ -126,6 +126,9 @@ async def calibrate_all(
         except SollolError as exc:
             reporter(events.StepFailed(subject, "calibrating", exc.message))
             continue
+        except OSError as exc:  # llama-server could not be started here (missing, not executable)
+            reporter(events.StepFailed(subject, "calibrating", f"cannot start {llama_server}: {exc.strerror or exc}"))
+            continue
         reporter(events.StepDone(subject, "calibrating", f"{speed.bytes_per_s / MIB:.0f} MiB/s of layer weights"))
         await save_speed(state_dir, speed_key(server.endpoint, protocol), speed)
         kept[server.endpoint] = speed.bytes_per_s

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from sollol_cli import events
 from sollol_cli.backends.rpc import RpcProbe
+from sollol_cli.sharding import calibration
 from sollol_cli.sharding.calibration import RpcSpeed, known_speeds, load_speeds, save_speed, speed_key, speeds_path
 from sollol_cli.sharding.coordinator import CoordinatorRecord
 from sollol_cli.sharding.lifecycle import expected_after_load, speed_line, speed_of
@@ -92,3 +94,23 @@ def test_expected_after_load_uses_what_the_log_says_each_backend_holds(
     speeds: dict[str, float], expected: float | None
 ) -> None:
     assert expected_after_load(record(rpc_speeds=speeds), LOG) == expected
+
+
+def test_a_failed_measurement_is_reported_and_leaves_the_split_to_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Measured ones are reused without starting anything; one that cannot be measured is a failed step."""
+    monkeypatch.setattr(calibration, "ensure_tiny_model", lambda *args, **kwargs: tmp_path / "calibrate.gguf")
+    asyncio.run(save_speed(tmp_path, speed_key("127.0.0.2:1", "3.0.0"), RpcSpeed(5e9, 50.0, 1.0)))
+    heard: list[events.Event] = []
+    got = asyncio.run(
+        calibration.calibrate_all(
+            [server(1), server(2)], "3.0.0", llama_server=str(tmp_path / "no-llama-server"), state_dir=tmp_path,
+            cache_dir=tmp_path, home=tmp_path / "home", reporter=heard.append,
+        )
+    )  # fmt: skip
+    assert got == {"127.0.0.2:1": 5e9}
+    assert [type(e).__name__ for e in heard] == ["StepStarted", "StepFailed"]
+    failed = heard[1]
+    assert isinstance(failed, events.StepFailed) and failed.subject == "rpc backend r2"
+    assert failed.reason.startswith(f"cannot start {tmp_path / 'no-llama-server'}: ")
