@@ -83,7 +83,7 @@ class CoordinatorRecord:
     split_by: str = "memory"  # how the layers were split: memory | speed | manifest (planning.RpcChoice)
     expected_tokens_per_s: float | None = None  # from the placement and the rpc backends' measured speeds
     rpc_speeds: dict[str, float] = field(default_factory=dict)  # endpoint -> bytes of weights per second
-    measured_tokens_per_s: float | None = None  # decode speed of the last request it served
+    measured_tokens_per_s: float | None = None  # decode speed of a recent request (written at most once a second)
 
     @property
     def where(self) -> str:

@@ -182,13 +182,13 @@ _SPLIT_BY = {
 
 
 def speed_line(record: coord.CoordinatorRecord) -> str:
-    """`speed: split by ..., expected N tokens/s, last request M tokens/s` (what `-v` and status show under
+    """`speed: split by ..., expected N tokens/s, measured M tokens/s` (what `-v` and status show under
     the placement). Expected is layer compute alone, from the rpc backends' measured speeds (layer_split.py)."""
     parts = [f"speed: split {_SPLIT_BY.get(record.split_by, record.split_by)}"]
     if record.expected_tokens_per_s is not None:
         parts.append(f"expected {record.expected_tokens_per_s:.1f} tokens/s")
     if record.measured_tokens_per_s is not None:
-        parts.append(f"last request {record.measured_tokens_per_s:.1f} tokens/s")
+        parts.append(f"measured {record.measured_tokens_per_s:.1f} tokens/s")
     return ", ".join(parts)
 
 

@@ -31,10 +31,10 @@ def record(**changes: object) -> CoordinatorRecord:
         (
             {"split_by": "speed", "expected_tokens_per_s": 41.04, "measured_tokens_per_s": 30.0},
             "speed: split by measured speed (fastest rpc backend filled first), expected 41.0 tokens/s, "
-            "last request 30.0 tokens/s",
+            "measured 30.0 tokens/s",
         ),
         ({"split_by": "manifest", "measured_tokens_per_s": 12.5},
-         "speed: split by the manifest's tensor_split, last request 12.5 tokens/s"),
+         "speed: split by the manifest's tensor_split, measured 12.5 tokens/s"),
     ],
 )  # fmt: skip
 def test_speed_line(changes: dict[str, object], line: str) -> None:
