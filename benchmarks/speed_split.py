@@ -37,20 +37,17 @@ import contextlib
 import json
 import os
 import platform
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from sollol_cli import events
+from bench_processes import Children, report, run_measurement, say, sigterm_as_interrupt, start_rpc_server
+
 from sollol_cli.backends.rpc import probe_rpc
 from sollol_cli.llamacpp.build import LlamaCppBinaries, build
 from sollol_cli.llamacpp.tinymodel import ensure_tiny_model
@@ -62,7 +59,7 @@ from sollol_cli.runtime.session import open_cluster
 from sollol_cli.settings import Settings
 from sollol_cli.sharding import coordinator as coord
 from sollol_cli.sharding.calibration import load_speeds
-from sollol_cli.sharding.lifecycle import coordinator_home, speed_line, stop_all
+from sollol_cli.sharding.lifecycle import coordinator_home, speed_line
 from sollol_cli.sharding.placement_log import parse_placement
 
 CLUSTER = "bench-speed-split"
@@ -74,60 +71,6 @@ QUICK = {"blocks": 1, "rounds": 2, "num_predict": 16}
 DEFAULTS = {"blocks": 6, "rounds": 4, "num_predict": 64}
 EXIT_INTERRUPTED = 130
 SPLITS = ("memory", "speed")
-
-
-@dataclass
-class Children:
-    """Every process this script starts, each in its own session with its output in a log file."""
-
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def start(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        self.processes.append(process)
-        return process
-
-    def stop_all(self) -> None:
-        for process in reversed(self.processes):
-            if process.poll() is None:
-                process.terminate()
-        for process in reversed(self.processes):
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-
-
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def report(event: events.Event) -> None:
-    """sollol's progress (calibration, loading) on stderr."""
-    if isinstance(event, events.StepStarted | events.StepDone):
-        say(f"{event.subject}: {event.step} {event.detail}".rstrip())
-    elif isinstance(event, events.StepFailed):
-        say(f"{event.subject}: {event.step} failed: {event.reason}")
-    elif isinstance(event, events.Warning):
-        say(f"warning: {event.subject}: {event.message}")
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so the same cleanup stops every child and removes the cgroup."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -206,20 +149,6 @@ class Sample:
         return self.predicted_n / self.predicted_ms * 1000
 
 
-async def start_rpc_server(children: Children, binary: Path, host: str, log: Path) -> str:
-    """An rpc-server on a free port of `host`; ready when it answers HELLO (it exits 0 when it cannot bind)."""
-    for _ in range(3):
-        port = coord.free_port(host)
-        argv = [str(binary), "-H", host, "-p", str(port), "-t", "1"]
-        process = children.start(argv, log)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and process.poll() is None:
-            if (await probe_rpc(host, port)).state == "ready":
-                return f"{host}:{port}"
-            await asyncio.sleep(0.05)
-    raise RuntimeError(f"rpc-server did not become ready; see {log}")
-
-
 def memory_shares(endpoints: list[str], free: list[int | None]) -> list[float]:
     """What sollol's memory rule gives these backends (each on a machine of its own)."""
     return split_for([RpcMemory(e, e, f) for e, f in zip(endpoints, free, strict=True)])
@@ -284,9 +213,9 @@ async def block(
 async def measure(args: argparse.Namespace, binaries: LlamaCppBinaries, model: Path, work: Path,
                   settings: Settings, children: Children, limit: CpuLimit) -> dict[str, Any]:  # fmt: skip
     say(f"starting rpc-servers: slow on {SLOW_HOST} (CPU quota {args.slow_share:g} of one CPU), fast on {FAST_HOST}")
-    slow = await start_rpc_server(children, binaries.rpc_server, SLOW_HOST, work / "rpc-slow.log")
+    slow = await start_rpc_server(children, binaries.rpc_server, SLOW_HOST, 1, work / "rpc-slow.log")
     limit.add(children.processes[-1].pid)
-    fast = await start_rpc_server(children, binaries.rpc_server, FAST_HOST, work / "rpc-fast.log")
+    fast = await start_rpc_server(children, binaries.rpc_server, FAST_HOST, 1, work / "rpc-fast.log")
     pids = [p.pid for p in children.processes]
     endpoints = [slow, fast]
     probes = [await probe_rpc(host, int(port)) for host, port in (e.rsplit(":", 1) for e in endpoints)]
@@ -389,24 +318,12 @@ def main(argv: list[str] | None = None) -> int:
         say(f"work directory (manifests, logs): {work}")
         prefix = os.environ.get("SOLLOL_TEST_PREFIX", "sollol")
         children = Children()
-        keep_logs = False
         with _cgroup(f"{prefix}-speed-split-{os.getpid()}", args.slow_share) as limit:
             say(f"cgroup: {limit.path}")
-            try:
-                result = asyncio.run(measure(args, binaries, model, work, settings, children, limit))
-            except KeyboardInterrupt:
-                say("interrupted: stopping everything this benchmark started")
-                return EXIT_INTERRUPTED
-            except Exception:
-                keep_logs = True
-                raise
-            finally:
-                stop_all(settings, CLUSTER)  # a coordinator runs in its own session: stop it by its record
-                children.stop_all()
-                if keep_logs:
-                    say(f"logs kept in {work}")
-                else:
-                    shutil.rmtree(work, ignore_errors=True)
+            measuring = measure(args, binaries, model, work, settings, children, limit)
+            result = run_measurement(measuring, settings, CLUSTER, children, work)
+        if result is None:
+            return EXIT_INTERRUPTED
     text = summary(result)
     print(text)
     if args.json:
