@@ -114,3 +114,40 @@ def test_a_failed_measurement_is_reported_and_leaves_the_split_to_memory(
     failed = heard[1]
     assert isinstance(failed, events.StepFailed) and failed.subject == "rpc backend r2"
     assert failed.reason.startswith(f"cannot start {tmp_path / 'no-llama-server'}: ")
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "calls", "kept"),
+    [
+        # a difference beyond the tolerance is measured again in the opposite order; each keeps its best
+        ({1: 10.0, 2: 30.0}, {2: 20.0, 1: 25.0}, [1, 2, 2, 1], {1: 25.0, 2: 30.0}),
+        # within the tolerance: measured once
+        ({1: 28.0, 2: 30.0}, {}, [1, 2], {1: 28.0, 2: 30.0}),
+    ],
+)
+def test_a_deciding_difference_is_measured_twice(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    first: dict[int, float],
+    second: dict[int, float],
+    calls: list[int],
+    kept: dict[int, float],
+) -> None:
+    monkeypatch.setattr(calibration, "ensure_tiny_model", lambda *args, **kwargs: tmp_path / "calibrate.gguf")
+    seen: list[int] = []
+
+    async def measure(server: RpcServer, **kwargs: object) -> RpcSpeed:
+        seen.append(server.port)
+        speeds = first if seen.count(server.port) == 1 else second
+        return RpcSpeed(speeds[server.port], 1.0, 0.0)
+
+    monkeypatch.setattr(calibration, "calibrate", measure)
+    got = asyncio.run(
+        calibration.calibrate_all(
+            [server(1), server(2)], "3.0.0", llama_server="llama-server", state_dir=tmp_path, cache_dir=tmp_path,
+            home=tmp_path, reporter=lambda event: None,
+        )
+    )  # fmt: skip
+    assert seen == calls
+    assert got == {f"127.0.0.2:{port}": speed for port, speed in kept.items()}
+    assert known_speeds(tmp_path, [server(1), server(2)], "3.0.0") == got  # the best ones are kept
