@@ -17,9 +17,10 @@ every weight of a layer once, so t_i = layer bytes / speed_i); the expected toke
 hops, an upper bound that the coordinator's measured speed is shown next to.
 
 The rules for what is not known:
-- no speed known, or all within SPEED_TOLERANCE of each other (measurements on a loaded machine vary by
-  that much): None, and the caller splits by memory as before (even or proportional, headroom everywhere);
-- a backend whose speed is unknown ranks after every measured one: it gets what they cannot hold;
+- a backend without a measured speed (never measured, or its measurement failed), or all speeds within
+  SPEED_TOLERANCE of each other (measurements on a loaded machine vary by that much): None, and the caller
+  splits by memory as before (even or proportional, headroom everywhere). Ranking an unmeasured backend
+  anywhere would be a guess, and a failed measurement must not move every layer;
 - unknown memory: the average capacity of the backends whose memory is known, unlimited when none is;
 - ties keep the given order (llama-server's `--rpc` order, which is also the order layers are placed in);
 - when the backends cannot hold every layer by this estimate: None (split by memory, as without speeds).
@@ -62,21 +63,14 @@ def split_by_speed(backends: Sequence[BackendSpeed], layers: int, layer_bytes: i
     """Layers per backend, in the given order (zero for a backend it does not need), or None when the speeds
     do not decide (see the module docstring): the caller then splits by memory."""
     speeds = [b.bytes_per_s for b in backends if b.bytes_per_s is not None and b.bytes_per_s > 0]
-    if not backends or layers <= 0 or not speeds:
+    if not backends or layers <= 0 or len(speeds) < len(backends):
         return None
-    all_known = len(speeds) == len(backends)
-    if all_known and max(speeds) < SPEED_TOLERANCE * min(speeds):
+    if max(speeds) < SPEED_TOLERANCE * min(speeds):
         return None
     caps = layer_capacity(backends, layer_bytes, layers)
-
-    def rank(index: int) -> tuple[int, float, int]:
-        speed = backends[index].bytes_per_s
-        measured = speed is not None and speed > 0
-        return (0 if measured else 1, -(speed or 0.0), index)
-
     counts = [0] * len(backends)
     remaining = layers
-    for index in sorted(range(len(backends)), key=rank):
+    for index in sorted(range(len(backends)), key=lambda i: (-speeds[i], i)):
         take = min(caps[index], remaining)
         counts[index] = take
         remaining -= take
