@@ -13,10 +13,11 @@ Setup (needs root for the cgroup; everything on loopback, the real static llama.
   them two machines to sollol, each with its own advertised memory, as two nodes would be;
 - the model: the generated `big` test model (16 layers, n_embd 1024, 543 MB), `mode: shard`, context 1024.
   With 600 MiB allowed on each, neither backend can hold it all;
-- memory split: the manifest's `tensor_split` set to what sollol's memory rule gives for these two backends
-  (`placement.split_for`: equal memory, equal shares), which is how sollol split every model before;
-- speed split: the same manifest without `tensor_split`. sollol measures both rpc-servers once (calibration.py,
-  reported on stderr), then fills the fast one to its memory and gives the slow one the rest (layer_split.py).
+- memory split: the model with `split_by: memory`, how sollol split every model before (here: equal memory,
+  equal shares);
+- speed split: the same manifest with the default `split_by: speed`. sollol measures both rpc-servers once
+  (calibration.py, reported on stderr), then fills the fast one to its memory and gives the slow one the rest
+  (layer_split.py).
 
 Both splits are driven in-process exactly as `sollol run` drives them (`open_cluster`, `runtime.prompt.answer`),
 in alternating blocks (memory, speed, memory, speed, ...; every switch reloads the model, as the rpc-servers
@@ -48,11 +49,9 @@ from typing import Any
 
 from bench_processes import Children, report, run_measurement, say, sigterm_as_interrupt, start_rpc_server
 
-from sollol_cli.backends.rpc import probe_rpc
 from sollol_cli.llamacpp.build import LlamaCppBinaries, build
 from sollol_cli.llamacpp.tinymodel import ensure_tiny_model
 from sollol_cli.manifest.loader import load_manifest
-from sollol_cli.placement import RpcMemory, split_for
 from sollol_cli.runtime.dispatch import Dispatcher, Trace
 from sollol_cli.runtime.prompt import PromptOptions, answer, generate_request
 from sollol_cli.runtime.session import open_cluster
@@ -149,21 +148,16 @@ class Sample:
         return self.predicted_n / self.predicted_ms * 1000
 
 
-def memory_shares(endpoints: list[str], free: list[int | None]) -> list[float]:
-    """What sollol's memory rule gives these backends (each on a machine of its own)."""
-    return split_for([RpcMemory(e, e, f) for e, f in zip(endpoints, free, strict=True)])
-
-
 def write_manifest(work: Path, binaries: LlamaCppBinaries, model: Path, endpoints: list[str], split: str,
-                   shares: list[float], memory_mib: int) -> Path:  # fmt: skip
+                   memory_mib: int) -> Path:  # fmt: skip
     lines = [f"name: {CLUSTER}", f"llama_cpp: {{bin_dir: {binaries.llama_server.parent}}}", "backends:"]
     for name, endpoint in zip(("slow", "fast"), endpoints, strict=True):
         host, port = endpoint.rsplit(":", 1)
         lines.append(f"  - {{name: {name}, kind: rpc, address: {host}, port: {port}, memory_mib: {memory_mib}}}")
-    tensor_split = f", tensor_split: [{', '.join(f'{s:g}' for s in shares)}]" if split == "memory" else ""
+    split_by = ", split_by: memory" if split == "memory" else ""
     lines += [
         "models:",
-        f"  - {{name: {MODEL}, mode: shard, gguf: {model}, context: {CONTEXT}, keep_alive: 3600{tensor_split}}}",
+        f"  - {{name: {MODEL}, mode: shard, gguf: {model}, context: {CONTEXT}, keep_alive: 3600{split_by}}}",
     ]
     path = work / f"cluster-{split}.yaml"
     path.write_text("\n".join(lines) + "\n")
@@ -218,10 +212,7 @@ async def measure(args: argparse.Namespace, binaries: LlamaCppBinaries, model: P
     fast = await start_rpc_server(children, binaries.rpc_server, FAST_HOST, 1, work / "rpc-fast.log")
     pids = [p.pid for p in children.processes]
     endpoints = [slow, fast]
-    probes = [await probe_rpc(host, int(port)) for host, port in (e.rsplit(":", 1) for e in endpoints)]
-    cap = args.memory_mib * 1024**2
-    shares = memory_shares(endpoints, [min(cap, sum(d.free for d in p.devices)) if p.devices else cap for p in probes])
-    manifests = {s: write_manifest(work, binaries, model, endpoints, s, shares, args.memory_mib) for s in SPLITS}
+    manifests = {s: write_manifest(work, binaries, model, endpoints, s, args.memory_mib) for s in SPLITS}
     samples: dict[str, list[Sample]] = {s: [] for s in SPLITS}
     placements: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     for index in range(args.blocks):
@@ -245,7 +236,7 @@ async def measure(args: argparse.Namespace, binaries: LlamaCppBinaries, model: P
         "machine": f"{os.cpu_count()} cores, {_cpu_model()}, {platform.system()} {platform.release()}",
         "model": str(model), "memory_mib": args.memory_mib, "slow_share": args.slow_share, "cgroup_quota": limit.quota,
         "cgroup_version": limit.version, "cgroup": str(limit.path), "endpoints": {"slow": slow, "fast": fast},
-        "memory_shares": shares, "blocks": args.blocks, "rounds": args.rounds, "num_predict": args.num_predict,
+        "blocks": args.blocks, "rounds": args.rounds, "num_predict": args.num_predict,
         "tokens_per_s": {s: round(medians[s], 2) for s in SPLITS},
         "ratio": round(medians["speed"] / medians["memory"], 3),
         "paired_ratio": round(statistics.median(per_block), 3), "block_ratios": [round(r, 3) for r in per_block],

@@ -356,6 +356,13 @@ class ModelMode(StrEnum):
     shard = "shard"
 
 
+class SplitBy(StrEnum):
+    """How a sharded model's layers are split over its rpc backends (when `tensor_split` does not say)."""
+
+    speed = "speed"
+    memory = "memory"
+
+
 class Model(Strict):
     """A model the cluster serves."""
 
@@ -368,6 +375,11 @@ class Model(Strict):
     context: int = Field(4096, ge=256, description="Context size in tokens.")
     slots: int = Field(1, ge=1, le=64, description="Parallel requests of a sharded model's coordinator.")
     tensor_split: list[float] | None = Field(None, description="Share of layers per rpc node, in node order.")
+    split_by: SplitBy = Field(
+        SplitBy.speed,
+        description="speed: the fastest rpc backends filled first, within their memory, once their speeds are "
+        "measured (by memory until then); memory: in proportion to free memory, nothing measured.",
+    )
     keep_alive: float = Field(300.0, ge=0, description="Seconds an idle coordinator stays loaded.")
     coordinator: str | None = Field(
         None, description="Node that runs a sharded model's coordinator, over SSH (default: the controller)."

@@ -20,7 +20,7 @@ from sollol_cli.backends.llamacpp import LlamaServerBackend
 from sollol_cli.errors import BackendError, UsageError
 from sollol_cli.llamacpp.build import resolve_binaries
 from sollol_cli.llamacpp.sdist import RPC_PROTOCOL_VERSION
-from sollol_cli.manifest.models import BackendKind, Cluster, Model, ModelMode, pooling_flags
+from sollol_cli.manifest.models import BackendKind, Cluster, Model, ModelMode, SplitBy, pooling_flags
 from sollol_cli.names import normalize_model_name
 from sollol_cli.settings import Settings
 from sollol_cli.sharding import calibration, watchdog
@@ -283,12 +283,12 @@ class ShardManager:
         self, model: Model, servers: list[RpcServer], protocol: str, *, again: bool = False
     ) -> dict[str, float]:
         """endpoint -> measured speed of the ready rpc backends, measuring those never measured (all of them
-        `again`) when the split depends on it: rpc backends on two or more machines and no manifest
-        `tensor_split` (calibration.py)."""
+        `again`) when the split depends on it: rpc backends on two or more machines, no manifest `tensor_split`
+        and `split_by: speed` (calibration.py)."""
         usable = [s for s in servers if s.probe is not None and s.probe.state == "ready" and s.speaks(protocol)]
         state_dir = self.settings.state_dir
         # rpc-servers on one machine share its cores: measuring each would tell nothing (`sollol demo`'s pair)
-        if len({s.machine for s in usable}) < 2 or model.tensor_split:
+        if len({s.machine for s in usable}) < 2 or model.tensor_split or model.split_by is SplitBy.memory:
             return calibration.known_speeds(state_dir, usable, protocol)
         try:
             llama_server = self._llama_server()

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sollol_cli.errors import BackendError, NoHealthyBackend, NotEnoughMemory
-from sollol_cli.manifest.models import Model
+from sollol_cli.manifest.models import Model, SplitBy
 from sollol_cli.placement import RpcMemory, machine_bytes, split_for
 from sollol_cli.sharding.hosts import ModelFile
 from sollol_cli.sharding.layer_split import BackendSpeed, expected_tokens_per_s, split_by_speed
@@ -36,9 +36,9 @@ def choose_rpc_servers(
     """The ready rpc backends that speak `protocol`; refuses when none is ready, when one speaks another
     protocol, or when some are missing and the ready ones cannot hold the model.
 
-    The split: a manifest `tensor_split` wins; else by measured speed (`speeds`: endpoint -> bytes of layer
-    weights per second, see layer_split.py), which may leave out backends the faster ones make unnecessary;
-    else, and when the speeds do not decide, by memory."""
+    The split: a manifest `tensor_split` wins; else, unless the model says `split_by: memory`, by measured
+    speed (`speeds`: endpoint -> bytes of layer weights per second, see layer_split.py), which may leave out
+    backends the faster ones make unnecessary; else, and when the speeds do not decide, by memory."""
     ready, unusable = [], []
     for server in servers:
         probe = server.probe
@@ -75,7 +75,7 @@ def choose_rpc_servers(
     ]
     layer_bytes = _layer_bytes(file)
     counts = None
-    if override is None and file.n_layer and layer_bytes:
+    if override is None and model.split_by is SplitBy.speed and file.n_layer and layer_bytes:
         counts = split_by_speed(measured, file.n_layer + 1, layer_bytes)
     if counts is not None:  # layer counts as shares: llama.cpp places exactly that many (assign_layers)
         kept = [i for i, count in enumerate(counts) if count]

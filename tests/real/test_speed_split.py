@@ -1,8 +1,8 @@
 """Speed-aware sharding with real components: two rpc-servers, one in a cgroup with a quarter of one CPU, the
 `big` generated model (16 layers + output, 543 MB) sharded over them with 600 MiB allowed on each, so neither
 holds it all. Driven by the speed-split benchmark in its quick mode (benchmarks/speed_split.py: sollol in-process,
-as `sollol run` drives it), once split by memory (the manifest's tensor_split, what sollol did before) and once
-by measured speed.
+as `sollol run` drives it), once split by memory (`split_by: memory`, what sollol did before) and once by
+measured speed.
 
 Asserted: sollol measured both rpc-servers and found the throttled one slower; the speed split filled the fast
 one to its memory and gave the slow one the rest, in `--rpc` order, and the coordinator's own log says it holds
@@ -73,7 +73,7 @@ def test_the_speed_split_fills_the_fast_backend_and_keeps_the_greedy_text(
 
     # memory split (equal memory, equal shares): slow first in --rpc order, 9 layers, fast the other 8
     (memory,) = result["placement"]["memory"]
-    assert memory["split_by"] == "manifest" and memory["rpc"] == [slow, fast]
+    assert memory["split_by"] == "memory" and memory["rpc"] == [slow, fast]
     assert [layers_of(line) for line in memory["placement"][:2]] == [list(range(9)), list(range(9, 17))]
 
     # speed split: each layer ~35.9 MB by sollol's estimate ((543 MB + 67 MB of KV) / 17), 90% of 600 MiB holds

@@ -76,6 +76,13 @@ FAST, SLOW = 4 * GIB, GIB  # bytes of layer weights per second
             RpcChoice(("10.0.0.1:1", "10.0.0.1:2"), (0.5, 0.5),
                       {"10.0.0.1:1": [4 * GIB, 8 * GIB], "10.0.0.1:2": [4 * GIB, 8 * GIB]}, "memory", 1.0),
         ),
+        (  # split_by: memory keeps the memory split; the speeds still say what to expect of it
+            [rpc(1, free_gib=4), rpc(2, free_gib=4)], {"split_by": "memory"},
+            {"10.0.0.1:1": SLOW, "10.0.0.1:2": FAST},
+            RpcChoice(("10.0.0.1:1", "10.0.0.1:2"), (0.5, 0.5),
+                      {"10.0.0.1:1": [4 * GIB, 8 * GIB], "10.0.0.1:2": [4 * GIB, 8 * GIB]}, "memory",
+                      round(1 / (4 * 0.5 + 4 * 0.125), 1)),
+        ),
         (  # the manifest's tensor_split wins over any speed
             [rpc(1, free_gib=4), rpc(2, free_gib=4)], {"tensor_split": [1, 1]},
             {"10.0.0.1:1": SLOW, "10.0.0.1:2": FAST},
