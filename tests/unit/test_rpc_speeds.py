@@ -10,6 +10,8 @@ import pytest
 
 from sollol_cli import events
 from sollol_cli.backends.rpc import RpcProbe
+from sollol_cli.manifest.models import Cluster
+from sollol_cli.runtime.status import model_rows
 from sollol_cli.sharding import calibration
 from sollol_cli.sharding.calibration import RpcSpeed, known_speeds, load_speeds, save_speed, speed_key, speeds_path
 from sollol_cli.sharding.coordinator import CoordinatorRecord
@@ -151,3 +153,13 @@ def test_a_deciding_difference_is_measured_twice(
     assert seen == calls
     assert got == {f"127.0.0.2:{port}": speed for port, speed in kept.items()}
     assert known_speeds(tmp_path, [server(1), server(2)], "3.0.0") == got  # the best ones are kept
+
+
+def test_status_rows_show_the_split_and_speed_under_the_placement() -> None:
+    """`sollol status`: the speed line follows a running coordinator's placement; --json has it as data."""
+    cluster = Cluster.model_validate({"name": "c", "models": [{"name": "big"}, {"name": "idle"}]})
+    running = record(placement=["placement a:1: layers 0-8, model 1.0 MiB, KV 0.0 MiB"], split_by="speed")
+    big, idle = model_rows(cluster, None, {"big": running})
+    assert big["placement"] == [*running.placement, "speed: split by measured speed (fastest rpc backend filled first)"]
+    assert big["speed"] == {"split_by": "speed", "expected_tokens_per_s": None, "measured_tokens_per_s": None}
+    assert (idle["placement"], idle["speed"]) == ([], None)
