@@ -5,12 +5,14 @@ Imported by the scripts next to it as `bench_processes` (a script's own director
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +22,8 @@ from typing import Any, TypeVar
 
 from sollol_cli import events
 from sollol_cli.backends.rpc import probe_rpc
+from sollol_cli.llamacpp.build import LlamaCppBinaries, build
+from sollol_cli.llamacpp.tinymodel import ensure_tiny_model
 from sollol_cli.settings import Settings
 from sollol_cli.sharding import coordinator as coord
 from sollol_cli.sharding.lifecycle import stop_all
@@ -117,3 +121,26 @@ def run_measurement(
             say(f"logs kept in {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def parse_with_defaults(
+    parser: argparse.ArgumentParser, argv: list[str] | None, quick: dict[str, Any], defaults: dict[str, Any]
+) -> argparse.Namespace:
+    """The arguments, with what `--quick` (or a full run) sets for each one not given."""
+    args = parser.parse_args(argv)
+    for key, value in (quick if args.quick else defaults).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def workspace(preset: str, name: str) -> tuple[LlamaCppBinaries, Path, Path, Settings]:
+    """The llama.cpp build and the generated model from sollol's cache (built or generated if missing), a
+    fresh work directory, and settings that keep sollol's state there and run that build's llama-server."""
+    cache = Settings().cache_dir
+    binaries = build(cache, reporter=report)
+    model = ensure_tiny_model(cache, preset, reporter=report)
+    work = Path(tempfile.mkdtemp(prefix=f"sollol-bench-{name}-"))
+    settings = Settings(state_dir=work / "state", cache_dir=cache, llama_server_path=binaries.llama_server)
+    say(f"work directory (manifest, logs): {work}")
+    return binaries, model, work, settings

@@ -64,7 +64,6 @@ import shlex
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -72,10 +71,18 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from bench_processes import Children, report, run_measurement, say, sigterm_as_interrupt, start_rpc_server
+from bench_processes import (
+    Children,
+    parse_with_defaults,
+    report,
+    run_measurement,
+    say,
+    sigterm_as_interrupt,
+    start_rpc_server,
+    workspace,
+)
 
-from sollol_cli.llamacpp.build import LlamaCppBinaries, build
-from sollol_cli.llamacpp.tinymodel import ensure_tiny_model
+from sollol_cli.llamacpp.build import LlamaCppBinaries
 from sollol_cli.manifest.loader import load_manifest
 from sollol_cli.runtime.dispatch import Dispatcher, Trace
 from sollol_cli.runtime.prompt import PromptOptions, answer, generate_request
@@ -432,10 +439,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the whole result (every sample) to this file")
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny model, 3 rounds, 16 tokens")
-    args = parser.parse_args(argv)
-    for key, value in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    args = parse_with_defaults(parser, argv, QUICK, DEFAULTS)
     if min(args.rounds, args.warmup, args.num_predict, args.rpc_threads) < 1:
         parser.error("--rounds, --warmup, --num-predict and --rpc-threads must be at least 1")
     return args
@@ -443,15 +447,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cache = Settings().cache_dir
     with sigterm_as_interrupt():
-        binaries = build(cache, reporter=report)
-        model_path = ensure_tiny_model(cache, args.preset, reporter=report)
-        work = Path(tempfile.mkdtemp(prefix="sollol-bench-sharding-"))
         # sollol keeps its coordinator records in the work dir; it runs the same llama-server as the hand run
-        settings = Settings(state_dir=work / "state", cache_dir=cache, llama_server_path=binaries.llama_server)
+        binaries, model_path, work, settings = workspace(args.preset, "sharding")
         run = Run(args, binaries, model_path, work, settings)
-        say(f"work directory (manifest, logs): {work}")
         result = run_measurement(measure(run), settings, CLUSTER, run.children, work)
         if result is None:
             return EXIT_INTERRUPTED

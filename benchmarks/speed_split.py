@@ -40,17 +40,24 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_processes import Children, report, run_measurement, say, sigterm_as_interrupt, start_rpc_server
+from bench_processes import (
+    Children,
+    parse_with_defaults,
+    report,
+    run_measurement,
+    say,
+    sigterm_as_interrupt,
+    start_rpc_server,
+    workspace,
+)
 
-from sollol_cli.llamacpp.build import LlamaCppBinaries, build
-from sollol_cli.llamacpp.tinymodel import ensure_tiny_model
+from sollol_cli.llamacpp.build import LlamaCppBinaries
 from sollol_cli.manifest.loader import load_manifest
 from sollol_cli.runtime.dispatch import Dispatcher, Trace
 from sollol_cli.runtime.prompt import PromptOptions, answer, generate_request
@@ -289,10 +296,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the whole result (every sample) to this file")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 block, 2 rounds, 16 tokens")
-    args = parser.parse_args(argv)
-    for key, value in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    args = parse_with_defaults(parser, argv, QUICK, DEFAULTS)
     if min(args.blocks, args.rounds, args.num_predict) < 1 or not 0 < args.slow_share <= 1:
         parser.error("--blocks, --rounds and --num-predict must be at least 1, --slow-share in (0, 1]")
     return args
@@ -300,13 +304,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cache = Settings().cache_dir
     with sigterm_as_interrupt():
-        binaries = build(cache, reporter=report)
-        model = ensure_tiny_model(cache, "big", reporter=report)
-        work = Path(tempfile.mkdtemp(prefix="sollol-bench-speed-split-"))
-        settings = Settings(state_dir=work / "state", cache_dir=cache, llama_server_path=binaries.llama_server)
-        say(f"work directory (manifests, logs): {work}")
+        binaries, model, work, settings = workspace("big", "speed-split")
         prefix = os.environ.get("SOLLOL_TEST_PREFIX", "sollol")
         children = Children()
         with _cgroup(f"{prefix}-speed-split-{os.getpid()}", args.slow_share) as limit:
