@@ -11,9 +11,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: str | bytes, *, mode: int | None = None) -> None:
+def write_atomic(path: Path, data: str | bytes, *, mode: int | None = None, durable: bool = True) -> None:
     """Replace `path` so that a reader (another sollol process, or this one killed mid-write) sees the old
-    content or the new, never half. `mode` sets the permissions before any byte is written (secrets)."""
+    content or the new, never half. `mode` sets the permissions before any byte is written (secrets).
+    `durable` also survives a power cut (fsync before the replace). Without it a crash of the machine may
+    leave the old content or an empty file: only for records that describe processes, which die with the
+    machine too (and a record that does not parse is set aside by its reader). Saves milliseconds per write."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -22,7 +25,8 @@ def write_atomic(path: Path, data: str | bytes, *, mode: int | None = None) -> N
         with os.fdopen(fd, "wb") as handle:
             handle.write(data.encode("utf-8") if isinstance(data, str) else data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

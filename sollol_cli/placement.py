@@ -1,8 +1,11 @@
 """Pure hybrid decision per model: distribute whole copies when one node can hold the model, shard it over
 rpc backends when none can, and say why in a sentence (`sollol run -v`, `sollol status`).
 
-Memory rules: a measured free-memory figure beats the manifest's hint; rpc-servers on one machine share its
-memory, so a machine counts once (its largest figure), never once per rpc-server.
+Memory rules: a measured free-memory figure beats the manifest's hint. Memory is counted per device: an
+rpc-server may serve several (`rpc.device: [CUDA0, CPU]`), and llama-server gives each its own share of the
+layers. A GPU device holds its layers in its own memory (VRAM), so each GPU counts; CPU devices of one machine
+hold theirs in the machine's RAM, so a machine's CPU devices count once (their largest figure), never once per
+rpc-server.
 """
 
 from __future__ import annotations
@@ -61,7 +64,23 @@ class NodeMemory:
 
 @dataclass(frozen=True)
 class RpcMemory(NodeMemory):
-    """Memory an rpc-server can hold tensors in; `node` is the rpc backend's name."""
+    """Memory one device of an rpc-server can hold tensors in. `node` names the device (the rpc backend's name
+    when it serves one device), `backend` the rpc backend it belongs to (empty: `node`). `gpu` is the device's
+    own memory (e.g. `Vulkan0`, or its index when unnamed) on machine `machine_id`: devices naming the same GPU
+    of a machine share it; None is a CPU device, which shares the machine's RAM with the machine's other CPU
+    devices."""
+
+    backend: str = ""
+    gpu: str | None = None
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend or self.node
+
+    @property
+    def memory_key(self) -> tuple[str, str | None]:
+        """Which memory it draws on: devices with one key share one figure."""
+        return (self.machine_id, self.gpu)
 
 
 class Placement(StrEnum):
@@ -165,22 +184,24 @@ def _largest(nodes: Sequence[NodeMemory], model_name: str) -> str:
 
 @dataclass(frozen=True)
 class RpcPool:
-    """The rpc backends together, each machine counted once."""
+    """The rpc backends together, each memory (a machine's RAM, a GPU's VRAM) counted once."""
 
-    names: list[str]
+    names: list[str]  # rpc backends, in order
     machines: int
     total_bytes: int
-    unknown: list[str]  # rpc backends whose machine has no figure at all
+    unknown: list[str]  # devices whose memory has no figure at all
+    devices: int = 0  # devices the rpc backends serve (0: one each)
 
     def describe(self) -> str:
         count = len(self.names)
         if count == 0:
             return "there are no rpc backends"
+        served = f" with {self.devices} devices" if self.devices > count else ""
         if count == 1:
-            text = f"1 rpc backend has {gib(self.total_bytes)}"
+            text = f"1 rpc backend{served} has {gib(self.total_bytes)}"
         else:
             on = f" on {_plural(self.machines, 'machine')}" if self.machines < count else ""
-            text = f"{count} rpc backends{on} have {gib(self.total_bytes)} together"
+            text = f"{count} rpc backends{served}{on} have {gib(self.total_bytes)} together"
         if self.unknown:
             text += f" (memory of {', '.join(self.unknown)} unknown)"
         return text
@@ -191,8 +212,8 @@ def _plural(n: int, word: str) -> str:
 
 
 def machine_bytes(members: Sequence[NodeMemory]) -> int | None:
-    """One machine's memory from the figures its rpc-servers report: measured beats hints, and the largest
-    figure is taken because they all describe the same memory."""
+    """One memory's size from the figures its devices report (a machine's CPU devices, or the devices naming
+    one GPU): measured beats hints, and the largest figure is taken because they all describe the same memory."""
     measured = [m.free_bytes for m in members if m.free_bytes is not None]
     if measured:
         return max(measured)
@@ -200,49 +221,61 @@ def machine_bytes(members: Sequence[NodeMemory]) -> int | None:
     return max(hints) if hints else None
 
 
-def _by_machine(rpc_backends: Sequence[NodeMemory]) -> dict[str, list[NodeMemory]]:
-    machines: dict[str, list[NodeMemory]] = {}
-    for rpc in rpc_backends:
-        machines.setdefault(rpc.machine_id, []).append(rpc)
-    return machines
+def _by_memory(rpc_devices: Sequence[RpcMemory]) -> dict[tuple[str, str | None], list[RpcMemory]]:
+    memories: dict[tuple[str, str | None], list[RpcMemory]] = {}
+    for device in rpc_devices:
+        memories.setdefault(device.memory_key, []).append(device)
+    return memories
 
 
-def rpc_pool(rpc_backends: Sequence[NodeMemory]) -> RpcPool:
-    machines = _by_machine(rpc_backends)
+def _backend_names(rpc_devices: Sequence[RpcMemory]) -> list[str]:
+    return list(dict.fromkeys(d.backend_name for d in rpc_devices))
+
+
+def rpc_pool(rpc_devices: Sequence[RpcMemory]) -> RpcPool:
+    """The devices of the rpc backends (one entry per device, see `RpcMemory`) as one pool."""
+    memories = _by_memory(rpc_devices)
     total = 0
     unknown: list[str] = []
-    for members in machines.values():
+    for members in memories.values():
         value = machine_bytes(members)
         if value is None:
             unknown.extend(m.node for m in members)
         else:
             total += value
-    return RpcPool([r.node for r in rpc_backends], len(machines), total, unknown)
+    names = _backend_names(rpc_devices)
+    machines = len({d.machine_id for d in rpc_devices})
+    return RpcPool(names, machines, total, unknown, len(rpc_devices) if len(rpc_devices) > len(names) else 0)
 
 
-def split_for(rpc_backends: Sequence[NodeMemory], override: Sequence[float] | None = None) -> list[float]:
-    """Tensor split (shares summing to 1, in the given order) for llama-server `--tensor-split`.
+def split_for(rpc_devices: Sequence[RpcMemory], override: Sequence[float] | None = None) -> list[float]:
+    """Tensor split (shares summing to 1, in the given order) for llama-server `--tensor-split`, which takes
+    one share per device: an rpc-server serving several devices has one entry per device here.
 
-    Shares follow memory; rpc-servers on one machine split that machine's memory evenly. A backend with no
-    figure gets the average of the others (an even split when nothing is known). A manifest `tensor_split`
-    wins, scaled to sum 1.
+    Shares follow memory: a GPU device's own, while the CPU devices of one machine split that machine's memory
+    evenly. A device with no figure gets the average of the others (an even split when nothing is known). A
+    manifest `tensor_split` wins, scaled to sum 1.
     """
-    if not rpc_backends:
+    if not rpc_devices:
         return []
     if override is not None:
-        if len(override) != len(rpc_backends):
+        if len(override) != len(rpc_devices):
+            backends = len(_backend_names(rpc_devices))
+            over, per = f"{backends} rpc backends", "rpc backend"
+            if backends != len(rpc_devices):
+                over, per = f"{len(rpc_devices)} devices of {_plural(backends, 'rpc backend')}", "device"
             raise UsageError(
-                f"tensor_split has {len(override)} shares but the model is sharded over {len(rpc_backends)} "
-                "rpc backends; give one share per rpc backend"
+                f"tensor_split has {len(override)} shares but the model is sharded over {over}; "
+                f"give one share per {per}"
             )
         if any(s < 0 for s in override) or sum(override) <= 0:
             raise UsageError("tensor_split needs non-negative shares with a positive sum")
         weights = [float(s) for s in override]
     else:
-        machines = _by_machine(rpc_backends)
+        memories = _by_memory(rpc_devices)
         per_backend: list[float | None] = []
-        for rpc in rpc_backends:
-            members = machines[rpc.machine_id]
+        for rpc in rpc_devices:
+            members = memories[rpc.memory_key]
             value = machine_bytes(members)
             per_backend.append(None if value is None else value / len(members))
         known = [v for v in per_backend if v is not None and v > 0]

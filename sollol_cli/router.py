@@ -28,6 +28,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeGuard
 
 from sollol_cli.names import normalize_model_name
 
@@ -126,8 +127,9 @@ def choose(
     def rank(c: Candidate) -> tuple[int, bool, float, float]:
         return (-c.priority, not c.is_warm(key), c.load / c.slots, latency(c))
 
-    best = min(rank(c) for c in free)
-    equal = sorted((c for c in free if rank(c) == best), key=lambda c: c.name)
+    ranked = [(rank(c), c) for c in free]  # once each: ranking is most of a decision's cost
+    best = min(r for r, _ in ranked)
+    equal = sorted((c for r, c in ranked if r == best), key=lambda c: c.name)
     return Picked(_weighted_pick(equal, random()).name)
 
 
@@ -156,8 +158,13 @@ def _have(candidates: Sequence[Candidate]) -> str:
     return "has" if len(candidates) == 1 else "have"
 
 
+def _usable(value: float | None) -> TypeGuard[float]:
+    """A measurement that can be used: known, finite and positive."""
+    return value is not None and math.isfinite(value) and value > 0
+
+
 def _known(values: Iterable[float | None]) -> list[float]:
-    return [v for v in values if v is not None and math.isfinite(v) and v > 0]
+    return [v for v in values if _usable(v)]
 
 
 def _mean(values: list[float], default: float) -> float:
@@ -178,8 +185,8 @@ class _Latency:
     expected_tokens: int
 
     def __call__(self, c: Candidate) -> float:
-        ttft = (_known([c.ttft_s]) or [self.default_ttft_s])[0]
-        rate = (_known([c.tokens_per_s]) or [self.default_tokens_per_s])[0]
+        ttft = c.ttft_s if _usable(c.ttft_s) else self.default_ttft_s
+        rate = c.tokens_per_s if _usable(c.tokens_per_s) else self.default_tokens_per_s
         return ttft + self.expected_tokens / rate
 
 

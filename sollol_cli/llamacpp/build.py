@@ -28,6 +28,20 @@ from typing import Any, TextIO
 from sollol_cli import events
 from sollol_cli.errors import BuildError, UsageError
 from sollol_cli.files import write_atomic
+from sollol_cli.llamacpp.cmake import (
+    BACKEND_OPTION,
+    BACKEND_TOOLS,
+    GENERATORS,
+    STATIC_LINK,
+    TAIL_OPTIONS,
+    TARGETS,
+    TOOLCHAIN,
+    VULKAN_PACKAGES,
+    base_options,
+    build_commands,
+    install_hint,
+    missing_tools,
+)
 from sollol_cli.llamacpp.sdist import (
     LLAMA_CPP_COMMIT,
     LLAMA_CPP_PYTHON_VERSION,
@@ -39,32 +53,13 @@ from sollol_cli.llamacpp.vulkan_headers import ensure_headers
 from sollol_cli.settings import Settings, env_name
 
 SUBJECT = "llama.cpp"
-# installed name -> CMake target (upstream renamed the rpc-server target to ggml-rpc-server)
-TARGETS = {"rpc-server": "ggml-rpc-server", "llama-server": "llama-server"}
 # Parts of the vendored tree no build target reads (vocab files, docs, Python packages): ~120 MB not extracted.
 # `.git` is a dangling gitdir pointer; without it CMake cannot pick up an enclosing repository's commit.
 SKIPPED_TOP_DIRS = frozenset({"models", "docs", "media", "benches", "gguf-py", ".github", ".devops", ".git"})
 # what `sollol llama-cpp build` can make on the controller; CUDA and ROCm need the toolkit where the GPU is
 BACKENDS = ("cpu", "vulkan")
-CMAKE_OPTIONS = (
-    "-DCMAKE_BUILD_TYPE=Release",
-    "-DGGML_RPC=ON",
-    "-DGGML_NATIVE=OFF",  # the binaries run on other nodes' CPUs, not just this one
-    "-DBUILD_SHARED_LIBS=OFF",
-    "-DGGML_OPENMP=OFF",
-    "-DCMAKE_EXE_LINKER_FLAGS=-static",
-    "-DLLAMA_BUILD_SERVER=ON",
-    "-DLLAMA_BUILD_TESTS=OFF",
-    "-DLLAMA_BUILD_EXAMPLES=OFF",
-    "-DLLAMA_OPENSSL=OFF",
-    "-DLLAMA_USE_PREBUILT_UI=OFF",  # ON downloads the web UI during the build
-    f"-DLLAMA_BUILD_COMMIT={LLAMA_CPP_COMMIT}",
-    "-DLLAMA_BUILD_NUMBER=0",
-)
-STATIC_LINK = "-DCMAKE_EXE_LINKER_FLAGS=-static"
-# Debian packages a Vulkan build needs besides the CPU build's (the headers may still be too old: see
-# vulkan_headers.py); the binaries need only the loader (libvulkan1) and a driver on the node
-VULKAN_PACKAGES = "glslc libvulkan-dev spirv-headers"
+# the binaries run on other nodes' CPUs, not just this one; the CPU build is static to run anywhere
+CMAKE_OPTIONS = (*base_options(native=False), STATIC_LINK, *TAIL_OPTIONS)
 _NINJA_PROGRESS = re.compile(r"^\[(\d+)/(\d+)\]")
 _MAKE_PROGRESS = re.compile(r"^\[\s*(\d+)%\]")
 _LOG_TAIL_LINES = 15
@@ -106,26 +101,10 @@ def cmake_options(backend: str = "cpu", vulkan_include: Path | None = None) -> t
         return CMAKE_OPTIONS
     if backend != "vulkan":
         raise UsageError(f"sollol cannot build the {backend} backend here", hint=f"choose one of {', '.join(BACKENDS)}")
-    options = [option for option in CMAKE_OPTIONS if option != STATIC_LINK]
-    options.append("-DGGML_VULKAN=ON")
+    options = [*base_options(native=False), *TAIL_OPTIONS, BACKEND_OPTION["vulkan"]]
     if vulkan_include is not None:
         options.append(f"-DVulkan_INCLUDE_DIR={vulkan_include}")
     return tuple(options)
-
-
-def build_commands(
-    source: Path, build_dir: Path, tools: dict[str, str], jobs: int, options: tuple[str, ...]
-) -> tuple[list[str], list[str]]:
-    """The configure and compile command lines (a plan: nothing runs here)."""
-    generator = ["-G", "Ninja"] if "ninja" in tools else ["-G", "Unix Makefiles"]
-    # map the build path out of __FILE__ strings so the binaries do not depend on where the cache is
-    prefix_map = f"-ffile-prefix-map={source}=llama.cpp"
-    configure = [
-        tools["cmake"], "-S", str(source), "-B", str(build_dir), *generator, *options,
-        f"-DCMAKE_C_FLAGS={prefix_map}", f"-DCMAKE_CXX_FLAGS={prefix_map}",
-    ]  # fmt: skip
-    compile_ = [tools["cmake"], "--build", str(build_dir), "--target", *TARGETS.values(), "-j", str(jobs)]
-    return configure, compile_
 
 
 def sha256_file(path: Path) -> str:
@@ -298,17 +277,13 @@ def _build_locked(
 
 
 def _required_tools(backend: str = "cpu") -> dict[str, str]:
-    needed = ("cmake", "strip", "c++", "cc", *(("glslc",) if backend == "vulkan" else ()))
-    found = {name: shutil.which(name) for name in (*needed, "ninja", "make")}
-    missing = [name for name in needed if not found[name]]
-    if not found["ninja"] and not found["make"]:
-        missing.append("ninja or make")
+    found = {name: shutil.which(name) for name in (*TOOLCHAIN, *BACKEND_TOOLS.get(backend, ()), *GENERATORS)}
+    missing = missing_tools(backend, found)
     if missing:
-        packages = "build-essential cmake ninja-build" + (f" {VULKAN_PACKAGES}" if backend == "vulkan" else "")
         raise BuildError(
             f"building llama.cpp{'' if backend == 'cpu' else f' ({backend})'} needs {', '.join(missing)} "
             "(not found on PATH)",
-            hint=f"install a C/C++ toolchain and CMake (Debian: apt-get install {packages})",
+            hint=install_hint(backend),
         )
     return {name: path for name, path in found.items() if path}
 

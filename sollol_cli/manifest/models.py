@@ -122,7 +122,14 @@ MEMORY_MIB = (
 
 
 class RpcRole(Strict):
-    """Run llama.cpp's `rpc-server` (no authentication: bound to the node's cluster address only)."""
+    """Run llama.cpp's `rpc-server` (no authentication: bound to the node's cluster address only).
+
+    One rpc-server serves all the node's devices (`device: [CUDA0, CUDA1]` -> `-d CUDA0,CUDA1`), not one per
+    device: the pinned rpc-server serves a device list on one port, and llama-server registers each device of
+    an `--rpc` endpoint as a device of its own (own `-ts` share, own buffers), so more processes would add
+    ports and tensor caches but nothing llama-server could not already address. The cost: one coordinator at
+    a time uses the node's devices (an rpc-server serves one client at a time).
+    """
 
     port: Port = Field(50052, description="Port rpc-server listens on.")
     bind: str | None = Field(
@@ -133,7 +140,11 @@ class RpcRole(Strict):
         None, ge=1, description="CPU threads (default: the machine's cores, divided among its rpc-servers)."
     )
     cache: bool = Field(True, description="Tensor cache (-c): much faster reloads of the same model.")
-    device: str | None = Field(None, description="Device to serve (-d), e.g. CUDA0.")
+    device: str | list[str] | None = Field(
+        None,
+        description="Device or devices to serve (-d), e.g. CUDA0 or [CUDA0, CUDA1] (default: every GPU the "
+        "build sees, else the CPU). One rpc-server serves them all; the split gives each device its own share.",
+    )
     memory_mib: int | None = Field(None, ge=1, description=MEMORY_MIB)
     environment: dict[str, str] = Field(
         default_factory=dict,
@@ -143,6 +154,28 @@ class RpcRole(Strict):
 
     _bind = field_validator("bind")(classmethod(lambda cls, v: check_bind(v)))
     _environment = field_validator("environment", mode="before")(classmethod(lambda cls, v: _stringify_env(v)))
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str | list[str] | None) -> str | list[str] | None:
+        names = [value] if isinstance(value, str) else value or []
+        if isinstance(value, list) and not value:
+            raise ValueError("give at least one device, or leave 'device' out")
+        for name in names:
+            if "," in name:
+                raise ValueError(f"write several devices as a list: [{name.replace(',', ', ')}]")
+            if not re.fullmatch(r"[A-Za-z][\w.-]*", name):
+                raise ValueError(f"'{name}' is not a device name (ggml names them CPU, CUDA0, Vulkan1, ROCm0, ...)")
+        if len(set(names)) != len(names):
+            raise ValueError("a device is listed twice")
+        return value
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """The devices named in the manifest, in the order rpc-server serves them (empty: its default)."""
+        if self.device is None:
+            return ()
+        return (self.device,) if isinstance(self.device, str) else tuple(self.device)
 
 
 class Pooling(StrEnum):
@@ -228,16 +261,48 @@ class LlamaCppBackend(StrEnum):
 
 BACKEND_DESCRIPTION = (
     "auto: vulkan where the node has a Vulkan GPU and loader, cuda/rocm where binaries for them exist, else cpu; "
-    "cpu: the static build; vulkan: `sollol llama-cpp build --backend vulkan`; cuda/rocm: your own binaries "
-    "(bin_dir/node_bin_dir, which then serve every node). `up` chooses per node from its facts and puts that "
+    "cpu: the static build; vulkan: `sollol llama-cpp build --backend vulkan`; cuda/rocm: built on the node "
+    "(build: node) or your own binaries (bin_dir/node_bin_dir). `up` chooses per node from its facts and puts that "
     "build there; a node that cannot run an explicit choice fails with the reason, the others come up."
 )
 
 
+class LlamaCppBuild(StrEnum):
+    """Where the llama.cpp binaries a node runs are built."""
+
+    controller = "controller"
+    node = "node"
+
+
+BUILD_DESCRIPTION = (
+    "controller: sollol's builds on this machine (or bin_dir/node_bin_dir), uploaded to the nodes; node: `up` "
+    "uploads the pinned sources and builds on the node with its own toolchain (cmake, a C++ compiler, and "
+    "nvcc, ROCm's hipconfig or glslc for cuda, rocm or vulkan), only the binaries its roles run, cached there."
+)
+BUILD_ENVIRONMENT_DESCRIPTION = "Extra environment of a build on the node, e.g. CCACHE_DIR: /var/cache/ccache."
+
+
 class NodeLlamaCpp(Strict):
-    """This node's llama.cpp build, where it differs from the cluster's `llama_cpp`."""
+    """This node's llama.cpp build, where it differs from the cluster's `llama_cpp`. A node's own binaries
+    (`bin_dir`, `node_bin_dir`, `build: node`) win over the cluster's."""
 
     backend: LlamaCppBackend | None = Field(None, description=f"Default: the cluster's. {BACKEND_DESCRIPTION}")
+    build: LlamaCppBuild | None = Field(None, description=f"Default: the cluster's. {BUILD_DESCRIPTION}")
+    bin_dir: str | None = Field(
+        None, description="Directory on the controller with this node's rpc-server and llama-server to upload."
+    )
+    node_bin_dir: str | None = Field(
+        None, description="Directory already on the node holding rpc-server and llama-server (skips the upload)."
+    )
+    build_environment: dict[str, str] = Field(
+        default_factory=dict, description=f"{BUILD_ENVIRONMENT_DESCRIPTION} Added to the cluster's."
+    )
+
+    _environment = field_validator("build_environment", mode="before")(classmethod(lambda cls, v: _stringify_env(v)))
+
+    @property
+    def own_binaries(self) -> bool:
+        return self.bin_dir is not None or self.node_bin_dir is not None or self.build is not None
 
 
 class Node(Strict):
@@ -286,11 +351,6 @@ class Node(Strict):
     def roles(self) -> list[str]:
         return [r for r in ("ollama", "rpc", "llamacpp") if getattr(self, r) is not None]
 
-    def llama_cpp_backend(self, cluster_default: LlamaCppBackend) -> LlamaCppBackend:
-        """The backend asked for this node: its own `llama_cpp.backend`, else the cluster's."""
-        own = self.llama_cpp.backend if self.llama_cpp is not None else None
-        return own or cluster_default
-
 
 class BackendKind(StrEnum):
     ollama = "ollama"
@@ -337,10 +397,12 @@ class LlamaCpp(Strict):
     bin_dir: str | None = Field(
         None,
         description="Directory on the controller with rpc-server and llama-server to upload "
-        "(default: sollol's own build, `sollol llama-cpp build`).",
+        "(default: sollol's own build, `sollol llama-cpp build`). A node's own bin_dir, node_bin_dir or build wins.",
     )
     node_bin_dir: str | None = Field(
-        None, description="Directory already on every node holding the binaries (skips the upload)."
+        None,
+        description="Directory already on every node holding the binaries (skips the upload). A node's own "
+        "bin_dir, node_bin_dir or build wins.",
     )
     protocol: str | None = Field(
         None,
@@ -348,6 +410,26 @@ class LlamaCpp(Strict):
         description="Expected RPC protocol version, e.g. 7.0.0 (default: the build's).",
     )
     backend: LlamaCppBackend = Field(LlamaCppBackend.auto, description=BACKEND_DESCRIPTION)
+    build: LlamaCppBuild = Field(LlamaCppBuild.controller, description=BUILD_DESCRIPTION)
+    build_environment: dict[str, str] = Field(default_factory=dict, description=BUILD_ENVIRONMENT_DESCRIPTION)
+
+    _environment = field_validator("build_environment", mode="before")(classmethod(lambda cls, v: _stringify_env(v)))
+
+    def for_node(self, node: Node) -> LlamaCpp:
+        """The settings that apply to `node`: its own `llama_cpp` over these. Its own binaries (bin_dir,
+        node_bin_dir or build) replace the cluster's binaries as a whole: the cluster's bin_dir does not
+        linger beside a node's `build: node`."""
+        own = node.llama_cpp
+        if own is None:
+            return self
+        changes: dict[str, Any] = {"build_environment": {**self.build_environment, **own.build_environment}}
+        if own.backend is not None:
+            changes["backend"] = own.backend
+        if own.own_binaries:
+            changes.update(
+                bin_dir=own.bin_dir, node_bin_dir=own.node_bin_dir, build=own.build or LlamaCppBuild.controller
+            )
+        return self.model_copy(update=changes)
 
 
 class ModelMode(StrEnum):
@@ -374,7 +456,11 @@ class Model(Strict):
     mode: ModelMode = Field(ModelMode.auto, description="auto: distribute if it fits on one node, else shard.")
     context: int = Field(4096, ge=256, description="Context size in tokens.")
     slots: int = Field(1, ge=1, le=64, description="Parallel requests of a sharded model's coordinator.")
-    tensor_split: list[float] | None = Field(None, description="Share of layers per rpc node, in node order.")
+    tensor_split: list[float] | None = Field(
+        None,
+        description="Share of layers per rpc device (llama-server -ts), in node order, each node's devices in its "
+        "rpc.device order.",
+    )
     split_by: SplitBy = Field(
         SplitBy.speed,
         description="speed: the fastest rpc backends filled first, within their memory, once their speeds are "
@@ -473,6 +559,11 @@ class Cluster(Strict):
             raise ValueError(CrossCheckProblems(problems))
         return self
 
+    def builds_on_node(self, node: Node) -> bool:
+        """Whether `up` builds llama.cpp on `node` itself: `build: node` applies and a role there runs it."""
+        runs = node.rpc is not None or node.llamacpp is not None
+        return runs and self.llama_cpp.for_node(node).build is LlamaCppBuild.node
+
     def node(self, name: str) -> Node:
         for node in self.nodes:
             if node.name == name:
@@ -512,6 +603,7 @@ def cross_check(cluster: Cluster) -> list[tuple[tuple[str | int, ...], str]]:
             )
         else:
             seen[node.name] = i
+    problems.extend(_build_problems(cluster))
     taken: dict[tuple[str, int], tuple[str | int, ...]] = {}
     for loc, host, port in listeners(cluster):
         if (host, port) in taken:
@@ -543,14 +635,46 @@ def cross_check(cluster: Cluster) -> list[tuple[tuple[str | int, ...], str]]:
         problems.extend(_coordinator_problems(cluster, i, model, names))
         if model.gguf and model.ollama_model:
             problems.append((("models", i, "gguf"), "give either 'gguf' or 'ollama_model', not both"))
-        if (
-            model.tensor_split is not None
-            and rpc_nodes
-            and len(model.tensor_split) != len(rpc_nodes) + len(rpc_backends)
-        ):
-            count = len(rpc_nodes) + len(rpc_backends)
-            message = f"has {len(model.tensor_split)} shares but the cluster has {count} rpc backends"
-            problems.append((("models", i, "tensor_split"), message))
+        if model.tensor_split is not None and rpc_nodes:
+            problems.extend(_split_problems(cluster, i, len(model.tensor_split)))
+    return problems
+
+
+def _split_problems(cluster: Cluster, i: int, shares: int) -> list[tuple[tuple[str | int, ...], str]]:
+    """llama-server's -ts takes one share per device, and an rpc-server may serve several: the count is known
+    for nodes that name their devices and for CPU builds (one device); a GPU build left to its default serves
+    every GPU it sees, so a cluster with such a node only has a lower bound."""
+    known, exact = 0, True
+    for node in cluster.nodes:
+        if node.rpc is None:
+            continue
+        if node.rpc.devices:
+            known += len(node.rpc.devices)
+        else:
+            known += 1
+            exact = exact and cluster.llama_cpp.for_node(node).backend is LlamaCppBackend.cpu
+    known += sum(1 for b in cluster.backends if b.kind is BackendKind.rpc)  # unmanaged: one device assumed
+    where, devices = ("models", i, "tensor_split"), "device" if known == 1 else "devices"
+    if exact and shares != known:
+        return [(where, f"has {shares} shares but the cluster's rpc backends serve {known} {devices}")]
+    if not exact and shares < known:
+        return [(where, f"has {shares} shares but the cluster's rpc backends serve at least {known} {devices}")]
+    return []
+
+
+def _build_problems(cluster: Cluster) -> list[tuple[tuple[str | int, ...], str]]:
+    """Binaries given two ways at once: built on the node and also given as a directory, or both directories."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    blocks: list[tuple[tuple[str | int, ...], LlamaCpp | NodeLlamaCpp]] = [(("llama_cpp",), cluster.llama_cpp)]
+    blocks += [(("nodes", i, "llama_cpp"), n.llama_cpp) for i, n in enumerate(cluster.nodes) if n.llama_cpp]
+    for loc, block in blocks:
+        if block.build is LlamaCppBuild.node:
+            for given in ("bin_dir", "node_bin_dir"):
+                if getattr(block, given) is not None:
+                    message = f"build: node makes the binaries on the node; drop '{given}' or use build: controller"
+                    problems.append(((*loc, given), message))
+        elif isinstance(block, NodeLlamaCpp) and block.bin_dir is not None and block.node_bin_dir is not None:
+            problems.append(((*loc, "bin_dir"), "give either 'bin_dir' (uploaded) or 'node_bin_dir', not both"))
     return problems
 
 

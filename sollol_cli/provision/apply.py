@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -17,8 +17,10 @@ from sollol_cli.manifest.models import Cluster, Node
 from sollol_cli.names import normalize_model_name
 from sollol_cli.provision import services as svc
 from sollol_cli.provision.facts import NodeFacts, facts_script, parse_facts
+from sollol_cli.provision.nodebuild import STEP_NAME, SourceTarball, build_on_node
 from sollol_cli.provision.nodelock import node_lock
 from sollol_cli.provision.plan import (
+    BuildOnNode,
     EnsureModels,
     Fail,
     Forget,
@@ -35,7 +37,7 @@ from sollol_cli.provision.plan import (
     plan_up,
 )
 from sollol_cli.provision.readiness import Readiness, probe_service
-from sollol_cli.ssh.nodeproc import check_text, run_dir, shell_word
+from sollol_cli.ssh.nodeproc import check_text, log_path, run_dir, shell_word
 from sollol_cli.ssh.runner import CommandRunner
 
 Status = Literal["changed", "unchanged", "failed", "unreachable", "planned"]
@@ -104,8 +106,11 @@ class NodeJob:
         reporter: events.Reporter,
         prober: Prober,
         options: Options,
+        source: SourceTarball | None = None,
     ) -> None:
-        self.cluster, self.node, self.builds = cluster, node, builds
+        """`builds`: what the controller can put on this node; `source`: the pinned sources, for a node that
+        builds its own binaries."""
+        self.cluster, self.node, self.builds, self.source = cluster, node, builds, source
         self.report, self.prober, self.options = reporter, prober, options
         self.desired = svc.node_services(cluster.name, node, {})  # until the facts are in (see `up`)
 
@@ -129,7 +134,7 @@ class NodeJob:
         self.desired, choice = want.services, want.choice
         plan = plan_up(
             self.node.name, self.desired, want.sources, facts,
-            manager=self.options.manager, backend=choice, build=want.build,
+            manager=self.options.manager, backend=choice, build=want.build, node_build=want.node_build,
         )  # fmt: skip
         outcome = NodeOutcome(self.node.name, "planned", plan, facts=facts)
         if choice is not None:
@@ -150,6 +155,8 @@ class NodeJob:
                 failed.add(name)
                 if isinstance(step, Upload):
                     failed.update(s.name for s in self.desired if svc.BINARY_FOR[s.kind] == step.binary.name)
+                if isinstance(step, BuildOnNode):
+                    failed.update(s.name for s in self.desired if s.kind in ("rpc", "llamacpp"))
                 outcome.failures.append(f"{_verb(step)} {name}: {exc.message}")
                 self.report(events.StepFailed(self.node.name, _verb(step), exc.message))
         outcome.status = "failed" if outcome.failures else ("changed" if outcome.changed else "unchanged")
@@ -174,6 +181,16 @@ class NodeJob:
             case Upload(binary):
                 self._step("upload", binary.name)
                 await self._upload(runner, binary, facts.home)
+                outcome.changed.append(describe(step))
+            case BuildOnNode(plan):
+                self._step(STEP_NAME, f"llama.cpp {plan.backend} ({', '.join(t for _, t in plan.binaries)})")
+                if self.source is None:
+                    raise StepError("no llama.cpp sources to build from")
+                log = _home_path(log_path(self.cluster.name, self.node.name, STEP_NAME), facts.home)
+                built = await build_on_node(
+                    runner, plan, self.source, node=self.node.name, home=facts.home, log=log, reporter=self.report
+                )
+                self.report(events.StepDone(self.node.name, STEP_NAME, plan.root if built else "built by another run"))
                 outcome.changed.append(describe(step))
             case Stop(service, _):
                 self._step("stop", service.name)
@@ -322,6 +339,8 @@ def _service_of(step: object) -> str:
     match step:
         case Upload(binary):
             return binary.name
+        case BuildOnNode(_):
+            return "llama.cpp"
         case Stop(service, _) | Forget(service):
             return service.name
         case Start(spec, _, _) | Keep(spec, _) | EnsureModels(spec, _):
@@ -330,7 +349,8 @@ def _service_of(step: object) -> str:
 
 
 def _verb(step: object) -> str:
-    return type(step).__name__.lower().replace("ensuremodels", "pull")
+    name = type(step).__name__.lower()
+    return {"ensuremodels": "pull", "buildonnode": STEP_NAME}.get(name, name)
 
 
 async def run_nodes(
@@ -338,17 +358,19 @@ async def run_nodes(
     action: Literal["up", "down"],
     *,
     connect: RunnerFactory,
-    builds: svc.Builds,
+    builds: Mapping[str, svc.Builds],
     reporter: events.Reporter = events.ignore,
     prober: Prober = probe_service,
     options: Options = DEFAULT_OPTIONS,
     only: list[str] | None = None,
+    source: SourceTarball | None = None,
 ) -> list[NodeOutcome]:
-    """Run `up` or `down` on every node (or `only` these) concurrently; one outcome per node."""
+    """Run `up` or `down` on every node (or `only` these) concurrently; one outcome per node. `builds`: per
+    node, what the controller can put there; `source`: the pinned sources for nodes that build their own."""
     nodes = [n for n in cluster.nodes if only is None or n.name in only]
 
     async def one(node: Node) -> NodeOutcome:
-        job = NodeJob(cluster, node, builds, reporter, prober, options)
+        job = NodeJob(cluster, node, builds.get(node.name, {}), reporter, prober, options, source)
         reporter(events.StepStarted(node.name, "connect", node.host))
         try:
             runner = await connect(node)

@@ -66,7 +66,8 @@ def choose_backend(
             requested,
             f"{requested} (set in the manifest)",
             f"no {requested} binaries for this node: sollol builds only cpu and vulkan on the controller; "
-            f"point llama_cpp.node_bin_dir at a {requested} build on the node",
+            f"build them on the node (llama_cpp.build: node) or point llama_cpp.node_bin_dir at a {requested} "
+            "build there",
         )
     if requested not in kinds:
         return BackendChoice(

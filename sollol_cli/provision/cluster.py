@@ -12,9 +12,10 @@ from sollol_cli import events
 from sollol_cli.errors import PartialFailure, SollolError, UnreachableError, UsageError
 from sollol_cli.llamacpp.build import sha256_file
 from sollol_cli.manifest.loader import LoadedManifest
-from sollol_cli.manifest.models import Cluster
+from sollol_cli.manifest.models import Cluster, LlamaCpp
 from sollol_cli.provision.apply import DEFAULT_OPTIONS, NodeOutcome, Options, check_protocols, run_nodes
 from sollol_cli.provision.connect import runner_factory
+from sollol_cli.provision.nodebuild import SourceTarball
 from sollol_cli.provision.services import ALL_BACKENDS, Builds, LocalBuild, build_sources
 from sollol_cli.settings import Settings
 from sollol_cli.state import NodeState, ServiceState, check_state_path, load_state, save_state
@@ -46,17 +47,40 @@ class ClusterOutcome:
         return self.failure.exit_code if self.failure else 0
 
 
-def needs_llama_binaries(cluster: Cluster) -> bool:
-    return any(node.rpc is not None or node.llamacpp is not None for node in cluster.nodes)
+def node_builds(cluster: Cluster, settings: Settings) -> dict[str, Builds]:
+    """Per node, the builds `up` can put there from the controller: the node's own bin_dir/node_bin_dir, else
+    the cluster's, else sollol's cached builds; none for a node that builds its own or runs no llama.cpp."""
+    per_node: dict[str, Builds] = {}
+    found: dict[tuple[str | None, str | None], Builds] = {}  # the same directories are looked at once
+    for node in cluster.nodes:
+        llama = cluster.llama_cpp.for_node(node)
+        if (node.rpc is None and node.llamacpp is None) or cluster.builds_on_node(node):
+            per_node[node.name] = {}
+            continue
+        where = (llama.bin_dir, llama.node_bin_dir)
+        if where not in found:
+            found[where] = build_sources(llama, controller_builds(llama, settings))
+        per_node[node.name] = found[where]
+    return per_node
 
 
-def controller_builds(cluster: Cluster, settings: Settings) -> dict[str, LocalBuild]:
-    """Builds to upload, per backend: `llama_cpp.bin_dir` (for every backend), else settings overrides /
-    sollol's cached CPU build and its cached Vulkan build, whichever exist."""
-    if cluster.llama_cpp.node_bin_dir or not needs_llama_binaries(cluster):
+def node_source(cluster: Cluster, settings: Settings) -> SourceTarball | None:
+    """The pinned sources for the nodes that build their own binaries (None when none does)."""
+    if not any(cluster.builds_on_node(node) for node in cluster.nodes):
+        return None
+    from sollol_cli.llamacpp.sdist import ensure_sdist
+
+    tarball = ensure_sdist(settings.cache_dir)
+    return SourceTarball(tarball, sha256_file(tarball))
+
+
+def controller_builds(llama: LlamaCpp, settings: Settings) -> dict[str, LocalBuild]:
+    """Builds to upload, per backend: `bin_dir` (for every backend), else settings overrides / sollol's cached
+    CPU build and its cached Vulkan build, whichever exist. `llama`: the settings of the node(s) concerned."""
+    if llama.node_bin_dir:
         return {}
-    if cluster.llama_cpp.bin_dir:
-        base = Path(cluster.llama_cpp.bin_dir).expanduser()
+    if llama.bin_dir:
+        base = Path(llama.bin_dir).expanduser()
         found = {}
         for name in ("rpc-server", "llama-server"):
             path = base / name
@@ -101,19 +125,18 @@ async def provision(
     reporter: events.Reporter = events.ignore,
     options: Options = DEFAULT_OPTIONS,
     only: list[str] | None = None,
-    builds: Builds | None = None,
     stop_coordinators: StopCoordinators | None = None,
 ) -> ClusterOutcome:
     """`up` or `down` every node (or `only` these); a whole-cluster `down` also calls `stop_coordinators`."""
     cluster = loaded.cluster
     if not options.dry_run:
         check_state_path(settings.state_dir, cluster.name)  # before any work: `record` writes it at the end
-    if builds is None:
-        builds = build_sources(cluster, controller_builds(cluster, settings) if action == "up" else {})
+    builds = node_builds(cluster, settings) if action == "up" else {}
+    source = node_source(cluster, settings) if action == "up" and not options.dry_run else None
     try:
         outcomes = await run_nodes(
             cluster, action, connect=runner_factory(cluster, settings), builds=builds,
-            reporter=reporter, options=options, only=only,
+            reporter=reporter, options=options, only=only, source=source,
         )  # fmt: skip
     finally:
         from sollol_cli.backends.http import close_session

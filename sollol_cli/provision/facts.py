@@ -10,6 +10,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
+from sollol_cli.llamacpp.nodeplan import PROBED_TOOLS, Toolchain, cached_builds_probe
+from sollol_cli.llamacpp.vulkan_headers import NEEDED_DECLARATION
 from sollol_cli.provision.accelerators import (
     NVIDIA_QUERY,
     kfd_only,
@@ -64,6 +66,8 @@ class NodeFacts:
     ollama_version: str | None = None
     services: dict[str, RunningService] = field(default_factory=dict)
     listeners: tuple[Listener, ...] = ()
+    toolchain: Toolchain = Toolchain()  # what a build on the node (`llama_cpp.build: node`) can use
+    node_builds: frozenset[str] = frozenset()  # complete llama.cpp builds on the node, by key (nodeplan.py)
 
     def listener_on(self, host: str, port: int) -> Listener | None:
         """Who listens on host:port, counting wildcard binds (0.0.0.0 / ::) as every address."""
@@ -89,6 +93,24 @@ ACCELERATOR_PROBES = (
     "| awk '/libvulkan\\.so\\.1 /{print \"vulkan_loader=\" $NF; exit}'",
 )
 
+# For a build on the node: its tools (the CUDA and ROCm ones also where their installers put them, off PATH),
+# its GPUs' architectures, and the builds it already has.
+TOOLCHAIN_PROBES = (
+    f'for t in {" ".join(PROBED_TOOLS)}; do p=$(command -v "$t" 2>/dev/null) && echo "tool=$t $p"; done',
+    "command -v nvcc >/dev/null 2>&1 || "
+    "{ [ -x /usr/local/cuda/bin/nvcc ] && echo tool=nvcc /usr/local/cuda/bin/nvcc; }",
+    'h=$(command -v hipconfig 2>/dev/null || echo /opt/rocm/bin/hipconfig); if [ -x "$h" ]; then '
+    'command -v hipconfig >/dev/null 2>&1 || echo "tool=hipconfig $h"; '
+    'echo "hip_clang=$("$h" -l 2>/dev/null)"; echo "hip_path=$("$h" -R 2>/dev/null)"; fi',
+    "command -v nvidia-smi >/dev/null 2>&1 && timeout 10 nvidia-smi --query-gpu=compute_cap --format=csv,noheader "
+    "2>/dev/null | sed 's/^/cuda_cc=/'",
+    "command -v rocminfo >/dev/null 2>&1 && timeout 10 rocminfo 2>/dev/null "
+    '| awk \'$1 == "Name:" && $2 ~ /^gfx[0-9a-f]+$/ {print "gfx=" $2}\'',
+    f"f=/usr/include/vulkan/vulkan_structs.hpp; [ -f $f ] && {{ grep -q '{NEEDED_DECLARATION}' $f "
+    "&& echo vulkan_headers=new || echo vulkan_headers=old; }",
+    cached_builds_probe(),
+)
+
 
 def facts_script(
     cluster: str, node: str, binary_paths: list[str], ollama_binary: str | None, files: list[str] | None = None
@@ -106,6 +128,7 @@ def facts_script(
         'elif loginctl show-user "$(id -un)" -p Linger 2>/dev/null | grep -q yes; then echo systemd=user; fi; fi',
         'awk \'/^MemTotal:/{print "mem_total_kb=" $2} /^MemAvailable:/{print "mem_available_kb=" $2}\' /proc/meminfo',
         *ACCELERATOR_PROBES,
+        *TOOLCHAIN_PROBES,
     ]
     for path in binary_paths:
         word = shell_word(path)
@@ -134,7 +157,8 @@ def facts_script(
 def parse_facts(text: str, home_alias: str = "$HOME") -> NodeFacts:
     """Parse the script's output. `bin=` paths keep the form they were asked with ($HOME/...)."""
     values: dict[str, str] = {}
-    probes: dict[str, list[str]] = {"nvidia": [], "vk": [], "dri": []}
+    probes: dict[str, list[str]] = {"nvidia": [], "vk": [], "dri": [], "cuda_cc": [], "gfx": [], "nodebuild": []}
+    tools: dict[str, str] = {}
     rocm = ""
     binaries: dict[str, str] = {}
     services: dict[str, RunningService] = {}
@@ -144,8 +168,12 @@ def parse_facts(text: str, home_alias: str = "$HOME") -> NodeFacts:
         key, sep, value = raw.partition("=")
         if not sep:
             continue
-        if key in ("nvidia", "vk", "dri"):
+        if key in probes:
             probes[key].append(value)
+        elif key == "tool":
+            name, _, path = value.partition(" ")
+            if path.strip():
+                tools[name] = path.strip()
         elif key == "rocm":
             rocm += value
         elif key == "bin":
@@ -186,6 +214,15 @@ def parse_facts(text: str, home_alias: str = "$HOME") -> NodeFacts:
         ollama_version=_ollama_version(values.get("ollama_version")),
         services=services,
         listeners=tuple(listeners),
+        toolchain=Toolchain(
+            tools,
+            cuda_archs=tuple(cc.strip() for cc in probes["cuda_cc"] if cc.strip().replace(".", "").isdigit()),
+            amd_targets=tuple(sorted({gfx.strip() for gfx in probes["gfx"]})),
+            hip_clang_dir=values.get("hip_clang") or None,
+            hip_path=values.get("hip_path") or None,
+            vulkan_headers=values.get("vulkan_headers") or None,
+        ),
+        node_builds=frozenset(key.strip() for key in probes["nodebuild"]),
     )
 
 

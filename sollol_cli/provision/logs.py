@@ -25,6 +25,13 @@ def log_file(cluster: Cluster, node_name: str, role: str | None) -> tuple[Node, 
     node = cluster.node(node_name)
     if role is not None and role.split(":", 1)[0] == "coordinator":
         return node, _coordinator_log(cluster, node, role.partition(":")[2])
+    if role == BUILD_ROLE:
+        if not cluster.builds_on_node(node):
+            raise UsageError(
+                f"node '{node_name}' does not build llama.cpp itself",
+                hint="its build log exists with `llama_cpp: {build: node}` in the node's or the cluster's manifest",
+            )
+        return node, log_path(cluster.name, node.name, BUILD_ROLE)
     roles = node.roles
     if not roles:
         raise UsageError(f"node '{node_name}' has no roles, so sollol runs nothing there")
@@ -36,6 +43,9 @@ def log_file(cluster: Cluster, node_name: str, role: str | None) -> tuple[Node, 
         raise UsageError(f"node '{node_name}' has no '{role}' role", hint=f"it has: {', '.join(roles)}")
     spec = next(s for s in node_services(cluster.name, node, {}) if s.kind == role)
     return node, log_path(cluster.name, node.name, spec.name)
+
+
+BUILD_ROLE = "build"  # the log of the llama.cpp build on the node (`llama_cpp.build: node`)
 
 
 def _coordinator_log(cluster: Cluster, node: Node, model: str) -> str:
@@ -80,7 +90,7 @@ class LogSource:
     """A log `sollol logs` (or the dashboard) can show: a node's service or a sharded model's coordinator."""
 
     node: str
-    role: str  # rpc, ollama, llamacpp or coordinator:MODEL
+    role: str  # rpc, ollama, llamacpp, build or coordinator:MODEL
 
     def as_json(self) -> dict[str, str]:
         return {"node": self.node, "role": self.role}
@@ -91,6 +101,7 @@ def log_sources(cluster: Cluster) -> list[LogSource]:
     out = []
     for node in cluster.nodes:
         out += [LogSource(node.name, role) for role in node.roles]
+        out += [LogSource(node.name, BUILD_ROLE)] if cluster.builds_on_node(node) else []
         out += [LogSource(node.name, f"coordinator:{m.name}") for m in cluster.models if m.coordinator == node.name]
     return out
 

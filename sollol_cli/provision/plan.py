@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sollol_cli.llamacpp.nodeplan import BuildRefused, NodeBuildPlan, node_build_plan
 from sollol_cli.manifest.models import Cluster, Node
 from sollol_cli.provision import services as svc
-from sollol_cli.provision.backend_choice import BackendChoice, choose_build
+from sollol_cli.provision.backend_choice import BackendChoice, choose_backend, choose_build
 from sollol_cli.provision.facts import NodeFacts, RunningService
 from sollol_cli.provision.services import BinarySource, ServiceSpec
 from sollol_cli.ssh.nodeproc import run_dir, shell_word, stop_text
@@ -29,6 +30,13 @@ class UseBackend:
 @dataclass(frozen=True)
 class Upload:
     binary: BinarySource
+
+
+@dataclass(frozen=True)
+class BuildOnNode:
+    """Build llama.cpp on the node (`llama_cpp.build: node`): no complete build with this plan's key is there."""
+
+    plan: NodeBuildPlan
 
 
 @dataclass(frozen=True)
@@ -71,8 +79,8 @@ class Fail:
     reason: str
 
 
-Step = UseBackend | Upload | Stop | Forget | Start | Keep | EnsureModels | Fail
-CHANGES = (Upload, Stop, Start)
+Step = UseBackend | Upload | BuildOnNode | Stop | Forget | Start | Keep | EnsureModels | Fail
+CHANGES = (Upload, BuildOnNode, Stop, Start)
 
 OLLAMA_INSTALL_HINT = "install it on the node: curl -fsSL https://ollama.com/install.sh | sh"
 
@@ -100,13 +108,20 @@ class Desired:
     build: str
     sources: dict[str, BinarySource]
     services: list[ServiceSpec]
+    node_build: NodeBuildPlan | None = None  # `llama_cpp.build: node`: how the node builds its binaries
 
 
 def desired_on(cluster: Cluster, node: Node, builds: svc.Builds, facts: NodeFacts) -> Desired:
-    """Choose the node's llama.cpp backend from its facts and the builds there are, then its services."""
-    choice, build, sources = None, "", {}
-    if node.rpc is not None or node.llamacpp is not None:
-        requested = node.llama_cpp_backend(cluster.llama_cpp.backend).value
+    """Choose the node's llama.cpp backend from its facts and the builds there are (or that it can make
+    itself, with `llama_cpp.build: node`), then its services."""
+    choice, build, sources, node_build = None, "", {}, None
+    llama = cluster.llama_cpp.for_node(node)
+    if cluster.builds_on_node(node):
+        choice, node_build = _built_on_node(node, llama.backend.value, facts, llama.build_environment)
+        if node_build is not None:
+            build, sources = node_build.label, svc.node_build_sources(node_build)
+    elif node.rpc is not None or node.llamacpp is not None:
+        requested = llama.backend.value
         choice, build = choose_build(requested, facts.accelerators, facts.vulkan_loader, facts.render_nodes, builds)
         sources = dict(builds.get(choice.backend, {})) if choice.problem is None else {}
     services = svc.node_services(
@@ -117,7 +132,26 @@ def desired_on(cluster: Cluster, node: Node, builds: svc.Builds, facts: NodeFact
         rpc_sharing=svc.rpc_servers_on_machine(cluster, node),
         backend=choice.backend if choice is not None else "cpu",
     )
-    return Desired(choice, build, sources, services)
+    return Desired(choice, build, sources, services, node_build)
+
+
+def _built_on_node(
+    node: Node, requested: str, facts: NodeFacts, environment: dict[str, str]
+) -> tuple[BackendChoice, NodeBuildPlan | None]:
+    """The backend for a node that builds its own binaries (any backend it has the device for), and the plan
+    of that build; a tool it lacks is the choice's problem, found before anything runs."""
+    choice = choose_backend(
+        requested, facts.accelerators, facts.vulkan_loader, facts.render_nodes, builds=svc.ALL_BACKENDS
+    )
+    if choice.problem is not None:
+        return choice, None
+    names = [svc.BINARY_FOR[kind] for kind in ("rpc", "llamacpp") if getattr(node, kind) is not None]
+    plan = node_build_plan(
+        choice.backend, names, facts.toolchain, home=facts.home, cpus=facts.cpus, environment=environment
+    )
+    if isinstance(plan, BuildRefused):
+        return BackendChoice(choice.backend, choice.reason, plan.problem), None
+    return choice, plan
 
 
 def manager_for(facts: NodeFacts, preferred: str = "auto") -> str:
@@ -137,9 +171,11 @@ def plan_up(
     manager: str = "auto",
     backend: BackendChoice | None = None,
     build: str = "",
+    node_build: NodeBuildPlan | None = None,
 ) -> NodePlan:
     """`backend`: the llama.cpp build chosen for the node (None: it runs no llama.cpp service) and `build`, what
-    `sources` are. A backend with a problem fails the node's llama.cpp services with it; the rest goes on."""
+    `sources` are. A backend with a problem fails the node's llama.cpp services with it; the rest goes on.
+    `node_build`: the node builds `sources` itself, unless a complete build of that plan is there already."""
     steps: list[Step] = []
     wanted = {spec.name: spec for spec in desired}
     running = facts.services
@@ -149,6 +185,8 @@ def plan_up(
             llama = [spec for spec in desired if spec.kind in ("rpc", "llamacpp")]
             steps.extend(Fail(spec.name, backend.problem) for spec in llama)
             desired = [spec for spec in desired if spec not in llama]
+        elif node_build is not None and node_build.key not in facts.node_builds:
+            steps.append(BuildOnNode(node_build))
 
     for name, service in sorted(running.items()):
         if service.kind == "coordinator" and service.alive:
@@ -159,6 +197,8 @@ def plan_up(
     uploads: dict[str, BinarySource] = {}
     for spec in desired:
         source = sources.get(_binary_name(spec))
+        if source is not None and source.build_key is not None:
+            continue  # made on the node: the BuildOnNode step (or the build found there) vouches for it
         if (
             source is not None
             and source.local_path is not None
@@ -223,6 +263,9 @@ def describe(step: Step) -> str:
             return f"llama.cpp {backend}" + (f" ({build})" if build else "") + f": {reason}"
         case Upload(binary):
             return f"upload {binary.name} -> {binary.remote_path} (sha256 {str(binary.sha256)[:12]})"
+        case BuildOnNode(plan):
+            targets = ", ".join(target for _, target in plan.binaries)
+            return f"build llama.cpp {plan.backend} on the node ({targets}) -> {plan.root}"
         case Stop(service, reason):
             return (
                 f"stop {service.name} (pid {service.pid}): {reason}"

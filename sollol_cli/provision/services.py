@@ -14,7 +14,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sollol_cli.manifest.models import Cluster, Node, pooling_flags
+from sollol_cli.llamacpp.nodeplan import NodeBuildPlan
+from sollol_cli.manifest.models import Cluster, LlamaCpp, Node, pooling_flags
 from sollol_cli.ssh.nodeproc import REMOTE_HOME, log_path, pid_path, run_dir, shell_word, start_text
 
 ServiceKind = Literal["rpc", "ollama", "llamacpp"]
@@ -71,6 +72,12 @@ class BinarySource:
     local_path: str | None = None  # None: use remote_path as it is on the node
     sha256: str | None = None
     build: str = ""  # what it is, for the plan and `status`: `cpu 0.3.36`, `vulkan 0.3.36`, `bin_dir`, ...
+    build_key: str | None = None  # built on the node by `up` (nodeplan.py): the build, not a checksum, says which
+
+    @property
+    def identity(self) -> str | None:
+        """What changes when the binary does (a new one means a restart)."""
+        return self.sha256 or self.build_key
 
 
 @dataclass(frozen=True)
@@ -88,14 +95,14 @@ ALL_BACKENDS = ("cpu", "vulkan", "cuda", "rocm")
 
 
 def binary_sources(
-    cluster: Cluster, local_bins: dict[str, tuple[str, str]], *, remote_dir: str = "bin", build: str = ""
+    llama: LlamaCpp, local_bins: dict[str, tuple[str, str]], *, remote_dir: str = "bin", build: str = ""
 ) -> dict[str, BinarySource]:
     """`local_bins` maps binary name -> (controller path, sha256) of sollol's build or the configured dir;
-    uploads go to `$HOME/.sollol/<remote_dir>/`."""
+    uploads go to `$HOME/.sollol/<remote_dir>/`. `llama`: the llama_cpp settings of the node(s) concerned."""
     sources: dict[str, BinarySource] = {}
     for name in ("rpc-server", "llama-server"):
-        if cluster.llama_cpp.node_bin_dir:
-            path = f"{cluster.llama_cpp.node_bin_dir.rstrip('/')}/{name}"
+        if llama.node_bin_dir:
+            path = f"{llama.node_bin_dir.rstrip('/')}/{name}"
             sources[name] = BinarySource(name, path, build=build or "node_bin_dir")
         elif name in local_bins:
             path, sha = local_bins[name]
@@ -104,18 +111,26 @@ def binary_sources(
     return sources
 
 
-def build_sources(cluster: Cluster, local: dict[str, LocalBuild]) -> Builds:
+def build_sources(llama: LlamaCpp, local: dict[str, LocalBuild]) -> Builds:
     """Per backend, the binaries a node choosing it gets. The user's binaries (`node_bin_dir` on the nodes,
     `bin_dir` on the controller) serve every backend: sollol cannot tell what they were built for. sollol's
     own builds each have their directory on the node (`bin/` for cpu, `bin/vulkan/`), so switching a node
     back and forth uploads nothing twice."""
-    if cluster.llama_cpp.node_bin_dir:
-        return {backend: binary_sources(cluster, {}) for backend in ALL_BACKENDS}
+    if llama.node_bin_dir:
+        return {backend: binary_sources(llama, {}) for backend in ALL_BACKENDS}
     builds: Builds = {}
     for backend, found in local.items():
         remote_dir = "bin" if backend == "cpu" or found.user else f"bin/{backend}"
-        builds[backend] = binary_sources(cluster, found.files, remote_dir=remote_dir, build=found.label)
+        builds[backend] = binary_sources(llama, found.files, remote_dir=remote_dir, build=found.label)
     return builds
+
+
+def node_build_sources(plan: NodeBuildPlan) -> dict[str, BinarySource]:
+    """The binaries a build on the node makes, where it installs them."""
+    return {
+        name: BinarySource(name, plan.binary_path(name), build=plan.label, build_key=plan.key)
+        for name, _ in plan.binaries
+    }
 
 
 def rpc_servers_on_machine(cluster: Cluster, node: Node) -> int:
@@ -149,9 +164,9 @@ def node_services(
             argv += ["-t", str(threads)]
         if rpc.cache:
             argv.append("-c")
-        if rpc.device:
-            argv += ["-d", rpc.device]
-        sha = source.sha256 if source else None
+        if rpc.devices:  # one rpc-server serves them all: `-d A,B` (the pinned rpc-server splits it on commas)
+            argv += ["-d", ",".join(rpc.devices)]
+        sha = source.identity if source else None
         env = tuple(sorted(rpc.environment.items()))
         specs.append(
             ServiceSpec(cluster, node.name, "rpc", tuple(argv), env, bind, rpc.port, "rpc-hello", sha, backend)
@@ -184,7 +199,7 @@ def node_services(
         if llama.threads:
             argv += ["-t", str(llama.threads)]
         argv += ["--alias", llama.served_name, *pooling_flags(llama.embeddings, llama.pooling)]
-        sha = source.sha256 if source else None
+        sha = source.identity if source else None
         specs.append(
             ServiceSpec(
                 cluster,

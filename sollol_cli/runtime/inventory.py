@@ -19,6 +19,7 @@ class BackendSpec:
     managed: bool = True
     slots_hint: int | None = None  # configured parallelism (llama-server -np, OLLAMA_NUM_PARALLEL)
     alias: str | None = None  # llama-server: the model name clients use (manifest `alias`)
+    rpc_devices: tuple[str, ...] = ()  # rpc-server: the devices the manifest names (`rpc.device`)
     memory_cap_bytes: int | None = None  # rpc-server: at most this much is planned for layers (`memory_mib`)
 
     @property
@@ -56,8 +57,9 @@ def inventory(cluster: Cluster) -> list[BackendSpec]:
         if node.rpc is not None:
             host = _connect_host(node.rpc.bind, node.host)
             ref = BackendRef(_label(node.name, "rpc", multi), "rpc", host, node.rpc.port, node=node.name)
+            cap = _mib(node.rpc.memory_mib)
             specs.append(
-                BackendSpec(ref, node.priority, machine, hint, True, memory_cap_bytes=_mib(node.rpc.memory_mib))
+                BackendSpec(ref, node.priority, machine, hint, True, rpc_devices=node.rpc.devices, memory_cap_bytes=cap)
             )
     for backend in cluster.backends:
         ref = BackendRef(backend.label, backend.kind.value, backend.address, backend.effective_port)

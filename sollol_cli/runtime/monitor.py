@@ -99,8 +99,8 @@ class Monitor:
                 if held is not None:
                     known = view.rpc
                     protocol, devices = (known.protocol, known.devices) if known is not None else (None, ())
-                    if not devices and held.free is not None and held.total is not None:
-                        devices = (RpcDevice(0, held.free, held.total),)
+                    if not devices:  # never probed here: the memory its devices had when the coordinator started
+                        devices = tuple(RpcDevice(i, free, total) for i, (free, total) in enumerate(held.devices))
                     view.rpc = RpcProbe("busy", protocol, devices, None, held.holder)
                     ok = True
                     view.last_error = None
@@ -169,16 +169,18 @@ class Monitor:
     # --- what the shard manager reads (sharding.pool.Backends) ---
 
     def rpc_servers(self) -> list[RpcServer]:
-        return [_rpc_server(view) for view in self._rpc_views()]
+        return [rpc_server(view) for view in self._rpc_views()]
 
     async def probe_rpc_servers(self) -> list[RpcServer]:
         views = self._rpc_views()
         await asyncio.gather(*(self.probe_one(view) for view in views))
-        return [_rpc_server(view) for view in views]
+        return [rpc_server(view) for view in views]
 
     def serving(self) -> list[ServingBackend]:
         return [
-            ServingBackend(v.name, v.spec.ref.node, v.spec.machine, v.spec.hint_bytes, tuple(v.status.models))
+            ServingBackend(
+                v.name, v.spec.ref.node, v.spec.machine, v.spec.hint_bytes, tuple(v.status.models), v.spec.ref.kind
+            )
             for v in self.views.values()
             if v.spec.ref.kind != "rpc" and v.status is not None
         ]
@@ -262,7 +264,11 @@ def _client(spec: BackendSpec, timeouts: Timeouts) -> Backend | None:
     return None if spec.ref.kind == "rpc" else backend_for(spec.ref, alias=spec.alias, timeouts=timeouts)
 
 
-def _rpc_server(view: BackendView) -> RpcServer:
+def rpc_server(view: BackendView) -> RpcServer:
+    """An rpc backend's view as sharding reads it: the manifest's devices and what the last probe saw."""
     ref = view.spec.ref
     spec = view.spec
-    return RpcServer(view.name, ref.host, ref.port, spec.machine, spec.hint_bytes, view.rpc, spec.memory_cap_bytes)
+    return RpcServer(
+        view.name, ref.host, ref.port, spec.machine, spec.hint_bytes, view.rpc, ref.node, spec.rpc_devices,
+        spec.memory_cap_bytes,
+    )  # fmt: skip

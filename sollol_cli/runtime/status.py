@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 from sollol_cli.errors import PartialFailure, SollolError, UnreachableError
 from sollol_cli.names import same_model
 from sollol_cli.runtime.bench_results import BenchRow
-from sollol_cli.runtime.monitor import BackendView, Monitor
-from sollol_cli.state import ClusterState
+from sollol_cli.runtime.monitor import BackendView, Monitor, rpc_server
+from sollol_cli.state import ClusterState, NodeState
 
 if TYPE_CHECKING:
     from sollol_cli.manifest.models import Cluster
@@ -57,7 +57,7 @@ def _row(view: BackendView, state: ClusterState) -> dict[str, Any]:
             if probe.protocol:
                 row["version"] = "rpc " + ".".join(map(str, probe.protocol))
             if probe.devices:
-                row["rpc_devices"] = [{"free_bytes": d.free, "total_bytes": d.total} for d in probe.devices]
+                row["rpc_devices"] = rpc_device_rows(view, node_state)
                 row["free_bytes"] = sum(d.free for d in probe.devices)
                 row["total_bytes"] = sum(d.total for d in probe.devices)
             if probe.state == "busy":
@@ -74,6 +74,23 @@ def _row(view: BackendView, state: ClusterState) -> dict[str, Any]:
         row["free_bytes"] = node_state.mem_available_bytes
         row["total_bytes"] = node_state.mem_total_bytes
     return row
+
+
+def rpc_device_rows(view: BackendView, node_state: NodeState | None) -> list[dict[str, Any]]:
+    """The devices an rpc-server serves (the protocol's DEVICE_COUNT and GET_DEVICE_MEMORY), each with its
+    memory, its name when the manifest gives it (the protocol does not), and whether it holds layers in its
+    own memory (`gpu`) or the machine's RAM (`cpu`); `label` keys it in the placement lines."""
+    return [
+        {
+            "index": d.index,
+            "label": d.label,
+            "name": d.name,
+            "kind": d.kind,
+            "free_bytes": d.free,
+            "total_bytes": d.total,
+        }
+        for d in rpc_server(view).devices(node_state)
+    ]
 
 
 def status_data(monitor: Monitor, state: ClusterState, cluster_name: str) -> dict[str, Any]:

@@ -73,9 +73,13 @@ class CoordinatorRecord:
     last_used: float
     keep_alive: float  # seconds it stays loaded once idle; negative: until stopped (as Ollama's keep_alive -1)
     ready_after_s: float | None = None
-    rpc_memory: dict[str, list[int]] = field(default_factory=dict)  # endpoint -> [free, total] bytes at start
+    # endpoint -> [free, total] bytes at start, one pair per device it serves (one pair: one device)
+    rpc_memory: dict[str, list[int]] = field(default_factory=dict)
     n_layer: int | None = None
     split: list[float] = field(default_factory=list)
+    # the devices the split's shares are for (host:port#index), when an rpc-server serves several; empty: one
+    # each, the endpoints in `rpc`
+    devices: list[str] = field(default_factory=list)
     # computed once when it became ready: re-reading a growing log on every request would cost more each time
     placement: list[str] = field(default_factory=list)
     node: str | None = None  # None: this machine; else the manifest node it runs on (log is a path there)
@@ -174,8 +178,7 @@ def _first_line(exc: Exception) -> str:
 @dataclass(frozen=True)
 class Attachment:
     holder: str
-    free: int | None = None
-    total: int | None = None
+    devices: tuple[tuple[int, int], ...] = ()  # (free, total) bytes of each device when the coordinator started
 
 
 def attached_endpoints(state_dir: Path) -> dict[str, Attachment]:
@@ -185,31 +188,22 @@ def attached_endpoints(state_dir: Path) -> dict[str, Attachment]:
     for record in all_records(state_dir):
         if alive(record):
             for endpoint in record.rpc:
-                memory = record.rpc_memory.get(endpoint)
+                memory = record.rpc_memory.get(endpoint, [])
                 holder = f"attached to the coordinator for '{record.model}' (pid {record.pid})"
-                held[endpoint] = Attachment(holder, *memory[:2]) if memory else Attachment(holder)
+                held[endpoint] = Attachment(holder, tuple(zip(memory[::2], memory[1::2], strict=False)))
     return held
 
 
-def save_record(state_dir: Path, record: CoordinatorRecord) -> None:
-    # atomic, and private before the first byte: it may hold an API key, and other processes read it any time
-    write_atomic(record_path(state_dir, record.model), json.dumps(asdict(record), indent=2), mode=0o600)
+def save_record(state_dir: Path, record: CoordinatorRecord, *, durable: bool = True) -> None:
+    """Atomic, and private before the first byte: it may hold an API key, and other processes read it any
+    time. `durable=False` skips the fsync, for the updates every request makes (see `update_record`)."""
+    path = record_path(state_dir, record.model)
+    write_atomic(path, json.dumps(asdict(record), indent=2), mode=0o600, durable=durable)
 
 
 def same_process(one: CoordinatorRecord, other: CoordinatorRecord) -> bool:
     """Do both records describe one start of one process (a pid alone may have been reused since)?"""
     return (one.pid, one.start_time, one.node) == (other.pid, other.start_time, other.node)
-
-
-# How old a record's last use may be before a request writes it again. Every write is an fsync'd replace
-# (milliseconds), and a sharded request would otherwise pay two; the cost is a keep-alive that may end up to
-# this much early, which nobody can tell from a keep-alive of minutes.
-USE_RESOLUTION_S = 1.0
-
-
-def stale_use(record: CoordinatorRecord, now: float) -> bool:
-    """Whether the record's last use is old enough that a request now should write it (`USE_RESOLUTION_S`)."""
-    return now - record.last_used >= USE_RESOLUTION_S
 
 
 def used_at(when: float) -> Callable[[CoordinatorRecord], None]:
@@ -223,13 +217,17 @@ def used_at(when: float) -> Callable[[CoordinatorRecord], None]:
 
 def update_record(state_dir: Path, record: CoordinatorRecord, change: Callable[[CoordinatorRecord], None]) -> bool:
     """Apply `change` to the saved record if it still describes the same process as `record`; False when it
-    is gone or now describes another start (never bring back the record of a stopped or replaced one)."""
+    is gone or now describes another start (never bring back the record of a stopped or replaced one).
+
+    Not fsync'd: a sharded request makes two updates (its start and end), and two fsyncs cost it ~20 ms on an
+    ordinary disk. Other processes still see the old record or the new, never half of one (the replace is
+    atomic); after a power cut the update may be lost, and so is the coordinator it describes."""
     current = load_record(state_dir, record.model)
     if current is None or not same_process(current, record):
         return False
     change(current)
     change(record)
-    save_record(state_dir, current)
+    save_record(state_dir, current, durable=False)
     return True
 
 

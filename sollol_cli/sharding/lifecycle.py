@@ -125,8 +125,9 @@ class Coordinators:
 
 @dataclass(frozen=True)
 class Placed:
-    """One part of a sharded model: an rpc-server's layers (`first`..`last`, None when it got none) and the
-    MiB of weights and KV cache it holds, or (`endpoint` None) what stays on the coordinator."""
+    """One part of a sharded model: an rpc device's layers (`first`..`last`, None when it got none) and the
+    MiB of weights and KV cache it holds, or (`endpoint` None) what stays on the coordinator. `endpoint` is
+    the device's label: `host:port`, or `host:port#index` for a device of an rpc-server serving several."""
 
     endpoint: str | None
     first: int | None
@@ -146,16 +147,18 @@ class Placed:
 
 
 def placement_of(record: coord.CoordinatorRecord, log: str) -> list[Placed]:
-    """Per rpc backend its layers (llama.cpp's split rule) and MiB (its log), then the coordinator's part."""
+    """Per rpc device its layers (llama.cpp's split rule) and MiB (its log), then the coordinator's part."""
     mib = parse_placement(log)
-    layers = layers_by_device(record.n_layer, record.rpc, record.split) if record.n_layer and record.split else {}
+    devices = record.devices or record.rpc
+    layers = layers_by_device(record.n_layer, devices, record.split) if record.n_layer and record.split else {}
     out = []
-    for endpoint in record.rpc:
-        entry = mib.get(endpoint)
-        assigned = layers.get(endpoint, [])
-        model_mib, kv_mib = (entry.model_mib, entry.kv_mib) if entry else (0.0, 0.0)
+    for device in devices:
+        # a device of a server with several is keyed as in the log; a server's only device is all it holds
+        entries = [mib[device]] if device in mib else [e for k, e in mib.items() if k.startswith(f"{device}#")]
+        assigned = layers.get(device, [])
+        model_mib, kv_mib = sum(e.model_mib for e in entries), sum(e.kv_mib for e in entries)
         first, last = (assigned[0], assigned[-1]) if assigned else (None, None)
-        out.append(Placed(endpoint, first, last, round(model_mib, 1), round(kv_mib, 1)))
+        out.append(Placed(device, first, last, round(model_mib, 1), round(kv_mib, 1)))
     local = mib.get("CPU_Mapped") or mib.get("CPU")
     if local is not None and local.model_mib:
         out.append(Placed(None, None, None, round(local.model_mib, 1)))
@@ -163,7 +166,7 @@ def placement_of(record: coord.CoordinatorRecord, log: str) -> list[Placed]:
 
 
 def placement_lines(record: coord.CoordinatorRecord, log: str) -> list[str]:
-    """`host:port: layers 0-4, model 9.4 MiB, KV 1.2 MiB` per rpc backend (what `-v` and status show)."""
+    """`host:port: layers 0-4, model 9.4 MiB, KV 1.2 MiB` per rpc device (what `-v` and status show)."""
     return [placement_line(part, record.where) for part in placement_of(record, log)]
 
 

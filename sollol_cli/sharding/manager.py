@@ -39,6 +39,10 @@ def can_shard(cluster: Cluster) -> bool:
     return any(n.rpc for n in cluster.nodes) or any(b.kind is BackendKind.rpc for b in cluster.backends)
 
 
+# A coordinator whose keep-alive ends sooner than this is marked in use when a request is handed to it.
+EXPIRY_MARGIN_S = 10.0
+
+
 class ShardManager:
     def __init__(
         self,
@@ -97,7 +101,10 @@ class ShardManager:
             async with self._lock(model), self.coordinators.start_lock(f"coordinator {model.name}"):
                 record = await self._ready(model, report) or await self._ensure(model, report)
         now = time.time()
-        if coord.stale_use(record, now):
+        expires = coord.expires_at(record)
+        # in use from now: written only when its keep-alive is about to run out, so another process's expiry
+        # cannot stop it before the request reaches it (then its busy slot says so); `release` writes the end
+        if expires is not None and expires - now < EXPIRY_MARGIN_S:
             coord.update_record(self.home, record, coord.used_at(now))
         routing = self.cluster.routing
         return LlamaServerBackend(coord.backend_ref(record), Timeouts(routing.connect_timeout, routing.read_timeout))
@@ -116,13 +123,9 @@ class ShardManager:
             await self.unload(name)
             return
         seconds = model.keep_alive if keep_alive is None else keep_alive
-        now = time.time()
-        first_speed = tokens_per_s is not None and record.measured_tokens_per_s is None
-        if record.keep_alive == seconds and not coord.stale_use(record, now) and not first_speed:
-            return
 
         def change(saved: coord.CoordinatorRecord) -> None:
-            saved.last_used, saved.keep_alive = now, seconds
+            saved.last_used, saved.keep_alive = time.time(), seconds
             if tokens_per_s is not None:
                 saved.measured_tokens_per_s = round(tokens_per_s, 1)
 
@@ -218,6 +221,7 @@ class ShardManager:
         record.split = list(plan.split or ())
         record.split_by, record.expected_tokens_per_s = choice.split_by, choice.expected_tokens_per_s
         record.rpc_speeds = choice.speeds
+        record.devices = list(choice.devices)
         # recorded while it loads, not ready yet: `down` and a crashed loader's successor can find and stop it
         coord.save_record(self.home, record)
         self.started[model.name] = record
@@ -259,7 +263,9 @@ class ShardManager:
         file = await self.files.find(model)
         servers = await self.backends.probe_rpc_servers()
         protocol = self._protocol()
-        choice = choose_rpc_servers(model, file, servers, protocol, await self._speeds(model, servers, protocol))
+        state = load_state(self.settings.state_dir, self.cluster.name)
+        speeds = await self._speeds(model, servers, protocol)
+        choice = choose_rpc_servers(model, file, servers, protocol, state, speeds)
         gguf = await host.model_path(file)
         bind = self.cluster.node(model.coordinator).host if model.coordinator else "127.0.0.1"
         flags = tuple(pooling_flags(model.embeddings, model.pooling))

@@ -2,9 +2,13 @@
 
 Lines of interest (llama.cpp 0c1e57098, `-lv 4` and up):
     load_tensors: RPC0[127.0.0.1:50052] model buffer size =    20.01 MiB
+    load_tensors: RPC1[127.0.0.1:50052] model buffer size =    12.50 MiB
     llama_kv_cache: RPC0[127.0.0.1:50053] KV buffer size =     6.00 MiB
-    load_tensors: layer   5 assigned to device RPC1[127.0.0.1:50053], is_swa = 0
-The device label's index is local to the process, so placement is keyed by the host:port in brackets.
+    load_tensors: layer   5 assigned to device RPC1, is_swa = 0
+A buffer's label is `RPC<i>[host:port]` with `i` the device's index on that rpc-server (an rpc-server serving
+`-d Vulkan0,CPU` has RPC0 and RPC1), so buffers are keyed `host:port#i`. A layer line names the device as
+the process numbered them all (RPC0, RPC1, ... over every --rpc endpoint's devices in order) and is keyed by
+that name.
 Per-layer lines need `-lv 5`, which also logs ~10 lines per generated token; a long-lived coordinator
 cannot afford that, so sollol passes an explicit `-ts` and computes the layers with `assign_layers`.
 """
@@ -23,7 +27,7 @@ _LAYER = re.compile(r"layer\s+(?P<layer>\d+) assigned to device (?P<dev>[A-Za-z_
 
 @dataclass
 class DevicePlacement:
-    device: str  # host:port for rpc backends, else the device name (CPU, CUDA0, ...)
+    device: str  # host:port#index for an rpc-server's device, else the device name (CPU, CUDA0, RPC3, ...)
     layers: list[int] = field(default_factory=list)
     model_mib: float = 0.0
     kv_mib: float = 0.0
@@ -53,22 +57,21 @@ def assign_layers(n_layer: int, split: list[float] | tuple[float, ...]) -> list[
 
 
 def layers_by_device(
-    n_layer: int, endpoints: list[str] | tuple[str, ...], split: list[float] | tuple[float, ...]
+    n_layer: int, devices: list[str] | tuple[str, ...], split: list[float] | tuple[float, ...]
 ) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {endpoint: [] for endpoint in endpoints}
+    """The layers of each device (`devices` in -ts order, one share each in `split`)."""
+    out: dict[str, list[int]] = {device: [] for device in devices}
     for layer, device in enumerate(assign_layers(n_layer, split)):
-        out[endpoints[device]].append(layer)
+        out[devices[device]].append(layer)
     return out
 
 
 def parse_placement(log: str) -> dict[str, DevicePlacement]:
-    labels: dict[str, str] = {}
     out: dict[str, DevicePlacement] = {}
 
     def key(dev: str, endpoint: str | None) -> str:
-        if endpoint:
-            labels[dev] = endpoint
-        return labels.get(dev, endpoint or dev)
+        index = dev[3:] if dev.startswith("RPC") else ""
+        return f"{endpoint}#{index}" if endpoint and index.isdigit() else endpoint or dev
 
     # llama.cpp may do a dry "fit" pass with 0.00 MiB buffers first: only the last load counts
     if "load_tensors: loading model tensors" in log:

@@ -1,5 +1,5 @@
-"""Which rpc backends a coordinator uses and how the layers are split over them, from a fresh probe of
-each (pure: the shard manager probes, this decides)."""
+"""Which rpc backends a coordinator uses and how the layers are split over their devices, from a fresh probe
+of each (pure: the shard manager probes, this decides)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,25 @@ from dataclasses import dataclass, field
 
 from sollol_cli.errors import BackendError, NoHealthyBackend, NotEnoughMemory
 from sollol_cli.manifest.models import Model, SplitBy
-from sollol_cli.placement import RpcMemory, machine_bytes, split_for
+from sollol_cli.placement import RpcMemory, machine_bytes, rpc_pool, split_for
 from sollol_cli.sharding.hosts import ModelFile
 from sollol_cli.sharding.layer_split import BackendSpeed, expected_tokens_per_s, split_by_speed
 from sollol_cli.sharding.placement_log import assign_layers
 from sollol_cli.sharding.pool import RpcServer
+from sollol_cli.state import ClusterState
 
 
 @dataclass(frozen=True)
 class RpcChoice:
     endpoints: tuple[str, ...]  # in layer order
-    split: tuple[float, ...]  # one share per endpoint (llama-server -ts)
-    memory: dict[str, list[int]]  # endpoint -> [free, total] bytes when planned (shown while it holds them)
+    split: tuple[float, ...]  # one share per device (llama-server -ts), in `devices` order
+    memory: dict[str, list[int]]  # endpoint -> [free, total] bytes of each device when planned (see held)
+    # the devices' labels (pool.ServedDevice.label) in -ts order when an rpc-server serves several; empty when
+    # each serves one: then the endpoints are the devices
+    devices: tuple[str, ...] = ()
     split_by: str = "memory"  # memory | speed | manifest
-    expected_tokens_per_s: float | None = None  # from the split and the backends' measured speeds
-    speeds: dict[str, float] = field(default_factory=dict)  # endpoint -> measured bytes/s, of those used
+    expected_tokens_per_s: float | None = None  # from the split and the devices' measured speeds
+    speeds: dict[str, float] = field(default_factory=dict)  # device label -> measured bytes/s, of those used
 
 
 def choose_rpc_servers(
@@ -31,20 +35,23 @@ def choose_rpc_servers(
     file: ModelFile,
     servers: Sequence[RpcServer],
     protocol: str,
+    state: ClusterState | None = None,
     speeds: Mapping[str, float] | None = None,
 ) -> RpcChoice:
     """The ready rpc backends that speak `protocol`; refuses when none is ready, when one speaks another
-    protocol, or when some are missing and the ready ones cannot hold the model.
+    protocol, or when some are missing and the ready ones cannot hold the model. `state`: what `up` recorded
+    of the nodes (their builds tell a GPU device from a CPU one).
 
     The split: a manifest `tensor_split` wins; else, unless the model says `split_by: memory`, by measured
-    speed (`speeds`: endpoint -> bytes of layer weights per second, see layer_split.py), which may leave out
-    backends the faster ones make unnecessary; else, and when the speeds do not decide, by memory."""
+    speed (`speeds`: device label -> bytes of layer weights per second, see layer_split.py; an rpc-server's
+    label is its endpoint when it serves one device), which may leave out rpc backends the faster ones make
+    unnecessary; else, and when the speeds do not decide, by memory."""
     ready, unusable = [], []
     for server in servers:
         probe = server.probe
         if probe is None or probe.state != "ready":
-            state = "busy (another coordinator is attached)" if probe and probe.state == "busy" else "down"
-            unusable.append(f"{server.name} ({server.endpoint}) is {state}")
+            seen = "busy (another coordinator is attached)" if probe and probe.state == "busy" else "down"
+            unusable.append(f"{server.name} ({server.endpoint}) is {seen}")
             continue
         version = ".".join(map(str, probe.protocol)) if probe.protocol else "?"
         if version != protocol:
@@ -57,43 +64,52 @@ def choose_rpc_servers(
     if not ready:
         why = "; ".join(unusable) or "none configured"
         raise NoHealthyBackend(f"model '{model.name}' needs sharding but no rpc backend is ready: {why}")
+    nodes = state.nodes if state is not None else {}
+    memory = [device for s in ready for device in s.memory(nodes.get(s.node or ""))]
+    labels = tuple(device.label for s in ready for device in s.devices(nodes.get(s.node or "")))
     need = file.size + (file.kv_bytes or 0)
-    have = pool_bytes(ready)
+    pool = rpc_pool(memory)
+    have = None if pool.unknown else pool.total_bytes
     if unusable and have is not None and have < need:
         raise NotEnoughMemory(
             f"model '{model.name}' needs {need / 2**30:.1f} GiB but the ready rpc backends have "
             f"{have / 2**30:.1f} GiB; missing: {'; '.join(unusable)}"
         )
-    memory = [RpcMemory(s.name, s.machine, s.free_bytes) for s in ready]
-    override = model.tensor_split if model.tensor_split and len(model.tensor_split) == len(ready) else None
+    # the manifest's split is one share per device: with every rpc backend there, a wrong count is the user's to
+    # fix (the manifest check knows the count only where nodes name their devices); with some missing, the
+    # shares no longer fit and the split follows memory
+    split_fits = model.tensor_split is not None and (len(model.tensor_split) == len(memory) or not unusable)
+    override = model.tensor_split if split_fits else None
     # Always an explicit split: llama.cpp's default follows free memory at load time, which would make
     # the layer placement unpredictable; with -ts it is computed exactly (placement_log.assign_layers).
     split = tuple(round(share, 4) for share in split_for(memory, override))
     split_by = "manifest" if override else "memory"
     measured = [
-        BackendSpeed(m, (speeds or {}).get(s.endpoint)) for s, m in zip(ready, backend_memory(ready), strict=True)
+        BackendSpeed(m, (speeds or {}).get(label)) for m, label in zip(device_memory(memory), labels, strict=True)
     ]
     layer_bytes = _layer_bytes(file)
     counts = None
     if override is None and model.split_by is SplitBy.speed and file.n_layer and layer_bytes:
         counts = split_by_speed(measured, file.n_layer + 1, layer_bytes)
     if counts is not None:  # layer counts as shares: llama.cpp places exactly that many (assign_layers)
-        kept = [i for i, count in enumerate(counts) if count]
-        ready, measured = [ready[i] for i in kept], [measured[i] for i in kept]
+        owners = [s.endpoint for s in ready for _ in s.devices(nodes.get(s.node or ""))]
+        # an rpc backend is left out only when none of its devices gets a layer
+        used = {owner for owner, count in zip(owners, counts, strict=True) if count}
+        kept = [i for i, owner in enumerate(owners) if owner in used]
+        ready = [s for s in ready if s.endpoint in used]
+        measured, labels = [measured[i] for i in kept], tuple(labels[i] for i in kept)
         split, split_by = tuple(float(counts[i]) for i in kept), "speed"
     expected = None
     if file.n_layer and layer_bytes:
         layers = assign_layers(file.n_layer, split)
-        per_backend = [layers.count(i) for i in range(len(split))]
-        expected = expected_tokens_per_s(per_backend, layer_bytes, measured)
-    held = {
-        s.endpoint: [free, total]
-        for s in ready
-        if (free := s.free_bytes) is not None and (total := s.total_bytes) is not None
-    }
+        per_device = [layers.count(i) for i in range(len(split))]
+        expected = expected_tokens_per_s(per_device, layer_bytes, measured)
+    # [free, total] of each device, flat: what `status` shows of an rpc-server while the coordinator holds it
+    held = {s.endpoint: pairs for s in ready if (pairs := _memory_pairs(s))}
+    endpoints = tuple(s.endpoint for s in ready)
     rounded = None if expected is None else round(expected, 1)
-    used = {s.endpoint: m.bytes_per_s for s, m in zip(ready, measured, strict=True) if m.bytes_per_s}
-    return RpcChoice(tuple(s.endpoint for s in ready), split, held, split_by, rounded, used)
+    rates = {label: m.bytes_per_s for label, m in zip(labels, measured, strict=True) if m.bytes_per_s}
+    return RpcChoice(endpoints, split, held, labels if labels != endpoints else (), split_by, rounded, rates)
 
 
 def _layer_bytes(file: ModelFile) -> int | None:
@@ -104,26 +120,20 @@ def _layer_bytes(file: ModelFile) -> int | None:
     return math.ceil((file.size + (file.kv_bytes or 0)) / (file.n_layer + 1))
 
 
-def backend_memory(servers: Sequence[RpcServer]) -> list[int | None]:
-    """Free memory each rpc backend can give a model: its machine's figure shared evenly by the rpc-servers
-    on that machine (as placement.split_for shares it)."""
-    by_machine: dict[str, list[RpcMemory]] = {}
-    for s in servers:
-        by_machine.setdefault(s.machine, []).append(RpcMemory(s.name, s.machine, s.free_bytes))
+def device_memory(devices: Sequence[RpcMemory]) -> list[int | None]:
+    """Free memory each device can give a model: a GPU its own, CPU devices of one machine that machine's
+    figure shared evenly (as placement.split_for shares it)."""
+    by_memory: dict[tuple[str, str | None], list[RpcMemory]] = {}
+    for device in devices:
+        by_memory.setdefault(device.memory_key, []).append(device)
     out: list[int | None] = []
-    for s in servers:
-        members = by_machine[s.machine]
+    for device in devices:
+        members = by_memory[device.memory_key]
         value = machine_bytes(members)
         out.append(None if value is None else value // len(members))
     return out
 
 
-def pool_bytes(servers: Sequence[RpcServer]) -> int | None:
-    """Free memory of the rpc backends together, each machine counted once; None when one is unknown."""
-    by_machine: dict[str, int] = {}
-    for server in servers:
-        free = server.free_bytes
-        if free is None:
-            return None
-        by_machine[server.machine] = max(by_machine.get(server.machine, 0), free)
-    return sum(by_machine.values())
+def _memory_pairs(server: RpcServer) -> list[int]:
+    devices = server.probe.devices if server.probe is not None else ()
+    return [n for device in devices for n in (device.free, device.total)]

@@ -26,6 +26,15 @@ def _gib(free: int | None, total: int | None) -> str | None:
 
 
 def _memory(row: dict[str, Any]) -> str:
+    """The node's free memory, or an rpc-server's: one line per device when it serves several
+    (`Vulkan0 1.9/2.0 GiB`, `#1 cpu 20.1/23.5 GiB` for a device the manifest does not name)."""
+    devices = row.get("rpc_devices", [])
+    if len(devices) > 1:
+        lines = []
+        for device in devices:
+            name = device.get("name") or f"#{device['index']} {device['kind']}"
+            lines.append(f"{name} {_gib(device['free_bytes'], device['total_bytes']) or '-'}")
+        return "\n".join(lines)
     return "-" if row["free_bytes"] is None else _gib(row["free_bytes"], row["total_bytes"]) or "-"
 
 

@@ -437,6 +437,7 @@ class TestHosts:
             [
                 f"hostname {node.name}",
                 *_python_binds(node.root_dir),
+                *_ccache_bind(node.root_dir),
                 f"mount --rbind {shlex.quote(str(node.root_dir))} /root",  # rbind: with the python binds
                 f"mount --bind {shlex.quote(str(self._hosts_file))} /etc/hosts",
                 f"mount --bind {shlex.quote(str(self._resolv))} /etc/resolv.conf",
@@ -641,6 +642,18 @@ def _python_binds(root_dir: Path) -> list[str]:
         inside.mkdir(parents=True, exist_ok=True)
         commands.append(f"mount --bind {shlex.quote(str(path))} {shlex.quote(str(inside))}")
     return commands
+
+
+# A compiler cache kept across runs (CI keeps ~/.cache/sollol), seen by every node at the same place in its own
+# /root: builds on the nodes (`llama_cpp.build: node`) still run there, but a warm run compiles from the cache.
+CCACHE_DIR = Path("/root/.cache/sollol/ccache")
+
+
+def _ccache_bind(root_dir: Path) -> list[str]:
+    inside = root_dir / CCACHE_DIR.relative_to("/root")
+    CCACHE_DIR.mkdir(parents=True, exist_ok=True)
+    inside.mkdir(parents=True, exist_ok=True)
+    return [f"mount --bind {shlex.quote(str(CCACHE_DIR))} {shlex.quote(str(inside))}"]
 
 
 def start_test_hosts(config: HostsConfig | None = None) -> TestHosts:

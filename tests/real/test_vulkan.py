@@ -19,18 +19,13 @@ from pathlib import Path
 import pytest
 
 from sollol_cli.backends.rpc import parse_banner_devices, probe_rpc
-from sollol_cli.llamacpp.build import LlamaCppBinaries, build, find_build, install_dir
+from sollol_cli.llamacpp.build import LlamaCppBinaries, find_build, install_dir
 from sollol_cli.llamacpp.sdist import LLAMA_CPP_PYTHON_VERSION
 from sollol_cli.settings import Settings
 from tests.harness.llama import ServerGroup, ServerProcess, start_rpc_server
 from tests.real.test_llamacpp_build import elf_facts
 
 pytestmark = [pytest.mark.real, pytest.mark.vulkan]
-
-
-@pytest.fixture(scope="module")
-def vulkan_bins() -> LlamaCppBinaries:
-    return build(Settings().cache_dir, backend="vulkan")
 
 
 @pytest.fixture

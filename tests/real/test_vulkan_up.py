@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from sollol_cli.backends.rpc import parse_banner_devices
-from sollol_cli.llamacpp.build import LlamaCppBinaries, build
+from sollol_cli.llamacpp.build import LlamaCppBinaries
 from sollol_cli.llamacpp.sdist import LLAMA_CPP_PYTHON_VERSION
-from sollol_cli.settings import Settings
 from tests.harness.models import OllamaStore
 from tests.harness.sshhosts import TestHosts, TestNode
 from tests.unit.cli_helpers import invoke
@@ -26,11 +25,6 @@ from tests.unit.cli_helpers import invoke
 pytestmark = [pytest.mark.real, pytest.mark.vulkan, pytest.mark.usefixtures("shared_state")]
 PORT = 50252
 VERSION = LLAMA_CPP_PYTHON_VERSION
-
-
-@pytest.fixture(scope="module")
-def vulkan_bins() -> LlamaCppBinaries:
-    return build(Settings().cache_dir, backend="vulkan")
 
 
 @pytest.fixture(scope="module")

@@ -214,6 +214,14 @@ def test_logs_show_what_each_service_printed(local: Local) -> None:
         assert (result.exit_code, result.stdout, result.stderr) == (0, text, ""), node
     assert invoke("logs", "shard", "rpc", "-f", local.manifest).stdout == expected["shard"]
     assert invoke("logs", "shard", "-n", "0", "-f", local.manifest).stdout == ""
+    data = json.loads(invoke("logs", "shard", "--json", "-f", local.manifest).stdout)
+    path = "$HOME/.sollol/lab/shard/log/sollol-lab-rpc-" + str(local.rpc) + ".log"
+    assert data == {"node": "shard", "role": "rpc", "path": path, "lines": [expected["shard"].rstrip("\n")]}
+    both = invoke("logs", "shard", "--json", "--follow", "-f", local.manifest)
+    assert (both.exit_code, both.stderr) == (
+        2,
+        "error: --json prints the log's last lines once; drop --follow or --json\n",
+    )
     unknown = invoke("logs", "nosuch", "-f", local.manifest)
     assert (unknown.exit_code, unknown.stdout) == (2, "")
     assert unknown.stderr == "error: no node named 'nosuch' in the manifest; nodes: shard, whole, ol\n"
@@ -258,7 +266,11 @@ def test_status_shows_each_nodes_accelerators(local: Local) -> None:
         "kind": "cuda", "name": "NVIDIA GeForce RTX 3090", "memory_total": 24 * 2**30, "memory_free": None,
         "driver": "550.54.14", "device_type": "gpu",
     }  # fmt: skip
-    assert rows[0]["rpc_devices"] == [{"free_bytes": 3 * 2**30, "total_bytes": 4 * 2**30}]  # what the rpc-server said
+    # what the rpc-server said; unnamed in the manifest, on a node with the CPU build: its CPU device
+    assert rows[0]["rpc_devices"] == [
+        {"index": 0, "label": f"127.0.0.1:{local.rpc}", "name": None, "kind": "cpu",
+         "free_bytes": 3 * 2**30, "total_bytes": 4 * 2**30},
+    ]  # fmt: skip
     # the build `up` chose and put there (the stand-ins' llama_cpp.bin_dir; a node without a GPU: cpu), none
     # for Ollama
     assert [(r["name"], r["llama_backend"], r["llama_build"]) for r in rows] == [

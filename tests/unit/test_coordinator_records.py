@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,8 +114,14 @@ def marked(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
 
 
 def _wait_for_marker(home: Path, pid: int) -> coord.CoordinatorRecord:
-    # Popen returns once the child has exec'd, so its environment (the marker) is readable at once
-    found = {r.pid: r for r in coord.marked_processes(home)}
+    # Popen returns when exec closes its error pipe, which the kernel does before it has set up the new
+    # program's environment: for a moment /proc/PID/environ is still empty
+    deadline = time.monotonic() + 10
+    while True:
+        found = {r.pid: r for r in coord.marked_processes(home)}
+        if pid in found or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
     assert pid in found, "the marked process was not found"
     return found[pid]
 

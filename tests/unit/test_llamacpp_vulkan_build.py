@@ -15,7 +15,8 @@ from sollol_cli.cli import app
 from sollol_cli.errors import BuildError, UsageError
 from sollol_cli.llamacpp import build as build_module
 from sollol_cli.llamacpp import vulkan_headers
-from sollol_cli.llamacpp.build import build, build_commands, cmake_options, find_build, install_dir
+from sollol_cli.llamacpp.build import build, cmake_options, find_build, install_dir
+from sollol_cli.llamacpp.cmake import build_commands
 from sollol_cli.llamacpp.sdist import LLAMA_CPP_COMMIT, LLAMA_CPP_PYTHON_VERSION
 from sollol_cli.llamacpp.vulkan_headers import ensure_headers, headers_dir
 

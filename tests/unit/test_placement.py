@@ -37,7 +37,15 @@ def rpc(name: str, free: float | None = None, hint: float | None = None, machine
     return RpcMemory(name, machine or name, None if free is None else g(free), None if hint is None else g(hint))
 
 
+def dev(name: str, free: float | None, machine: str, gpu: str | None = None) -> RpcMemory:
+    """A device of an rpc-server serving several: `backend#index`, on a GPU (`gpu`) or the machine's CPU."""
+    backend = name.split("#")[0]
+    return RpcMemory(name, machine, None if free is None else g(free), None, backend, gpu)
+
+
 AUTO, DISTRIBUTE, SHARD = ModelMode.auto, ModelMode.distribute, ModelMode.shard
+# one rpc-server serving a 2 GiB GPU and the CPU, beside a CPU-only rpc-server on the same 24 GiB machine
+GPU_AND_CPU = [dev("r1#0", 2, "m1", "Vulkan0"), dev("r1#1", 24, "m1"), rpc("r2", free=24, machine="m1")]
 TWO_RPC = [rpc("r1", free=6), rpc("r2", free=6)]
 
 # (id, model size, manifest mode, nodes with the model, rpc backends, expected decision)
@@ -105,6 +113,32 @@ DECIDE_CASES: list[tuple[str, ModelSize, ModelMode, list[NodeMemory], list[RpcMe
      ModeDecision(Placement.shard,
                   "shard: needs 15.0 GiB, largest node has 4.0 GiB (n1); 2 rpc backends have 10.0 GiB together "
                   "(memory of r2 unknown), assuming the unknown memory makes up the rest", ["r1", "r2"])),
+    # memory per device: a GPU's own VRAM counts beside the machine's RAM, which its CPU devices share
+    ("gpu-vram-beside-shared-ram", size(25), AUTO, [], GPU_AND_CPU,
+     ModeDecision(Placement.shard,
+                  "shard: needs 25.0 GiB, no node serves 'big' whole; 2 rpc backends with 3 devices on 1 machine "
+                  "have 26.0 GiB together", ["r1", "r2"])),
+    ("gpu-vram-not-enough-with-ram", size(27), AUTO, [], GPU_AND_CPU,
+     ModeDecision(Placement.none,
+                  "cannot run: needs 27.0 GiB, no node serves 'big' whole; 2 rpc backends with 3 devices on 1 machine "
+                  "have 26.0 GiB together", [])),
+    ("two-gpus-of-one-machine-both-count", size(18), AUTO, [],
+     [dev("g1", 10, "m1", "CUDA0"), dev("g2", 10, "m1", "CUDA1")],
+     ModeDecision(Placement.shard,
+                  "shard: needs 18.0 GiB, no node serves 'big' whole; 2 rpc backends on 1 machine have 20.0 GiB "
+                  "together", ["g1", "g2"])),
+    ("one-gpu-named-by-two-servers-once", size(18), AUTO, [],
+     [dev("g1", 10, "m1", "CUDA0"), dev("g2", 10, "m1", "CUDA0")],
+     ModeDecision(Placement.none,
+                  "cannot run: needs 18.0 GiB, no node serves 'big' whole; 2 rpc backends on 1 machine have 10.0 GiB "
+                  "together", [])),
+    ("one-backend-two-devices", size(3), SHARD, [], [dev("r1#0", 2, "m1", "Vulkan0"), dev("r1#1", 24, "m1")],
+     ModeDecision(Placement.shard, "shard (set in the manifest): needs 3.0 GiB; 1 rpc backend with 2 devices has "
+                  "26.0 GiB", ["r1"])),
+    ("unknown-device-named", size(30), AUTO, [], [dev("r1#0", None, "m1", "CUDA0"), dev("r1#1", 24, "m1")],
+     ModeDecision(Placement.shard, "shard: needs 30.0 GiB, no node serves 'big' whole; 1 rpc backend with 2 "
+                  "devices has 24.0 GiB (memory of r1#0 unknown), assuming the unknown memory makes up the rest",
+                  ["r1"])),
     # the manifest's mode wins, and the reason says when that is risky
     ("forced-distribute-fits", size(5), DISTRIBUTE, [node("n1", free=8)], TWO_RPC,
      ModeDecision(Placement.distribute, "distribute (set in the manifest): needs 5.0 GiB, fits on n1 (8.0 GiB free)",
@@ -173,6 +207,10 @@ SPLIT_CASES: list[tuple[str, list[RpcMemory], list[float] | None, list[float]]] 
     ("all-zero-even", [rpc("r1", free=0), rpc("r2", free=0)], None, [0.5, 0.5]),
     ("override-scaled", [rpc("r1", free=30), rpc("r2", free=10)], [1, 3], [0.25, 0.75]),
     ("override-with-zero-share", [rpc("r1", free=30), rpc("r2", free=10)], [0, 2], [0.0, 1.0]),
+    # one share per device: a GPU's by its VRAM, the machine's CPU devices split its RAM
+    ("gpu-and-cpu-devices", GPU_AND_CPU, None, [2 / 26, 12 / 26, 12 / 26]),
+    ("two-gpus-of-one-machine", [dev("g1", 10, "m1", "CUDA0"), dev("g1#1", 30, "m1", "CUDA1")], None, [0.25, 0.75]),
+    ("override-per-device", GPU_AND_CPU, [1, 1, 2], [0.25, 0.25, 0.5]),
 ]  # fmt: skip
 
 
@@ -194,3 +232,11 @@ def test_split_for_rejects_bad_override(override: list[float], message: str) -> 
     with pytest.raises(UsageError) as raised:
         split_for(TWO_RPC, override)
     assert raised.value.message == message
+
+
+def test_split_for_asks_one_share_per_device() -> None:
+    with pytest.raises(UsageError) as raised:
+        split_for(GPU_AND_CPU, [1, 1])
+    assert raised.value.message == (
+        "tensor_split has 2 shares but the model is sharded over 3 devices of 2 rpc backends; give one share per device"
+    )

@@ -15,7 +15,7 @@ from sollol_cli.backends.http import close_session
 from sollol_cli.manifest.models import Cluster
 from sollol_cli.settings import Settings
 from sollol_cli.sharding import coordinator as coord
-from sollol_cli.sharding.manager import ShardManager
+from sollol_cli.sharding.manager import EXPIRY_MARGIN_S, ShardManager
 from sollol_cli.sharding.pool import RpcServer, ServingBackend
 from sollol_cli.ssh.nodeproc import process_start_time
 
@@ -146,25 +146,27 @@ async def test_keep_alive_0_waits_for_the_requests_a_coordinator_serves(
     await process.wait()
 
 
-async def test_a_record_used_within_the_last_second_is_not_written_again(
+async def test_a_request_marks_the_coordinator_in_use_only_when_its_keep_alive_is_about_to_end(
     running: tuple[ShardManager, asyncio.subprocess.Process, Slots],
 ) -> None:
-    """Each write is an fsync'd replace; requests in a row write the last use at most once a second."""
+    """Handing a coordinator to a request writes its record only when the keep-alive ends within the margin
+    (otherwise nothing can expire it before the request arrives); the request's end is always written."""
     shards, _, _ = running
     path = coord.record_path(shards.home, "big")
-    fresh = path.stat().st_ino
-    backend = await shards.backend_for("big")
-    await shards.release("big", backend, None)  # the manifest's keep-alive, as recorded
-    assert path.stat().st_ino == fresh  # just used: nothing written
+    untouched = path.stat().st_ino
+    backend = await shards.backend_for("big")  # used just now, 120 s keep-alive: nothing to write
+    assert path.stat().st_ino == untouched
 
     record = record_of(shards)
     assert record is not None
-    coord.update_record(shards.home, record, coord.used_at(time.time() - 5))
-    older = path.stat().st_ino
+    nearly_over = time.time() - 120 + EXPIRY_MARGIN_S / 2
+    coord.update_record(shards.home, record, coord.used_at(nearly_over))
+    before = path.stat().st_ino
     backend = await shards.backend_for("big")
     record = record_of(shards)
-    assert path.stat().st_ino != older and record is not None and time.time() - record.last_used < 5
-    written = path.stat().st_ino
-    await shards.release("big", backend, 600.0)  # a keep-alive of its own is always written
+    assert path.stat().st_ino != before and record is not None and record.last_used > nearly_over
+
+    ended = path.stat().st_ino
+    await shards.release("big", backend, None)
     record = record_of(shards)
-    assert path.stat().st_ino != written and record is not None and record.keep_alive == 600.0
+    assert path.stat().st_ino != ended and record is not None and time.time() - record.last_used < 5

@@ -16,8 +16,7 @@ def test_node_backend_overrides_the_cluster() -> None:
             ],
         }
     )
-    default = cluster.llama_cpp.backend
-    assert [node.llama_cpp_backend(default) for node in cluster.nodes] == [
+    assert [cluster.llama_cpp.for_node(node).backend for node in cluster.nodes] == [
         LlamaCppBackend.vulkan,
         LlamaCppBackend.cpu,
         LlamaCppBackend.vulkan,
@@ -26,4 +25,4 @@ def test_node_backend_overrides_the_cluster() -> None:
 
 def test_default_is_auto() -> None:
     cluster = Cluster.model_validate({"nodes": [{"name": "a", "address": "10.0.0.1"}]})
-    assert cluster.nodes[0].llama_cpp_backend(cluster.llama_cpp.backend) == LlamaCppBackend.auto
+    assert cluster.llama_cpp.for_node(cluster.nodes[0]).backend == LlamaCppBackend.auto

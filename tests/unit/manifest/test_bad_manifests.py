@@ -67,6 +67,16 @@ CASES: list[tuple[str, str | bytes, int, list[str]]] = [
      ["{f}:1:22: llama_cpp.backend: input should be 'auto', 'cpu', 'vulkan', 'cuda' or 'rocm'"]),
     ("bad-node-backend", GOOD_NODE + "    llama_cpp: {backend: opencl}\n", 3,
      ["{f}:4:26: nodes[0].llama_cpp.backend: input should be 'auto', 'cpu', 'vulkan', 'cuda' or 'rocm'"]),
+    ("bad-build", "llama_cpp: {build: cloud}\n", 3,
+     ["{f}:1:20: llama_cpp.build: input should be 'controller' or 'node'"]),
+    ("node-build-with-node-bin-dir", GOOD_NODE + "    llama_cpp:\n      build: node\n      node_bin_dir: /opt/llama\n", 3,
+     ["{f}:6:7: nodes[0].llama_cpp.node_bin_dir: build: node makes the binaries on the node; drop 'node_bin_dir' "
+      "or use build: controller"]),
+    ("cluster-build-node-with-bin-dir", "llama_cpp: {build: node, bin_dir: /opt/llama}\n", 3,
+     ["{f}:1:26: llama_cpp.bin_dir: build: node makes the binaries on the node; drop 'bin_dir' or use build: "
+      "controller"]),
+    ("node-both-bin-dirs", GOOD_NODE + "    llama_cpp: {bin_dir: /a, node_bin_dir: /b}\n", 3,
+     ["{f}:4:17: nodes[0].llama_cpp.bin_dir: give either 'bin_dir' (uploaded) or 'node_bin_dir', not both"]),
     ("bad-pooling", GOOD_NODE + "    llamacpp: {model: /m.gguf, embeddings: true, pooling: max}\n", 3,
      ["{f}:4:59: nodes[0].llamacpp.pooling: input should be 'last', 'mean', 'cls' or 'model'"]),
     ("pooling-without-embeddings", GOOD_NODE + "    llamacpp: {model: /m.gguf, pooling: mean}\n", 3,
@@ -91,6 +101,24 @@ CASES: list[tuple[str, str | bytes, int, list[str]]] = [
      ["{f}:6:6: models[1].name: duplicate model 'library/tiny:latest' (also models[0])"]),
     ("shard-without-rpc", GOOD_NODE + "models:\n  - {name: big, mode: shard}\n", 3,
      ["{f}:5:17: models[0].mode: mode 'shard' needs at least one node with an 'rpc' role"]),
+    # rpc.device: a name or a list of names; tensor_split: one share per device the rpc-servers serve
+    ("rpc-devices-in-one-string", GOOD_NODE + "    rpc: {device: 'CUDA0,CUDA1'}\n", 3,
+     ["{f}:4:19: nodes[0].rpc.device: write several devices as a list: [CUDA0, CUDA1]"]),
+    ("rpc-device-not-a-name", GOOD_NODE + "    rpc: {device: [CUDA0, 'cuda 1']}\n", 3,
+     ["{f}:4:11: nodes[0].rpc.device: 'cuda 1' is not a device name (ggml names them CPU, CUDA0, Vulkan1, ROCm0, ...)"]),
+    ("rpc-device-list-empty", GOOD_NODE + "    rpc: {device: []}\n", 3,
+     ["{f}:4:11: nodes[0].rpc.device: give at least one device, or leave 'device' out"]),
+    ("rpc-device-twice", GOOD_NODE + "    rpc: {device: [CUDA0, CUDA0]}\n", 3,
+     ["{f}:4:11: nodes[0].rpc.device: a device is listed twice"]),
+    ("tensor-split-per-device", GOOD_NODE + "    rpc: {device: [Vulkan0, CPU]}\n"
+     "models:\n  - {name: big, tensor_split: [1, 2, 3]}\n", 3,
+     ["{f}:6:17: models[0].tensor_split: has 3 shares but the cluster's rpc backends serve 2 devices"]),
+    ("tensor-split-cpu-build-one-device", GOOD_NODE + "    rpc: {}\n    llama_cpp: {backend: cpu}\n"
+     "models:\n  - {name: big, tensor_split: [1, 2]}\n", 3,
+     ["{f}:7:17: models[0].tensor_split: has 2 shares but the cluster's rpc backends serve 1 device"]),
+    ("tensor-split-gpu-default-at-least", GOOD_NODE + "    rpc: {device: [CUDA0, CUDA1]}\n"
+     "  - {name: b, address: 10.0.0.2, rpc: {}}\nmodels:\n  - {name: big, tensor_split: [1, 2]}\n", 3,
+     ["{f}:7:17: models[0].tensor_split: has 2 shares but the cluster's rpc backends serve at least 3 devices"]),
     ("unknown-store-node", GOOD_NODE + "    rpc: {}\nmodels:\n  - {name: big, store_node: aa}\n", 3,
      ["{f}:6:17: models[0].store_node: no node named 'aa'; did you mean 'a'?"]),
     ("unknown-coordinator-node", GOOD_NODE + "    rpc: {}\nmodels:\n  - {name: big, coordinator: aa}\n", 3,

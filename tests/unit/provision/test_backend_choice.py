@@ -47,7 +47,8 @@ CASES = [
      BackendChoice("vulkan", "vulkan (set in the manifest)", NO_LOADER)),
     ("cuda-without-binaries", "cuda", [RTX], None, [], CPU_VK,
      BackendChoice("cuda", "cuda (set in the manifest)", "no cuda binaries for this node: sollol builds only cpu and "
-                   "vulkan on the controller; point llama_cpp.node_bin_dir at a cuda build on the node")),
+                   "vulkan on the controller; build them on the node (llama_cpp.build: node) or point "
+                   "llama_cpp.node_bin_dir at a cuda build there")),
     ("cuda-without-a-cuda-device", "cuda", [RADV], LOADER, [], ("cpu", "cuda"),
      BackendChoice("cuda", "cuda (set in the manifest)", "the node reports no cuda device (nvidia-smi)")),
     ("rocm-without-a-rocm-device", "rocm", [], None, [], ("rocm",),

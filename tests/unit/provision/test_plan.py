@@ -23,7 +23,7 @@ def cluster(node_yaml: dict, **top: object) -> Cluster:
 
 def desired(c: Cluster):  # type: ignore[no-untyped-def]
     sources = binary_sources(
-        c, {"rpc-server": ("/cache/rpc-server", SHA), "llama-server": ("/cache/llama-server", SHA)}
+        c.llama_cpp, {"rpc-server": ("/cache/rpc-server", SHA), "llama-server": ("/cache/llama-server", SHA)}
     )
     return node_services(c.name, c.nodes[0], sources), sources
 
@@ -305,7 +305,8 @@ BACKEND_CASES = {
     "cuda without binaries for it": backend_case({**RPC, "llama_cpp": {"backend": "cuda"}}, {}, [
         "llama.cpp cuda: cuda (set in the manifest)",
         "fail sollol-lab-rpc-50052: no cuda binaries for this node: sollol builds only cpu and vulkan on the "
-        "controller; point llama_cpp.node_bin_dir at a cuda build on the node",
+        "controller; build them on the node (llama_cpp.build: node) or point llama_cpp.node_bin_dir at a cuda "
+        "build there",
     ]),
     "ollama only: no llama.cpp build": backend_case(OLLAMA, {"ollama_path": "/usr/bin/ollama"}, [
         "start sollol-lab-ollama-11434 on 10.0.0.1:11434 [process]: not running",
@@ -328,7 +329,7 @@ def test_plan_up_with_backend(
         service = running(cluster(running_as), "rpc")
         services[service.name] = service
     facts = NodeFacts(services=services, **facts_kw)
-    want = desired_on(c, c.nodes[0], build_sources(c, local), facts)
+    want = desired_on(c, c.nodes[0], build_sources(c.llama_cpp, local), facts)
     plan = plan_up("n1", want.services, want.sources, facts, backend=want.choice, build=want.build)
     assert [describe(step) for step in plan.steps] == expected
 
@@ -337,11 +338,13 @@ def test_backend_switch_back_to_cpu_restarts_and_uploads_nothing() -> None:
     """Both builds stay on the node in their own directories: switching back only restarts."""
     c = cluster(RPC)
     was_vulkan = cluster(_vulkan(RPC))
-    before = desired_on(was_vulkan, was_vulkan.nodes[0], build_sources(c, LOCAL), NodeFacts(vulkan_loader=LOADER))
+    before = desired_on(
+        was_vulkan, was_vulkan.nodes[0], build_sources(c.llama_cpp, LOCAL), NodeFacts(vulkan_loader=LOADER)
+    )
     (vk,) = before.services
     was = RunningService(vk.name, 100, 5, vk.digest, "rpc", vk.host, vk.port, True)
     facts = NodeFacts(services={was.name: was}, binaries={BIN: SHA, VBIN: VSHA}, vulkan_loader=LOADER)
-    want = desired_on(c, c.nodes[0], build_sources(c, LOCAL), facts)
+    want = desired_on(c, c.nodes[0], build_sources(c.llama_cpp, LOCAL), facts)
     plan = plan_up("n1", want.services, want.sources, facts, backend=want.choice, build=want.build)
     assert [describe(step) for step in plan.steps] == [
         "llama.cpp cpu (cpu 0.3.36): auto: no GPU",

@@ -30,7 +30,9 @@ SHA = "f" * 64
 
 def specs(node: dict):  # type: ignore[no-untyped-def]
     c = Cluster.model_validate({"name": "lab", "nodes": [{"name": "n1", "address": "10.0.0.1", **node}]})
-    sources = binary_sources(c, {"rpc-server": ("/c/rpc-server", SHA), "llama-server": ("/c/llama-server", SHA)})
+    sources = binary_sources(
+        c.llama_cpp, {"rpc-server": ("/c/rpc-server", SHA), "llama-server": ("/c/llama-server", SHA)}
+    )
     return node_services("lab", c.nodes[0], sources)
 
 
@@ -39,6 +41,12 @@ def test_rpc_argv_binds_node_address() -> None:
     assert rpc.argv == (
         "$HOME/.sollol/bin/rpc-server", "-H", "10.0.0.1", "-p", "50053", "-t", "4", "-c", "-d", "CUDA0",
     )  # fmt: skip
+
+
+def test_one_rpc_server_serves_every_device_listed() -> None:
+    """The pinned rpc-server takes `-d A,B` and serves both on one port; llama-server sees two devices."""
+    (rpc,) = specs({"rpc": {"device": ["Vulkan0", "CPU"]}})
+    assert rpc.argv[rpc.argv.index("-d") :] == ("-d", "Vulkan0,CPU")
 
 
 def test_rpc_threads_default_to_the_nodes_cores() -> None:
@@ -94,7 +102,7 @@ def test_backend_changes_the_digest_but_cpu_keeps_the_old_one() -> None:
     """A switch of build restarts the service even where the binaries' path and checksum stay the same (the
     user's own binaries); cpu adds nothing, so services started before backends existed are not restarted."""
     c = Cluster.model_validate({"name": "lab", "nodes": [{"name": "n1", "address": "10.0.0.1", "rpc": {}}]})
-    sources = binary_sources(c, {"rpc-server": ("/c/rpc-server", SHA)})
+    sources = binary_sources(c.llama_cpp, {"rpc-server": ("/c/rpc-server", SHA)})
     (cpu,) = node_services("lab", c.nodes[0], sources)
     (vulkan,) = node_services("lab", c.nodes[0], sources, backend="vulkan")
     (cuda,) = node_services("lab", c.nodes[0], sources, backend="cuda")
@@ -108,7 +116,7 @@ def test_build_sources_per_backend() -> None:
     c = Cluster.model_validate({"name": "lab", "nodes": nodes})
     cpu = LocalBuild({"rpc-server": ("/c/rpc-server", SHA)}, "cpu 0.3.36")
     vulkan = LocalBuild({"rpc-server": ("/c/vk/rpc-server", "e" * 64)}, "vulkan 0.3.36")
-    builds = build_sources(c, {"cpu": cpu, "vulkan": vulkan})
+    builds = build_sources(c.llama_cpp, {"cpu": cpu, "vulkan": vulkan})
     assert builds == {
         "cpu": {"rpc-server": BinarySource("rpc-server", "$HOME/.sollol/bin/rpc-server", "/c/rpc-server", SHA, "cpu 0.3.36")},
         "vulkan": {"rpc-server": BinarySource(
@@ -116,11 +124,11 @@ def test_build_sources_per_backend() -> None:
         )},
     }  # fmt: skip
     user = LocalBuild({"rpc-server": ("/mine/rpc-server", SHA)}, "bin_dir", user=True)
-    mine = build_sources(c, dict.fromkeys(("cpu", "cuda"), user))
+    mine = build_sources(c.llama_cpp, dict.fromkeys(("cpu", "cuda"), user))
     expected = BinarySource("rpc-server", "$HOME/.sollol/bin/rpc-server", "/mine/rpc-server", SHA, "bin_dir")
     assert mine["cuda"] == mine["cpu"] == {"rpc-server": expected}
     on_node = Cluster.model_validate({"name": "lab", "nodes": nodes, "llama_cpp": {"node_bin_dir": "/opt/llama/"}})
-    given = build_sources(on_node, {})
+    given = build_sources(on_node.llama_cpp, {})
     assert sorted(given) == ["cpu", "cuda", "rocm", "vulkan"]
     assert given["rocm"]["rpc-server"] == BinarySource("rpc-server", "/opt/llama/rpc-server", build="node_bin_dir")
 
