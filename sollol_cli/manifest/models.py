@@ -116,8 +116,8 @@ def _stringify_env(value: Any) -> Any:
 
 
 MEMORY_MIB = (
-    "At most this much of the rpc-server's memory is planned for model layers, MiB (default: all it reports "
-    "free; the pinned rpc-server has no -m to report less)."
+    "At most this much of each of the rpc-server's devices is planned for model layers, MiB (default: all it "
+    "reports free; the pinned rpc-server has no -m to report less)."
 )
 
 
