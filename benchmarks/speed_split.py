@@ -200,7 +200,9 @@ async def block(
         pids.append(record.pid)
         log = await asyncio.to_thread(Path(record.log).read_text, errors="replace")
         log = log.rsplit("--- sollol: starting coordinator", 1)[-1]
-        mib = {where: round(part.model_mib, 2) for where, part in parse_placement(log).items()}
+        mib: dict[str, float] = {}  # per rpc-server (its buffers are keyed `host:port#device`) or CPU buffer
+        for where, part in parse_placement(log).items():
+            mib[where.split("#")[0]] = round(mib.get(where.split("#")[0], 0.0) + part.model_mib, 2)
         placed = {"rpc": record.rpc, "split": record.split, "placement": record.placement,
                   "speed": speed_line(record), "expected_tokens_per_s": record.expected_tokens_per_s,
                   "split_by": record.split_by, "log_model_mib": mib}  # fmt: skip

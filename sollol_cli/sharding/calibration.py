@@ -171,11 +171,13 @@ async def calibrate(server: RpcServer, *, llama_server: str, model: Path, home: 
             answer = await request_json(coord.backend_ref(record), "POST", "/completion", body=body, timeout=timeout)
             timings = answer.get("timings", {}) if isinstance(answer, dict) else {}
             rounds.append(float(timings.get("predicted_per_second") or 0.0))
-        placed = parse_placement(await host.log_text(record)).get(server.endpoint)
+        buffers = parse_placement(await host.log_text(record))
+        # its buffers are keyed `host:port#device` (one rpc-server may serve several devices)
+        held_mib = sum(p.model_mib for k, p in buffers.items() if k.split("#")[0] == server.endpoint)
     finally:
         await host.stop(record)
     # the best round: other work on a shared machine only ever slows a round down
     tokens_per_s = max(rounds, default=0.0)
-    if placed is None or placed.model_mib <= 0 or tokens_per_s <= 0:
+    if held_mib <= 0 or tokens_per_s <= 0:
         raise BackendError(f"the calibration of {server.endpoint} gave no figures (see {record.log})")
-    return RpcSpeed(placed.model_mib * MIB * tokens_per_s, tokens_per_s, time.time())
+    return RpcSpeed(held_mib * MIB * tokens_per_s, tokens_per_s, time.time())
