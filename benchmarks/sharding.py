@@ -61,32 +61,34 @@ import itertools
 import json
 import os
 import shlex
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import aiohttp
+from bench_processes import (
+    Children,
+    parse_with_defaults,
+    report,
+    run_measurement,
+    say,
+    sigterm_as_interrupt,
+    start_rpc_server,
+    workspace,
+)
 
-from sollol_cli import events
-from sollol_cli.backends.rpc import probe_rpc
-from sollol_cli.llamacpp.build import LlamaCppBinaries, build
-from sollol_cli.llamacpp.tinymodel import ensure_tiny_model
+from sollol_cli.llamacpp.build import LlamaCppBinaries
 from sollol_cli.manifest.loader import load_manifest
 from sollol_cli.runtime.dispatch import Dispatcher, Trace
 from sollol_cli.runtime.prompt import PromptOptions, answer, generate_request
 from sollol_cli.runtime.session import open_cluster
 from sollol_cli.settings import Settings
 from sollol_cli.sharding import coordinator as coord
-from sollol_cli.sharding.lifecycle import stop_all
 from sollol_cli.sharding.manager import ShardManager
 
 LOOPBACK = "127.0.0.1"
@@ -140,59 +142,7 @@ class Sample:
         return self.predicted_n / self.wall_s
 
 
-@dataclass
-class Children:
-    """Every process this script starts itself, stopped however the script ends."""
-
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def start(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-        with log.open("ab") as out:  # the child keeps its own handle: output drains to the file, never a pipe
-            process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        self.processes.append(process)
-        return process
-
-    def stop_all(self) -> None:
-        for process in reversed(self.processes):
-            if process.poll() is None:
-                process.terminate()
-        for process in reversed(self.processes):
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-
-
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def report(event: events.Event) -> None:
-    if isinstance(event, events.StepStarted | events.StepDone):
-        say(f"{event.subject}: {event.step} {event.detail}".rstrip())
-    elif isinstance(event, events.StepFailed):
-        say(f"{event.subject}: {event.step} failed: {event.reason}")
-
-
 # --- processes ---
-
-
-async def start_rpc_server(children: Children, binary: Path, threads: int, log: Path) -> str:
-    """An rpc-server on a free loopback port; ready when it answers HELLO (it exits 0 when it cannot bind)."""
-    for _ in range(3):  # a free port can be taken by someone else before the server binds it
-        port = coord.free_port(LOOPBACK)
-        process = children.start([str(binary), "-H", LOOPBACK, "-p", str(port), "-t", str(threads)], log)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and process.poll() is None:
-            if (await probe_rpc(LOOPBACK, port)).state == "ready":
-                return f"{LOOPBACK}:{port}"
-            await asyncio.sleep(0.05)
-        if process.poll() is None:
-            break
-    raise RuntimeError(f"rpc-server did not become ready; see {log}")
 
 
 async def wait_healthy(session: aiohttp.ClientSession, url: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -326,10 +276,12 @@ async def measure(run: Run) -> dict[str, Any]:
     rpc = run.binaries.rpc_server
     say(f"starting 4 rpc-servers (-t {args.rpc_threads}) on {LOOPBACK}")
     pair_sollol = [
-        await start_rpc_server(run.children, rpc, args.rpc_threads, run.work / f"rpc-a{i}.log") for i in (0, 1)
+        await start_rpc_server(run.children, rpc, LOOPBACK, args.rpc_threads, run.work / f"rpc-a{i}.log")
+        for i in (0, 1)
     ]
     pair_hand = [
-        await start_rpc_server(run.children, rpc, args.rpc_threads, run.work / f"rpc-b{i}.log") for i in (0, 1)
+        await start_rpc_server(run.children, rpc, LOOPBACK, args.rpc_threads, run.work / f"rpc-b{i}.log")
+        for i in (0, 1)
     ]
     run.pids += [process.pid for process in run.children.processes]
     opts = PromptOptions(temperature=0.0, seed=args.seed, num_predict=args.num_predict)
@@ -487,56 +439,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the whole result (every sample) to this file")
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny model, 3 rounds, 16 tokens")
-    args = parser.parse_args(argv)
-    for key, value in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    args = parse_with_defaults(parser, argv, QUICK, DEFAULTS)
     if min(args.rounds, args.warmup, args.num_predict, args.rpc_threads) < 1:
         parser.error("--rounds, --warmup, --num-predict and --rpc-threads must be at least 1")
     return args
 
 
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so the same cleanup stops every child."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cache = Settings().cache_dir
     with sigterm_as_interrupt():
-        binaries = build(cache, reporter=report)
-        model_path = ensure_tiny_model(cache, args.preset, reporter=report)
-        work = Path(tempfile.mkdtemp(prefix="sollol-bench-sharding-"))
         # sollol keeps its coordinator records in the work dir; it runs the same llama-server as the hand run
-        settings = Settings(state_dir=work / "state", cache_dir=cache, llama_server_path=binaries.llama_server)
+        binaries, model_path, work, settings = workspace(args.preset, "sharding")
         run = Run(args, binaries, model_path, work, settings)
-        say(f"work directory (manifest, logs): {work}")
-        keep_logs = False
-        try:
-            result = asyncio.run(measure(run))
-        except KeyboardInterrupt:
-            say("interrupted: stopping everything this benchmark started")
+        result = run_measurement(measure(run), settings, CLUSTER, run.children, work)
+        if result is None:
             return EXIT_INTERRUPTED
-        except Exception:
-            keep_logs = True
-            raise
-        finally:
-            stop_all(settings, CLUSTER)  # sollol's coordinator runs in its own session: stop it by its record
-            run.children.stop_all()
-            if keep_logs:
-                say(f"logs kept in {work}")
-            else:
-                shutil.rmtree(work, ignore_errors=True)
     table = markdown(result)
     print(table)
     if args.json:

@@ -65,6 +65,7 @@ class CoordinatorStarted(Event):
     pid: int
     ready_after_s: float
     placement: tuple[str, ...]  # one line per rpc backend (and the coordinator), as `sollol status` shows
+    speed: str = ""  # how the layers were split and the tokens/s expected (sharding.lifecycle.speed_line)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class CoordinatorReused(Event):
     pid: int
     port: int
     placement: tuple[str, ...]
+    speed: str = ""
 
 
 @dataclass(frozen=True)

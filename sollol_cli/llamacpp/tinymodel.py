@@ -81,6 +81,12 @@ PRESETS: dict[str, TinyModelSpec] = {
     "chat": TinyModelSpec(
         block_count=8, embedding_length=256, feed_forward_length=1024, head_count=8, head_count_kv=4, chatml_tokens=True
     ),
+    # ~333 MB, 268 MB of it layers and output: what sollol runs on one rpc-server to measure its speed
+    # (sharding/calibration.py), big enough that the layers' compute outweighs a token's fixed costs
+    # (network round trips, sampling), which a smaller model let dominate the measurement.
+    "calibrate": TinyModelSpec(
+        block_count=8, embedding_length=1024, feed_forward_length=2816, head_count=16, head_count_kv=16
+    ),
     # ~543 MB: for "the model does not fit on one node" cases.
     "big": TinyModelSpec(
         block_count=16, embedding_length=1024, feed_forward_length=2816, head_count=16, head_count_kv=16

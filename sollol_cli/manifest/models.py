@@ -115,6 +115,12 @@ def _stringify_env(value: Any) -> Any:
     return value
 
 
+MEMORY_MIB = (
+    "At most this much of each of the rpc-server's devices is planned for model layers, MiB (default: all it "
+    "reports free; the pinned rpc-server has no -m to report less)."
+)
+
+
 class RpcRole(Strict):
     """Run llama.cpp's `rpc-server` (no authentication: bound to the node's cluster address only).
 
@@ -139,6 +145,7 @@ class RpcRole(Strict):
         description="Device or devices to serve (-d), e.g. CUDA0 or [CUDA0, CUDA1] (default: every GPU the "
         "build sees, else the CPU). One rpc-server serves them all; the split gives each device its own share.",
     )
+    memory_mib: int | None = Field(None, ge=1, description=MEMORY_MIB)
     environment: dict[str, str] = Field(
         default_factory=dict,
         description="Extra environment, e.g. GGML_VK_VISIBLE_DEVICES: '0' (a Vulkan build on a CPU-type Vulkan "
@@ -365,8 +372,15 @@ class Backend(Strict):
     slots: int | None = Field(
         None, ge=1, le=256, description="Requests it serves at once (its OLLAMA_NUM_PARALLEL / -np); default 1."
     )
+    memory_mib: int | None = Field(None, ge=1, description=f"kind rpc only. {MEMORY_MIB}")
 
     _address = field_validator("address")(classmethod(lambda cls, v: check_address(v)))
+
+    @model_validator(mode="after")
+    def _memory_for_rpc(self) -> Backend:
+        if self.memory_mib is not None and self.kind is not BackendKind.rpc:
+            raise ValueError("memory_mib is for rpc backends (kind: rpc) only; remove it here")
+        return self
 
     @property
     def effective_port(self) -> int:
@@ -424,6 +438,13 @@ class ModelMode(StrEnum):
     shard = "shard"
 
 
+class SplitBy(StrEnum):
+    """How a sharded model's layers are split over its rpc backends (when `tensor_split` does not say)."""
+
+    speed = "speed"
+    memory = "memory"
+
+
 class Model(Strict):
     """A model the cluster serves."""
 
@@ -439,6 +460,11 @@ class Model(Strict):
         None,
         description="Share of layers per rpc device (llama-server -ts), in node order, each node's devices in its "
         "rpc.device order.",
+    )
+    split_by: SplitBy = Field(
+        SplitBy.speed,
+        description="speed: the fastest rpc backends filled first, within their memory, once their speeds are "
+        "measured (by memory until then); memory: in proportion to free memory, nothing measured.",
     )
     keep_alive: float = Field(300.0, ge=0, description="Seconds an idle coordinator stays loaded.")
     coordinator: str | None = Field(

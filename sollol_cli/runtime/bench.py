@@ -2,12 +2,13 @@
 
 Per model and backend: time to first token and tokens/s, one request at a time (`requests` of them, the
 median reported) and `concurrency` requests at once (the aggregate tokens/s over the wall time). A sharded
-model is measured through its coordinator and, when the manifest shards it although a node has it whole
-(`mode: shard`), on those nodes too, so `bench_results.compare` can say what sharding costs against the best
-single node. Under `mode: auto` a sharded model is one no node can hold (the hybrid decision said so), and
-loading it on one anyway is not a measurement anyone asked for. Backends are measured one after another, never two at
-once, so the cluster never carries more than `concurrency` benchmark requests: no more load than the user
-asked for.
+model is measured through its coordinator (after its rpc backends that no coordinator holds are measured
+again: sharding/calibration.py, their speeds decide how its next coordinator splits the layers) and, when the
+manifest shards it although a node has it whole (`mode: shard`), on those nodes too, so
+`bench_results.compare` can say what sharding costs against the best single node. Under `mode: auto` a sharded
+model is one no node can hold (the hybrid decision said so), and loading it on one anyway is not a measurement
+anyone asked for. Backends are measured one after another, never two at once, so the cluster never carries
+more than `concurrency` benchmark requests: no more load than the user asked for.
 
 What is kept of a run, and how it is compared and read back: bench_results.py.
 """
@@ -96,6 +97,7 @@ async def _targets(runtime: ClusterRuntime, model: str, reporter: events.Reporte
     found: list[tuple[str, str, Backend]] = []
     shards = runtime.shards
     if shards is not None and shards.handles(model)[0]:
+        await shards.measure_speeds(model)  # the rpc backends' speeds decide its next split
         coordinator = await shards.backend_for(model, reporter)
         found.append((coordinator.ref.name, "shard", coordinator))
         manifest_model = shards.model(model)

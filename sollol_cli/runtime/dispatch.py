@@ -66,9 +66,11 @@ class ShardedModels(Protocol):
         """`backend`, handed out by `backend_for`, failed before its first byte: stop it if still current."""
         ...
 
-    async def release(self, model: str, backend: Backend, keep_alive: float | None) -> None:
+    async def release(
+        self, model: str, backend: Backend, keep_alive: float | None, tokens_per_s: float | None = None
+    ) -> None:
         """A request to `backend` ended: its keep-alive (seconds, negative for ever, None: the default)
-        counts from now."""
+        counts from now. `tokens_per_s`: the request's decode speed, when the backend reported it."""
         ...
 
     async def unload(self, model: str) -> None:
@@ -168,7 +170,7 @@ class Dispatcher:
                 await self.sharded.discard(trace.model, backend, trace.events.append)
             finally:
                 if sent_any:
-                    await self.sharded.release(trace.model, backend, keep_alive)
+                    await self.sharded.release(trace.model, backend, keep_alive, trace.tokens_per_s)
 
     async def _distributed(self, call: Callable[[Backend], AsyncIterator[T]], trace: Trace) -> AsyncIterator[T]:
         """Only a broken backend (no answer, a broken stream, a 5xx that means the server failed) counts

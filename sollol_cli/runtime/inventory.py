@@ -20,6 +20,7 @@ class BackendSpec:
     slots_hint: int | None = None  # configured parallelism (llama-server -np, OLLAMA_NUM_PARALLEL)
     alias: str | None = None  # llama-server: the model name clients use (manifest `alias`)
     rpc_devices: tuple[str, ...] = ()  # rpc-server: the devices the manifest names (`rpc.device`)
+    memory_cap_bytes: int | None = None  # rpc-server: at most this much is planned for layers (`memory_mib`)
 
     @property
     def name(self) -> str:
@@ -56,11 +57,21 @@ def inventory(cluster: Cluster) -> list[BackendSpec]:
         if node.rpc is not None:
             host = _connect_host(node.rpc.bind, node.host)
             ref = BackendRef(_label(node.name, "rpc", multi), "rpc", host, node.rpc.port, node=node.name)
-            specs.append(BackendSpec(ref, node.priority, machine, hint, True, rpc_devices=node.rpc.devices))
+            cap = _mib(node.rpc.memory_mib)
+            specs.append(
+                BackendSpec(ref, node.priority, machine, hint, True, rpc_devices=node.rpc.devices, memory_cap_bytes=cap)
+            )
     for backend in cluster.backends:
         ref = BackendRef(backend.label, backend.kind.value, backend.address, backend.effective_port)
-        specs.append(BackendSpec(ref, backend.priority, backend.address, None, False, backend.slots))
+        cap = _mib(backend.memory_mib)
+        specs.append(
+            BackendSpec(ref, backend.priority, backend.address, None, False, backend.slots, memory_cap_bytes=cap)
+        )
     return specs
+
+
+def _mib(value: int | None) -> int | None:
+    return None if value is None else value * 1024**2
 
 
 def _label(node: str, role: str, multi: bool) -> str:

@@ -268,4 +268,7 @@ def rpc_server(view: BackendView) -> RpcServer:
     """An rpc backend's view as sharding reads it: the manifest's devices and what the last probe saw."""
     ref = view.spec.ref
     spec = view.spec
-    return RpcServer(view.name, ref.host, ref.port, spec.machine, spec.hint_bytes, view.rpc, ref.node, spec.rpc_devices)
+    return RpcServer(
+        view.name, ref.host, ref.port, spec.machine, spec.hint_bytes, view.rpc, ref.node, spec.rpc_devices,
+        spec.memory_cap_bytes,
+    )  # fmt: skip

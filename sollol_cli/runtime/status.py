@@ -129,7 +129,10 @@ def status_failure(data: Mapping[str, Any]) -> SollolError | None:
 def model_rows(
     cluster: Cluster, shards: ShardManager | None, running: Mapping[str, CoordinatorRecord]
 ) -> list[dict[str, Any]]:
-    """Per manifest model: distribute or shard and why, and where a running coordinator put its layers."""
+    """Per manifest model: distribute or shard and why, and where a running coordinator put its layers and how
+    fast it is expected to run and ran."""
+    from sollol_cli.sharding.lifecycle import speed_line, speed_of
+
     rows = []
     for model in cluster.models:
         if shards is None:
@@ -145,7 +148,8 @@ def model_rows(
                 "coordinator": None
                 if record is None
                 else {"pid": record.pid, "host": record.host, "port": record.port, "node": record.node},
-                "placement": record.placement if record is not None else [],
+                "placement": [*record.placement, speed_line(record)] if record is not None else [],
+                "speed": speed_of(record) if record is not None else None,
             }
         )
     return rows
@@ -258,6 +262,7 @@ def _unlisted_models(monitor: Monitor, listed: set[str]) -> list[dict[str, Any]]
             "reason": NOT_IN_MANIFEST,
             "coordinator": None,
             "placement": [],
+            "speed": None,
         }
         for name in sorted(seen)
         if not any(same_model(name, other) for other in listed)

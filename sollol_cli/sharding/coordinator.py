@@ -84,6 +84,10 @@ class CoordinatorRecord:
     placement: list[str] = field(default_factory=list)
     node: str | None = None  # None: this machine; else the manifest node it runs on (log is a path there)
     api_key: str | None = None  # required by a coordinator on a node (it listens on the cluster network)
+    split_by: str = "memory"  # how the layers were split: memory | speed | manifest (planning.RpcChoice)
+    expected_tokens_per_s: float | None = None  # from the placement and the rpc backends' measured speeds
+    rpc_speeds: dict[str, float] = field(default_factory=dict)  # endpoint -> bytes of weights per second
+    measured_tokens_per_s: float | None = None  # decode speed of a recent request (written at most once a second)
 
     @property
     def where(self) -> str:

@@ -23,6 +23,7 @@ from sollol_cli.manifest.models import Cluster
 from sollol_cli.settings import Settings
 from sollol_cli.sharding import coordinator as coord
 from sollol_cli.sharding.hosts import ControllerHost, CoordinatorHost, NodeHost
+from sollol_cli.sharding.layer_split import tokens_per_s_for
 from sollol_cli.sharding.placement_log import layers_by_device, parse_placement
 
 
@@ -174,6 +175,42 @@ def placement_line(part: Placed, where: str) -> str:
         return f"placement coordinator ({where}): token embeddings, model {part.model_mib:.1f} MiB"
     span = f"{part.first}-{part.last}" if part.first is not None else "-"
     return f"placement {part.endpoint}: layers {span}, model {part.model_mib:.1f} MiB, KV {part.kv_mib:.1f} MiB"
+
+
+_SPLIT_BY = {
+    "speed": "by measured speed (fastest rpc backend filled first)",
+    "manifest": "by the manifest's tensor_split",
+    "memory": "by memory",
+}
+
+
+def speed_line(record: coord.CoordinatorRecord) -> str:
+    """`speed: split by ..., expected N tokens/s, measured M tokens/s` (what `-v` and status show under
+    the placement). Expected is layer compute alone, from the rpc backends' measured speeds (layer_split.py)."""
+    parts = [f"speed: split {_SPLIT_BY.get(record.split_by, record.split_by)}"]
+    if record.expected_tokens_per_s is not None:
+        parts.append(f"expected {record.expected_tokens_per_s:.1f} tokens/s")
+    if record.measured_tokens_per_s is not None:
+        parts.append(f"measured {record.measured_tokens_per_s:.1f} tokens/s")
+    return ", ".join(parts)
+
+
+def expected_after_load(record: coord.CoordinatorRecord, log: str) -> float | None:
+    """Tokens/s a loaded coordinator should reach: the weights each rpc backend holds (its log) over the
+    backend's measured speed, rounded as shown; None without a speed for every backend that holds weights."""
+    parts = [part for part in placement_of(record, log) if part.endpoint is not None]
+    held = [part.model_mib * 1024**2 for part in parts]
+    expected = tokens_per_s_for(held, [record.rpc_speeds.get(part.endpoint or "") for part in parts])
+    return None if expected is None else round(expected, 1)
+
+
+def speed_of(record: coord.CoordinatorRecord) -> dict[str, object]:
+    """The same as JSON (`status --json`, the dashboard)."""
+    return {
+        "split_by": record.split_by,
+        "expected_tokens_per_s": record.expected_tokens_per_s,
+        "measured_tokens_per_s": record.measured_tokens_per_s,
+    }
 
 
 _PLACEMENT_LINE = re.compile(

@@ -20,17 +20,17 @@ from sollol_cli.backends.llamacpp import LlamaServerBackend
 from sollol_cli.errors import BackendError, UsageError
 from sollol_cli.llamacpp.build import resolve_binaries
 from sollol_cli.llamacpp.sdist import RPC_PROTOCOL_VERSION
-from sollol_cli.manifest.models import BackendKind, Cluster, Model, ModelMode, pooling_flags
+from sollol_cli.manifest.models import BackendKind, Cluster, Model, ModelMode, SplitBy, pooling_flags
 from sollol_cli.names import normalize_model_name
 from sollol_cli.settings import Settings
+from sollol_cli.sharding import calibration, watchdog
 from sollol_cli.sharding import coordinator as coord
-from sollol_cli.sharding import watchdog
 from sollol_cli.sharding.decision import decide
 from sollol_cli.sharding.hosts import CoordinatorHost, ModelFile
-from sollol_cli.sharding.lifecycle import Coordinators, placement_lines
+from sollol_cli.sharding.lifecycle import Coordinators, expected_after_load, placement_lines, speed_line
 from sollol_cli.sharding.model_files import ModelFiles
 from sollol_cli.sharding.planning import RpcChoice, choose_rpc_servers
-from sollol_cli.sharding.pool import Backends
+from sollol_cli.sharding.pool import Backends, RpcServer
 from sollol_cli.state import load_state
 
 
@@ -109,9 +109,12 @@ class ShardManager:
         routing = self.cluster.routing
         return LlamaServerBackend(coord.backend_ref(record), Timeouts(routing.connect_timeout, routing.read_timeout))
 
-    async def release(self, name: str, backend: Backend, keep_alive: float | None = None) -> None:
+    async def release(
+        self, name: str, backend: Backend, keep_alive: float | None = None, tokens_per_s: float | None = None
+    ) -> None:
         """A request to `backend` ended: the keep-alive counts from now. As in Ollama, each request sets it
-        (`keep_alive` in seconds, negative for ever; None: the manifest's), and 0 unloads the model."""
+        (`keep_alive` in seconds, negative for ever; None: the manifest's), and 0 unloads the model.
+        `tokens_per_s`: the request's decode speed, kept as the coordinator's measured speed (`status`)."""
         model = self.model(name)
         record = self._recorded(model, backend) if model else None
         if model is None or record is None:
@@ -123,6 +126,8 @@ class ShardManager:
 
         def change(saved: coord.CoordinatorRecord) -> None:
             saved.last_used, saved.keep_alive = time.time(), seconds
+            if tokens_per_s is not None:
+                saved.measured_tokens_per_s = round(tokens_per_s, 1)
 
         coord.update_record(self.home, record, change)
 
@@ -185,7 +190,8 @@ class ShardManager:
             return None
         if not await self.coordinators.still_running(record):
             return None
-        report(events.CoordinatorReused(model.name, record.node, record.pid, record.port, tuple(record.placement)))
+        placement, speed = tuple(record.placement), speed_line(record)
+        report(events.CoordinatorReused(model.name, record.node, record.pid, record.port, placement, speed))
         return record
 
     async def _ensure(self, model: Model, report: events.Reporter) -> coord.CoordinatorRecord:
@@ -213,6 +219,8 @@ class ShardManager:
         record.rpc_memory = choice.memory
         record.n_layer = file.n_layer
         record.split = list(plan.split or ())
+        record.split_by, record.expected_tokens_per_s = choice.split_by, choice.expected_tokens_per_s
+        record.rpc_speeds = choice.speeds
         record.devices = list(choice.devices)
         # recorded while it loads, not ready yet: `down` and a crashed loader's successor can find and stop it
         coord.save_record(self.home, record)
@@ -224,12 +232,15 @@ class ShardManager:
         except BaseException:
             await coordinators.stop(record)
             raise
-        record.placement = placement_lines(record, await host.log_text(record))
+        log = await host.log_text(record)
+        record.placement = placement_lines(record, log)
+        # what it holds, now that its log says so, beats the estimate made before loading
+        record.expected_tokens_per_s = expected_after_load(record, log) or record.expected_tokens_per_s
         coord.save_record(self.home, record)  # now ready: other processes may route to it
         if not self.stop_on_close:  # left warm after this command: something must stop it when idle
             watchdog.spawn(self.cluster, self.settings, record)
-        placement = tuple(record.placement)
-        report(events.CoordinatorStarted(model.name, record.node, record.pid, record.ready_after_s, placement))
+        placement, speed = tuple(record.placement), speed_line(record)
+        report(events.CoordinatorStarted(model.name, record.node, record.pid, record.ready_after_s, placement, speed))
         return record
 
     def _gone_rpc(self, record: coord.CoordinatorRecord) -> tuple[str, ...]:
@@ -251,9 +262,10 @@ class ShardManager:
         """Probe the rpc backends now and decide which ones the coordinator uses."""
         file = await self.files.find(model)
         servers = await self.backends.probe_rpc_servers()
-        protocol = self.cluster.llama_cpp.protocol or ".".join(map(str, RPC_PROTOCOL_VERSION))
+        protocol = self._protocol()
         state = load_state(self.settings.state_dir, self.cluster.name)
-        choice = choose_rpc_servers(model, file, servers, protocol, state)
+        speeds = await self._speeds(model, servers, protocol)
+        choice = choose_rpc_servers(model, file, servers, protocol, state, speeds)
         gguf = await host.model_path(file)
         bind = self.cluster.node(model.coordinator).host if model.coordinator else "127.0.0.1"
         flags = tuple(pooling_flags(model.embeddings, model.pooling))
@@ -261,6 +273,37 @@ class ShardManager:
             model.name, gguf, choice.endpoints, model.context, model.slots, choice.split, bind, flags
         )
         return plan, choice, file
+
+    async def measure_speeds(self, name: str) -> None:
+        """`sollol bench`: measure the model's rpc backends again (those no coordinator holds), for the split
+        of its next coordinator. Under the start lock: a coordinator starting meanwhile would find them busy."""
+        model = self._manifest_model(name)
+        async with self._lock(model), self.coordinators.start_lock(f"measuring rpc backends for {model.name}"):
+            servers = await self.backends.probe_rpc_servers()
+            await self._speeds(model, servers, self._protocol(), again=True)
+
+    def _protocol(self) -> str:
+        return self.cluster.llama_cpp.protocol or ".".join(map(str, RPC_PROTOCOL_VERSION))
+
+    async def _speeds(
+        self, model: Model, servers: list[RpcServer], protocol: str, *, again: bool = False
+    ) -> dict[str, float]:
+        """endpoint -> measured speed of the ready rpc backends, measuring those never measured (all of them
+        `again`) when the split depends on it: rpc backends on two or more machines, no manifest `tensor_split`
+        and `split_by: speed` (calibration.py)."""
+        usable = [s for s in servers if s.probe is not None and s.probe.state == "ready" and s.speaks(protocol)]
+        state_dir = self.settings.state_dir
+        # rpc-servers on one machine share its cores: measuring each would tell nothing (`sollol demo`'s pair)
+        if len({s.machine for s in usable}) < 2 or model.tensor_split or model.split_by is SplitBy.memory:
+            return calibration.known_speeds(state_dir, usable, protocol)
+        try:
+            llama_server = self._llama_server()
+        except UsageError:  # no llama-server on this machine to measure with: the kept speeds only
+            return calibration.known_speeds(state_dir, usable, protocol)
+        return await calibration.calibrate_all(
+            usable, protocol, llama_server=llama_server, state_dir=state_dir, cache_dir=self.settings.cache_dir,
+            home=self.home, reporter=self.reporter, force=again,
+        )  # fmt: skip
 
     def _llama_server(self) -> str:
         if self.settings.llama_server_path:

@@ -3,13 +3,16 @@ of each (pure: the shard manager probes, this decides)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from sollol_cli.errors import BackendError, NoHealthyBackend, NotEnoughMemory
-from sollol_cli.manifest.models import Model
-from sollol_cli.placement import rpc_pool, split_for
+from sollol_cli.manifest.models import Model, SplitBy
+from sollol_cli.placement import RpcMemory, machine_bytes, rpc_pool, split_for
 from sollol_cli.sharding.hosts import ModelFile
+from sollol_cli.sharding.layer_split import BackendSpeed, expected_tokens_per_s, split_by_speed
+from sollol_cli.sharding.placement_log import assign_layers
 from sollol_cli.sharding.pool import RpcServer
 from sollol_cli.state import ClusterState
 
@@ -22,14 +25,27 @@ class RpcChoice:
     # the devices' labels (pool.ServedDevice.label) in -ts order when an rpc-server serves several; empty when
     # each serves one: then the endpoints are the devices
     devices: tuple[str, ...] = ()
+    split_by: str = "memory"  # memory | speed | manifest
+    expected_tokens_per_s: float | None = None  # from the split and the devices' measured speeds
+    speeds: dict[str, float] = field(default_factory=dict)  # device label -> measured bytes/s, of those used
 
 
 def choose_rpc_servers(
-    model: Model, file: ModelFile, servers: Sequence[RpcServer], protocol: str, state: ClusterState | None = None
+    model: Model,
+    file: ModelFile,
+    servers: Sequence[RpcServer],
+    protocol: str,
+    state: ClusterState | None = None,
+    speeds: Mapping[str, float] | None = None,
 ) -> RpcChoice:
     """The ready rpc backends that speak `protocol`; refuses when none is ready, when one speaks another
     protocol, or when some are missing and the ready ones cannot hold the model. `state`: what `up` recorded
-    of the nodes (their builds tell a GPU device from a CPU one)."""
+    of the nodes (their builds tell a GPU device from a CPU one).
+
+    The split: a manifest `tensor_split` wins; else, unless the model says `split_by: memory`, by measured
+    speed (`speeds`: device label -> bytes of layer weights per second, see layer_split.py; an rpc-server's
+    label is its endpoint when it serves one device), which may leave out rpc backends the faster ones make
+    unnecessary; else, and when the speeds do not decide, by memory."""
     ready, unusable = [], []
     for server in servers:
         probe = server.probe
@@ -67,10 +83,55 @@ def choose_rpc_servers(
     # Always an explicit split: llama.cpp's default follows free memory at load time, which would make
     # the layer placement unpredictable; with -ts it is computed exactly (placement_log.assign_layers).
     split = tuple(round(share, 4) for share in split_for(memory, override))
+    split_by = "manifest" if override else "memory"
+    measured = [
+        BackendSpeed(m, (speeds or {}).get(label)) for m, label in zip(device_memory(memory), labels, strict=True)
+    ]
+    layer_bytes = _layer_bytes(file)
+    counts = None
+    if override is None and model.split_by is SplitBy.speed and file.n_layer and layer_bytes:
+        counts = split_by_speed(measured, file.n_layer + 1, layer_bytes)
+    if counts is not None:  # layer counts as shares: llama.cpp places exactly that many (assign_layers)
+        owners = [s.endpoint for s in ready for _ in s.devices(nodes.get(s.node or ""))]
+        # an rpc backend is left out only when none of its devices gets a layer
+        used = {owner for owner, count in zip(owners, counts, strict=True) if count}
+        kept = [i for i, owner in enumerate(owners) if owner in used]
+        ready = [s for s in ready if s.endpoint in used]
+        measured, labels = [measured[i] for i in kept], tuple(labels[i] for i in kept)
+        split, split_by = tuple(float(counts[i]) for i in kept), "speed"
+    expected = None
+    if file.n_layer and layer_bytes:
+        layers = assign_layers(file.n_layer, split)
+        per_device = [layers.count(i) for i in range(len(split))]
+        expected = expected_tokens_per_s(per_device, layer_bytes, measured)
     # [free, total] of each device, flat: what `status` shows of an rpc-server while the coordinator holds it
     held = {s.endpoint: pairs for s in ready if (pairs := _memory_pairs(s))}
     endpoints = tuple(s.endpoint for s in ready)
-    return RpcChoice(endpoints, split, held, labels if labels != endpoints else ())
+    rounded = None if expected is None else round(expected, 1)
+    rates = {label: m.bytes_per_s for label, m in zip(labels, measured, strict=True) if m.bytes_per_s}
+    return RpcChoice(endpoints, split, held, labels if labels != endpoints else (), split_by, rounded, rates)
+
+
+def _layer_bytes(file: ModelFile) -> int | None:
+    """Memory one offloaded layer needs, the output layer counted as one more: the whole file (the token
+    embedding too, which stays on the coordinator: an over-estimate, on the safe side) and its KV cache."""
+    if not file.n_layer:
+        return None
+    return math.ceil((file.size + (file.kv_bytes or 0)) / (file.n_layer + 1))
+
+
+def device_memory(devices: Sequence[RpcMemory]) -> list[int | None]:
+    """Free memory each device can give a model: a GPU its own, CPU devices of one machine that machine's
+    figure shared evenly (as placement.split_for shares it)."""
+    by_memory: dict[tuple[str, str | None], list[RpcMemory]] = {}
+    for device in devices:
+        by_memory.setdefault(device.memory_key, []).append(device)
+    out: list[int | None] = []
+    for device in devices:
+        members = by_memory[device.memory_key]
+        value = machine_bytes(members)
+        out.append(None if value is None else value // len(members))
+    return out
 
 
 def _memory_pairs(server: RpcServer) -> list[int]:

@@ -27,11 +27,16 @@ class RpcServer:
     probe: RpcProbe | None = None
     node: str | None = None  # the manifest node it runs on (None: a `backends:` entry)
     device_names: tuple[str, ...] = ()  # the manifest's `rpc.device`, in serving order (empty: its default)
+    memory_cap: int | None = None  # manifest `memory_mib`: at most this much of each device is planned for
 
     @property
     def endpoint(self) -> str:
         """`host:port` as llama-server's `--rpc` takes it and a coordinator record keeps it."""
         return f"{self.host}:{self.port}"
+
+    def speaks(self, protocol: str) -> bool:
+        """Whether its last probe saw the rpc protocol version `protocol` ("3.0.0")."""
+        return self.probe is not None and ".".join(map(str, self.probe.protocol or ())) == protocol
 
     def devices(self, node: NodeState | None = None) -> list[ServedDevice]:
         """The devices it serves, each with what its memory is (before any probe: those the manifest names,
@@ -43,6 +48,9 @@ class RpcServer:
         out = []
         for index in range(count):
             free, total = (probed[index].free, probed[index].total) if index < len(probed) else (None, None)
+            if self.memory_cap is not None:  # `memory_mib`: no more than that is planned on it
+                free = None if free is None else min(free, self.memory_cap)
+                total = None if total is None else min(total, self.memory_cap)
             name = self.device_names[index] if index < len(self.device_names) else None
             label = self.endpoint if count == 1 else f"{self.endpoint}#{index}"
             out.append(ServedDevice(index, label, name, _is_gpu(name, build, total, ram), free, total))

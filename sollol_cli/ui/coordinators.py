@@ -15,10 +15,10 @@ def narrative(event: events.Event) -> list[str]:
     """The lines for one event (placement lines follow a start or a reuse); none for other events."""
     if isinstance(event, events.CoordinatorStarted):
         head = f"started a coordinator{_on(event.node)} (pid {event.pid}), loaded in {event.ready_after_s:.1f} s"
-        return [head, *event.placement]
+        return [head, *event.placement, *([event.speed] if event.speed else [])]
     if isinstance(event, events.CoordinatorReused):
         head = f"reused the running coordinator{_on(event.node)} (pid {event.pid}, port {event.port})"
-        return [head, *event.placement]
+        return [head, *event.placement, *([event.speed] if event.speed else [])]
     if isinstance(event, events.CoordinatorMoved):
         return [f"moved the coordinator off {event.was} (the manifest says {event.now})"]
     if isinstance(event, events.CoordinatorOutdated):

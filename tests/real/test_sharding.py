@@ -49,7 +49,10 @@ def shard_manifest(
     roles = {"node1": f"rpc: {{port: {RPC_PORT}}}", "node2": f"rpc: {{port: {RPC_PORT}}}"}
     extra = (
         f"llama_cpp:\n  bin_dir: {bin_dir}\n"
-        f"models:\n  - {{name: tiny, mode: shard, store: {store.root}, context: 1024, keep_alive: 600}}\n"
+        # split_by: memory: these tests assert the memory rule's placement; the speed rule has its own test
+        # (test_speed_split.py), and namespace test nodes on one busy machine can measure 3x apart
+        f"models:\n  - {{name: tiny, mode: shard, store: {store.root}, context: 1024, keep_alive: 600, "
+        "split_by: memory}\n"
     )
     path = tmp / "cluster.yaml"
     path.write_text(ssh_nodes.manifest_yaml(roles, name="shard", nodes=ssh_nodes.nodes[:2], extra=extra))

@@ -52,8 +52,11 @@ def manifest(
     extra = (
         f"llama_cpp:\n  bin_dir: {bin_dir}\n"
         "models:\n"
-        "  - {name: tiny, mode: shard, store_node: node3, coordinator: node3, context: 1024, keep_alive: 600}\n"
-        f"  - {{name: tiny-here, mode: shard, store: {here.root}, coordinator: node3, context: 1024}}\n"
+        # split_by: memory: these tests assert the memory rule's placement (see test_sharding.py)
+        "  - {name: tiny, mode: shard, store_node: node3, coordinator: node3, context: 1024, keep_alive: 600, "
+        "split_by: memory}\n"
+        f"  - {{name: tiny-here, mode: shard, store: {here.root}, coordinator: node3, context: 1024, "
+        "split_by: memory}\n"
     )
     path = tmp / "cluster.yaml"
     path.write_text(ssh_nodes.manifest_yaml(roles, name="noded", nodes=ssh_nodes.nodes[:3], extra=extra))

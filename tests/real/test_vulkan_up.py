@@ -45,7 +45,11 @@ def mixed(
         "llama_cpp: {backend: vulkan}",
         "node2": f"rpc: {{port: {PORT}}}\nllama_cpp: {{backend: cpu}}",
     }
-    extra = f"models:\n  - {{name: tiny, mode: shard, store: {store.root}, context: 512, keep_alive: 600}}\n"
+    # split_by: memory: the placement asserted is the memory rule's (see test_sharding.py)
+    extra = (
+        f"models:\n  - {{name: tiny, mode: shard, store: {store.root}, context: 512, keep_alive: 600, "
+        "split_by: memory}\n"
+    )
     path = tmp / "cluster.yaml"
     path.write_text(ssh_nodes.manifest_yaml(roles, name="gpumix", nodes=ssh_nodes.nodes[:2], extra=extra))
     os.environ["SOLLOL_STATE_DIR"] = str(state_dir)  # module-scoped: set up before shared_state sets it per test

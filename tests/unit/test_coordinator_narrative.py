@@ -24,6 +24,10 @@ PLACEMENT = ("placement 10.0.0.1:50052: layers 0-3, model 4.2 MiB, KV 0.5 MiB",)
             events.CoordinatorStarted("tiny", "n3", 41, 2.0, ()),
             ["started a coordinator on node n3 (pid 41), loaded in 2.0 s"],
         ),
+        (  # the split and its speed follow the placement
+            events.CoordinatorStarted("tiny", None, 41, 2.0, PLACEMENT, "speed: split by memory"),
+            ["started a coordinator (pid 41), loaded in 2.0 s", *PLACEMENT, "speed: split by memory"],
+        ),
         (
             events.CoordinatorReused("tiny", "n3", 41, 8080, PLACEMENT),
             ["reused the running coordinator on node n3 (pid 41, port 8080)", *PLACEMENT],

@@ -86,6 +86,8 @@ CASES: list[tuple[str, str | bytes, int, list[str]]] = [
      ["{f}:3:5: models[0].pooling: pooling applies to embeddings only: add 'embeddings: true' or drop 'pooling'"]),
     ("embeddings-not-bool", "models:\n  - name: m\n    embeddings: sometimes\n", 3,
      ["{f}:3:17: models[0].embeddings: expected true or false, got 'sometimes'"]),
+    ("memory-mib-not-rpc", "backends:\n  - {kind: ollama, address: 10.0.0.1, memory_mib: 600}\n", 3,
+     ["{f}:2:5: backends[0]: memory_mib is for rpc backends (kind: rpc) only; remove it here"]),
     ("bad-cidr", "discovery: {subnets: [10.0.0.0/33]}\n", 3,
      ["{f}:1:23: discovery.subnets[0]: '10.0.0.0/33' is not a CIDR like 10.0.0.0/24"]),
     ("bool-not-bool", GOOD_NODE + "    rpc: {cache: maybe}\n", 3,

@@ -303,7 +303,9 @@ class ReplanningShards:
     async def discard(self, model: str, backend: Any, report: Any) -> None:
         self.discarded += 1
 
-    async def release(self, model: str, backend: Any, keep_alive: float | None) -> None:
+    async def release(
+        self, model: str, backend: Any, keep_alive: float | None, tokens_per_s: float | None = None
+    ) -> None:
         pass
 
     async def unload(self, model: str) -> None:

@@ -77,7 +77,9 @@ class Shards:
     async def discard(self, model: str, backend: Any, report: events.Reporter) -> None:
         self.calls.append(("discard", model))
 
-    async def release(self, model: str, backend: Any, keep_alive: float | None) -> None:
+    async def release(
+        self, model: str, backend: Any, keep_alive: float | None, tokens_per_s: float | None = None
+    ) -> None:
         self.calls.append(("release", model, repr(keep_alive)))
 
     async def unload(self, model: str) -> None:
