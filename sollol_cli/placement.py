@@ -248,6 +248,18 @@ def rpc_pool(rpc_devices: Sequence[RpcMemory]) -> RpcPool:
     return RpcPool(names, machines, total, unknown, len(rpc_devices) if len(rpc_devices) > len(names) else 0)
 
 
+def device_bytes(rpc_devices: Sequence[RpcMemory]) -> list[float | None]:
+    """Memory each device can give a model, in order: a GPU its own, CPU devices of one machine that
+    machine's figure shared evenly; None where nothing is known."""
+    memories = _by_memory(rpc_devices)
+    out: list[float | None] = []
+    for device in rpc_devices:
+        members = memories[device.memory_key]
+        value = machine_bytes(members)
+        out.append(None if value is None else value / len(members))
+    return out
+
+
 def split_for(rpc_devices: Sequence[RpcMemory], override: Sequence[float] | None = None) -> list[float]:
     """Tensor split (shares summing to 1, in the given order) for llama-server `--tensor-split`, which takes
     one share per device: an rpc-server serving several devices has one entry per device here.
@@ -272,12 +284,7 @@ def split_for(rpc_devices: Sequence[RpcMemory], override: Sequence[float] | None
             raise UsageError("tensor_split needs non-negative shares with a positive sum")
         weights = [float(s) for s in override]
     else:
-        memories = _by_memory(rpc_devices)
-        per_backend: list[float | None] = []
-        for rpc in rpc_devices:
-            members = memories[rpc.memory_key]
-            value = machine_bytes(members)
-            per_backend.append(None if value is None else value / len(members))
+        per_backend = device_bytes(rpc_devices)
         known = [v for v in per_backend if v is not None and v > 0]
         average = sum(known) / len(known) if known else 1.0
         weights = [average if v is None else v for v in per_backend]

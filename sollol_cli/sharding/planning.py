@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from sollol_cli.errors import BackendError, NoHealthyBackend, NotEnoughMemory
 from sollol_cli.manifest.models import Model, SplitBy
-from sollol_cli.placement import RpcMemory, machine_bytes, rpc_pool, split_for
+from sollol_cli.placement import device_bytes, rpc_pool, split_for
 from sollol_cli.sharding.hosts import ModelFile
 from sollol_cli.sharding.layer_split import BackendSpeed, expected_tokens_per_s, split_by_speed
 from sollol_cli.sharding.placement_log import assign_layers
@@ -85,7 +85,8 @@ def choose_rpc_servers(
     split = tuple(round(share, 4) for share in split_for(memory, override))
     split_by = "manifest" if override else "memory"
     measured = [
-        BackendSpeed(m, (speeds or {}).get(label)) for m, label in zip(device_memory(memory), labels, strict=True)
+        BackendSpeed(m, (speeds or {}).get(label))
+        for m, label in zip(_whole(device_bytes(memory)), labels, strict=True)
     ]
     layer_bytes = _layer_bytes(file)
     counts = None
@@ -120,18 +121,8 @@ def _layer_bytes(file: ModelFile) -> int | None:
     return math.ceil((file.size + (file.kv_bytes or 0)) / (file.n_layer + 1))
 
 
-def device_memory(devices: Sequence[RpcMemory]) -> list[int | None]:
-    """Free memory each device can give a model: a GPU its own, CPU devices of one machine that machine's
-    figure shared evenly (as placement.split_for shares it)."""
-    by_memory: dict[tuple[str, str | None], list[RpcMemory]] = {}
-    for device in devices:
-        by_memory.setdefault(device.memory_key, []).append(device)
-    out: list[int | None] = []
-    for device in devices:
-        members = by_memory[device.memory_key]
-        value = machine_bytes(members)
-        out.append(None if value is None else value // len(members))
-    return out
+def _whole(sizes: Sequence[float | None]) -> list[int | None]:
+    return [None if size is None else int(size) for size in sizes]
 
 
 def _memory_pairs(server: RpcServer) -> list[int]:
