@@ -172,7 +172,7 @@ def test_another_seed_gives_other_weights(tmp_path: Path, tiny_gguf: Path) -> No
 
 
 def test_unknown_preset_is_a_usage_error(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="unknown test model preset 'huge'; use one of: tiny, chat, big"):
+    with pytest.raises(UsageError, match="unknown test model preset 'huge'; use one of: tiny, chat, calibrate, big"):
         ensure_tiny_model(tmp_path, "huge")
 
 
