@@ -13,6 +13,10 @@ nodes (the first N of one set of hosts) is measured with the real CLI, each comm
 - `status`: probe every backend (the median of `--runs`);
 - routing: `router.choose` over N candidates in this process (the median of 20000 calls).
 
+Each command's cell is its wall time and, after the slash, the sollol process's own CPU time. All the
+nodes share this machine's cores, so at 30 nodes the wall time also carries 30 nodes' sshd and shell work,
+which on a real cluster runs on 30 machines: the CPU column is what grows on the controller.
+
 Then `down`. Prints a markdown table with each row's ratio to the smallest size. Environment: as the
 real tests (SOLLOL_TEST_PREFIX, SOLLOL_TEST_SUBNET) to run beside them.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -46,20 +51,33 @@ RPC_PORT = 50452
 @dataclass(frozen=True)
 class Row:
     nodes: int
-    fresh_up_s: float
-    converged_up_s: float
-    status_s: float
+    fresh_up: Took
+    converged_up: Took
+    status: Took
     route_us: float
 
 
-def sollol(*args: str, env: dict[str, str]) -> float:
-    """Seconds one `sollol` command takes as a fresh process; it must succeed."""
+@dataclass(frozen=True)
+class Took:
+    wall_s: float
+    cpu_s: float  # the sollol process's own CPU (user + system), imports included
+
+
+def sollol(*args: str, env: dict[str, str]) -> Took:
+    """What one `sollol` command takes as a fresh process; it must succeed."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "sollol_cli", *args], capture_output=True, text=True, env=env)
     took = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"sollol {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return took
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Took(took, cpu)
+
+
+def median(runs: list[Took]) -> Took:
+    return Took(statistics.median(r.wall_s for r in runs), statistics.median(r.cpu_s for r in runs))
 
 
 def route_us(count: int, calls: int = 20000) -> float:
@@ -87,25 +105,32 @@ def measure(hosts: TestHosts, count: int, runs: int, work: Path, bin_dir: Path) 
         shutil.rmtree(node.root_dir / ".sollol", ignore_errors=True)
     try:
         fresh = sollol("up", str(manifest), "-q", env=env)
-        converged = statistics.median(sollol("up", str(manifest), "-q", env=env) for _ in range(runs))
-        status = statistics.median(sollol("status", "-f", str(manifest), "--json", env=env) for _ in range(runs))
+        converged = median([sollol("up", str(manifest), "-q", env=env) for _ in range(runs)])
+        status = median([sollol("status", "-f", str(manifest), "--json", env=env) for _ in range(runs)])
     finally:
         subprocess.run([sys.executable, "-m", "sollol_cli", "down", str(manifest), "-q"], env=env, capture_output=True)
     return Row(count, fresh, converged, status, route_us(count))
 
 
 def table(rows: list[Row]) -> str:
+    """Wall time and, after the slash, the sollol process's own CPU time; each with its ratio to the first
+    row's."""
     base = rows[0]
+
+    def cell(took: Took, first: Took) -> str:
+        return (
+            f"{took.wall_s:.2f} s ({took.wall_s / first.wall_s:.1f}x) / "
+            f"{took.cpu_s:.2f} s ({took.cpu_s / first.cpu_s:.1f}x)"
+        )
+
     lines = [
         "| nodes | fresh `up` | converged `up` | `status` | routing |",
         "|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
-            f"| {row.nodes} | {row.fresh_up_s:.2f} s ({row.fresh_up_s / base.fresh_up_s:.1f}x) "
-            f"| {row.converged_up_s:.2f} s ({row.converged_up_s / base.converged_up_s:.1f}x) "
-            f"| {row.status_s:.2f} s ({row.status_s / base.status_s:.1f}x) "
-            f"| {row.route_us:.1f} µs ({row.route_us / base.route_us:.1f}x) |"
+            f"| {row.nodes} | {cell(row.fresh_up, base.fresh_up)} | {cell(row.converged_up, base.converged_up)} "
+            f"| {cell(row.status, base.status)} | {row.route_us:.1f} µs ({row.route_us / base.route_us:.1f}x) |"
         )
     return "\n".join(lines)
 
