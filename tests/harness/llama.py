@@ -224,6 +224,13 @@ class ServerGroup:
             server.stop()
 
 
+def rpc_backend_rows(servers: Sequence[ServerProcess]) -> str:
+    """The manifest's `backends:` entries for running rpc-servers, named rpc0, rpc1, ... in order."""
+    return "".join(
+        f"  - {{name: rpc{i}, kind: rpc, address: {r.host}, port: {r.port}}}\n" for i, r in enumerate(servers)
+    )
+
+
 def bin_dir_of(bins: LlamaCppBinaries, parent: Path) -> Path:
     """A directory with rpc-server and llama-server, for a manifest's `llama_cpp.bin_dir`."""
     bin_dir = parent / "bin"

@@ -13,7 +13,7 @@ import pytest
 from sollol_cli.runtime.bench_results import NO_SINGLE_NODE
 from sollol_cli.settings import Settings
 from sollol_cli.sharding.lifecycle import stop_all
-from tests.harness.llama import ServerGroup
+from tests.harness.llama import ServerGroup, rpc_backend_rows
 from tests.unit.cli_helpers import invoke
 
 pytestmark = pytest.mark.real
@@ -22,9 +22,7 @@ pytestmark = pytest.mark.real
 def test_bench_a_llama_server_and_a_sharded_model(llama_servers: ServerGroup, tiny_gguf: Path, tmp_path: Path) -> None:
     node = llama_servers.llama_server(tiny_gguf, context=1024)
     rpcs = [llama_servers.rpc_server(), llama_servers.rpc_server()]
-    rpc_rows = "".join(
-        f"  - {{name: rpc{i}, kind: rpc, address: {r.host}, port: {r.port}}}\n" for i, r in enumerate(rpcs)
-    )
+    rpc_rows = rpc_backend_rows(rpcs)
     path = tmp_path / "cluster.yaml"
     path.write_text(
         "name: benchreal\n"
@@ -72,9 +70,7 @@ def test_a_model_sharded_although_a_node_has_it_is_compared_with_that_node(
 ) -> None:
     node = llama_servers.llama_server(tiny_gguf, context=1024)
     rpcs = [llama_servers.rpc_server(), llama_servers.rpc_server()]
-    rpc_rows = "".join(
-        f"  - {{name: rpc{i}, kind: rpc, address: {r.host}, port: {r.port}}}\n" for i, r in enumerate(rpcs)
-    )
+    rpc_rows = rpc_backend_rows(rpcs)
     model = tiny_gguf.stem  # the name n1 serves it by
     path = tmp_path / "cluster.yaml"
     path.write_text(

@@ -10,7 +10,7 @@ import pytest
 from sollol_cli.settings import Settings
 from sollol_cli.sharding import coordinator as coord
 from sollol_cli.sharding.lifecycle import coordinator_home, stop_all
-from tests.harness.llama import ServerGroup, ServerProcess
+from tests.harness.llama import ServerGroup, ServerProcess, rpc_backend_rows
 from tests.unit.cli_helpers import invoke
 
 pytestmark = pytest.mark.real
@@ -18,7 +18,7 @@ GREEDY = ("--temperature", "0", "--seed", "7", "--num-predict", "8")
 
 
 def write_manifest(path: Path, bin_dir: Path, gguf: Path, rpcs: list[ServerProcess]) -> Path:
-    rows = "".join(f"  - {{name: rpc{i}, kind: rpc, address: {r.host}, port: {r.port}}}\n" for i, r in enumerate(rpcs))
+    rows = rpc_backend_rows(rpcs)
     path.write_text(
         "name: outdated\n"
         f"llama_cpp: {{bin_dir: {bin_dir}}}\n"

@@ -22,7 +22,7 @@ import pytest
 from sollol_cli.settings import Settings
 from sollol_cli.sharding import coordinator as coord
 from sollol_cli.sharding.lifecycle import coordinator_home, stop_all
-from tests.harness.llama import ServerGroup
+from tests.harness.llama import ServerGroup, rpc_backend_rows
 from tests.unit.cli_helpers import invoke
 
 pytestmark = pytest.mark.real
@@ -33,9 +33,7 @@ CLUSTER = "races"
 @pytest.fixture
 def manifest(tmp_path: Path, llama_servers: ServerGroup, tiny_gguf: Path) -> Iterator[Path]:
     rpcs = [llama_servers.rpc_server(), llama_servers.rpc_server()]
-    backends = "".join(
-        f"  - {{name: rpc{i}, kind: rpc, address: {r.host}, port: {r.port}}}\n" for i, r in enumerate(rpcs)
-    )
+    backends = rpc_backend_rows(rpcs)
     path = tmp_path / "cluster.yaml"
     path.write_text(
         f"name: {CLUSTER}\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sollol_cli.sharding.coordinator import alive, all_records
-from tests.harness.llama import ServerGroup
+from tests.harness.llama import ServerGroup, rpc_backend_rows
 from tests.unit.cli_helpers import invoke
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
@@ -17,9 +17,7 @@ pytestmark = [pytest.mark.real, pytest.mark.slow]
 
 def manifest(tmp_path: Path, llama_servers: ServerGroup, gguf: Path, keep_alive: float) -> Path:
     rpcs = [llama_servers.rpc_server(), llama_servers.rpc_server()]
-    backends = "".join(
-        f"  - {{name: rpc{i}, kind: rpc, address: {r.host}, port: {r.port}}}\n" for i, r in enumerate(rpcs)
-    )
+    backends = rpc_backend_rows(rpcs)
     path = tmp_path / "cluster.yaml"
     path.write_text(
         "name: keepalive\n"
