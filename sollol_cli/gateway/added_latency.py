@@ -106,7 +106,7 @@ class _Rounds:
     through: list[tuple[str, float]] = field(default_factory=list)  # (backend that served it, seconds)
     errors: list[str] = field(default_factory=list)
 
-    async def straight(self, i: int) -> None:
+    async def straight(self) -> None:
         """Each backend once, straight."""
         for backend in self.backends:
             path, body = request_for(backend, self.model)
@@ -141,11 +141,11 @@ async def _pairs(
         # the gateway's request goes first in every other round: whatever the one after a request gains or
         # loses (a backend's prompt cache, a connection it kept) falls on both sides alike
         if i % 2:
-            await rounds.straight(i)
+            await rounds.straight()
             await rounds.via_gateway(i)
         else:
             await rounds.via_gateway(i)
-            await rounds.straight(i)
+            await rounds.straight()
         reporter(events.StepProgress(subject, "measuring", i + 1, requests))
     return _result(model, requests, rounds.direct, rounds.through, rounds.errors)
 

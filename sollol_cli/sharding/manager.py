@@ -246,13 +246,17 @@ class ShardManager:
     def _gone_rpc(self, record: coord.CoordinatorRecord) -> tuple[str, ...]:
         """The rpc endpoints a running coordinator holds that the manifest no longer has (edited, or ports
         changed): it cannot be reused, its layers are on servers that are not the cluster's."""
-        ours = {server.endpoint for server in self.backends.rpc_servers()}
+        ours = self._rpc_endpoints()
         return tuple(endpoint for endpoint in record.rpc if endpoint not in ours)
+
+    def _rpc_endpoints(self) -> set[str]:
+        """`host:port` of every rpc backend the manifest has, as coordinator records keep them."""
+        return {server.endpoint for server in self.backends.rpc_servers()}
 
     async def _evict_others(self, model: Model, report: events.Reporter) -> None:
         """An rpc-server serves one coordinator at a time, so switching sharded models means unloading the
         other one first (as Ollama unloads a model to load another when memory is short)."""
-        ours = {server.endpoint for server in self.backends.rpc_servers()}
+        ours = self._rpc_endpoints()
         for other in coord.all_records(self.home, self.reporter):
             if other.model != model.name and ours & set(other.rpc) and await self.coordinators.still_running(other):
                 await self.coordinators.stop(other)
