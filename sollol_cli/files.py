@@ -60,3 +60,11 @@ async def held_lock(
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+async def update_locked(path: Path, content: Callable[[], str], *, holder: str) -> None:
+    """Read-modify-write `path` with no other process doing the same in between: under the lock
+    `<path>.lock`, `content` reads what is there now and returns the new text, written atomically. For files
+    several sollol processes merge their results into."""
+    async with held_lock(path.with_name(f"{path.name}.lock"), holder):
+        write_atomic(path, content())

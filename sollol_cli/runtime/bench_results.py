@@ -5,12 +5,13 @@ and the router starts from (`measured_speeds`)."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sollol_cli.files import write_atomic
+from sollol_cli.files import update_locked
 from sollol_cli.names import normalize_model_name, same_model
 from sollol_cli.router import SpeedEstimate
 
@@ -89,13 +90,18 @@ def load_results(state_dir: Path, cluster: str) -> list[BenchRow]:
         return []  # none yet, or unreadable: measurements are a cache, a new run rewrites them
 
 
-def save_results(state_dir: Path, cluster: str, rows: Sequence[BenchRow]) -> Path:
-    """Keep the newest measurement per (model, backend): a run of one model leaves the others' results."""
-    merged = {(r.model, r.backend): r for r in load_results(state_dir, cluster)}
-    merged.update({(r.model, r.backend): r for r in rows})
+async def save_results(state_dir: Path, cluster: str, rows: Sequence[BenchRow]) -> Path:
+    """Keep the newest measurement per (model, backend): a run of one model leaves the others' results, and
+    two `sollol bench` runs at once both keep theirs (the merge is done under the file's lock)."""
+
+    def merged() -> str:
+        kept = {(r.model, r.backend): r for r in load_results(state_dir, cluster)}
+        kept.update({(r.model, r.backend): r for r in rows})
+        ordered = [kept[key] for key in sorted(kept)]
+        return json.dumps({"rows": [asdict(r) for r in ordered]}, indent=2) + "\n"
+
     path = results_path(state_dir, cluster)
-    ordered = [merged[key] for key in sorted(merged)]
-    write_atomic(path, json.dumps({"rows": [asdict(r) for r in ordered]}, indent=2) + "\n")
+    await update_locked(path, merged, holder=f"sollol bench (pid {os.getpid()})")
     return path
 
 

@@ -30,7 +30,7 @@ import aiohttp
 from sollol_cli import events
 from sollol_cli.backends.http import request_json
 from sollol_cli.errors import BackendError, SollolError
-from sollol_cli.files import held_lock, write_atomic
+from sollol_cli.files import update_locked
 from sollol_cli.llamacpp.tinymodel import ensure_tiny_model
 from sollol_cli.sharding import coordinator as coord
 from sollol_cli.sharding.hosts import ControllerHost
@@ -79,11 +79,13 @@ def load_speeds(state_dir: Path) -> dict[str, RpcSpeed]:
 
 async def save_speed(state_dir: Path, key: str, speed: RpcSpeed) -> None:
     """Merge one speed into the file under its lock: other sollol processes may be saving theirs."""
-    path = speeds_path(state_dir)
-    async with held_lock(path.with_name(f"{path.name}.lock"), f"sollol (pid {os.getpid()}) saving a speed"):
+
+    def merged() -> str:
         kept = {k: asdict(v) for k, v in load_speeds(state_dir).items()}
         kept[key] = asdict(speed)
-        write_atomic(path, json.dumps(kept, indent=2, sort_keys=True) + "\n")
+        return json.dumps(kept, indent=2, sort_keys=True) + "\n"
+
+    await update_locked(speeds_path(state_dir), merged, holder=f"sollol (pid {os.getpid()}) saving a speed")
 
 
 def known_speeds(state_dir: Path, servers: Sequence[RpcServer], protocol: str) -> dict[str, float]:

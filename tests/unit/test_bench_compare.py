@@ -1,10 +1,26 @@
-"""`compare`: each sharded model against the fastest node that serves it whole, as a table of cases."""
+"""`compare`: each sharded model against the fastest node that serves it whole, as a table of cases; and saving
+the results beside another process saving its own."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from dataclasses import asdict
+from pathlib import Path
+
 import pytest
 
-from sollol_cli.runtime.bench_results import NO_SINGLE_NODE, BenchRow, Comparison, Level, compare
+from sollol_cli.files import held_lock
+from sollol_cli.runtime.bench_results import (
+    NO_SINGLE_NODE,
+    BenchRow,
+    Comparison,
+    Level,
+    compare,
+    load_results,
+    results_path,
+    save_results,
+)
 from sollol_cli.ui.bench import comparison_line
 
 
@@ -54,3 +70,18 @@ def test_compare(rows: list[BenchRow], expected: list[Comparison]) -> None:
 def test_ratio_and_line(comparison: Comparison, ratio: float | None, line: str) -> None:
     assert comparison.ratio == (pytest.approx(ratio) if ratio is not None else None)
     assert comparison_line(comparison) == line
+
+
+async def test_saving_waits_for_another_process_merging_and_keeps_its_rows(tmp_path: Path) -> None:
+    """The merge is done under the file's lock, so a save that starts while another holds it merges after:
+    the rows the other one wrote meanwhile are kept."""
+    path = results_path(tmp_path, "c")
+    async with held_lock(path.with_name(f"{path.name}.lock"), "another sollol bench"):
+        saving = asyncio.create_task(save_results(tmp_path, "c", [row("m", "b", "distribute", 2.0)]))
+        for _ in range(3):  # let it run: without the lock it has nothing else to wait for and would be done
+            await asyncio.sleep(0)
+        assert not saving.done()
+        # what the other process writes while it holds the lock
+        path.write_text(json.dumps({"rows": [asdict(row("m", "a", "distribute", 1.0))]}))
+    await saving
+    assert [(r.backend, r.single.tokens_per_s) for r in load_results(tmp_path, "c")] == [("a", 1.0), ("b", 2.0)]

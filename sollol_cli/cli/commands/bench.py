@@ -48,7 +48,7 @@ def bench(
                     if gateway
                     else []
                 )
-        save_results(settings.state_dir, loaded.cluster.name, rows)
+        await save_results(settings.state_dir, loaded.cluster.name, rows)
         comparisons = compare(rows)
         if json:
             console.print_json(
