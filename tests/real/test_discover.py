@@ -140,7 +140,8 @@ def test_write_adds_the_new_backends_to_a_commented_manifest(lab: TestHosts, tmp
         f"    address: {n1.address}\n    rpc: {{port: 50052}}\n"
     )
     subnet = str(lab.config.subnet)
-    result = invoke("discover", subnet, "--ports", "11434,8080,50052", "--write", "-f", str(path), "-q")
+    result = invoke("discover", subnet, "--ports", "11434,8080,50052", "--write", "-f", str(path), "-v")
+    print(result.stdout, result.stderr)  # shown when the test fails: what the scan saw (it once added nothing)
     assert result.exit_code == 0, result.stderr
     text = path.read_text()
     assert text.startswith("# my lab\nname: lab\nnodes:\n  - name: node1   # already managed\n")
